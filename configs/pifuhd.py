@@ -1,0 +1,86 @@
+"""PIFuHD: the official architecture and reconstruction settings.
+
+--config=configs/pifuhd.py          the released model (1024² input, R = 512)
+--config=configs/pifuhd.py:tiny     a small random-weight variant for CPU smoke tests
+"""
+
+import ml_collections
+
+
+def _level(**kw) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(hg_width=256, groups=32, **kw))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Architecture. A checkpoint's stored options override these (and are checked against
+    # its tensor shapes); without a checkpoint the model starts from random weights.
+    m = c.model = ml_collections.ConfigDict()
+    m.coarse = _level(
+        num_stack=4,
+        hg_depth=2,
+        hg_dim=256,
+        hg_down="ave_pool",
+        mlp_dim=[257, 1024, 512, 256, 128, 1],
+        mlp_res_layers=[2, 3, 4],
+        merge_layer=2,
+    )
+    m.fine = _level(
+        num_stack=1,
+        hg_depth=4,
+        hg_dim=16,
+        hg_down="no_down",
+        mlp_dim=[272, 512, 256, 128, 1],
+        mlp_res_layers=[1, 2],
+        merge_layer=-1,
+    )
+    m.use_front_normal = True
+    m.use_back_normal = True
+    m.normal_ngf = 64
+    m.normal_n_down = 4
+    m.normal_n_blocks = 9
+    m.coarse_size = 512
+    m.fine_size = 1024
+    m.z_size = 200.0
+
+    # Weights: a PyTorch checkpoint (pifuhd.pt) or an orbax directory written by
+    # `--mode=convert`; empty = random init from `seed` (N(0, 0.02) as the official init).
+    c.checkpoint = ""
+
+    # Reconstruction (`--mode=reconstruct`) and field queries (`--mode=query`).
+    r = c.reconstruct = ml_collections.ConfigDict()
+    r.input = ""  # image file or folder; crops from {name}_keypoints.json / {name}_rect.txt
+    r.crop_type = "fullbody"  # OpenPose crop rule: fullbody | upperbody | face
+    r.resolution = 512  # marching-cubes grid R (official default 512)
+    r.octree = "parity"  # parity: the official octree, exactly; fast: narrow band (±1 voxel)
+    r.init_resolution = 64
+    r.threshold = 0.05
+    r.chunk = 16384  # points per network call: bounds memory at any grid resolution
+    r.mesh_format = "obj"  # obj | ply | both
+    r.normal_colors = True  # colour vertices by the field's normal, as the official code
+    r.points = ""  # --mode=query: (N, 3) .npy in the normalised frame
+    if arg == "tiny":
+        _tiny(c)
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r} (expected 'tiny' or nothing)")
+    return c
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+    """Same structure, a fraction of the width: runs in seconds on a laptop CPU."""
+    m = c.model
+    for level in (m.coarse, m.fine):
+        level.hg_width = 32
+        level.groups = 4
+    m.coarse.update(num_stack=2, hg_depth=2, hg_dim=32, mlp_dim=[33, 64, 32, 16, 8, 1])
+    m.fine.update(hg_depth=2, hg_dim=8, mlp_dim=[24, 32, 16, 8, 1])
+    m.normal_ngf = 8
+    m.normal_n_down = 2
+    m.normal_n_blocks = 1
+    m.coarse_size = 64
+    m.fine_size = 128
+    c.reconstruct.resolution = 64
+    c.reconstruct.init_resolution = 16
+    c.reconstruct.chunk = 4096

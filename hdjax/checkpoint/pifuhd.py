@@ -1,0 +1,286 @@
+"""The official PIFuHD checkpoint (`pifuhd.pt`) -> hdjax params, and back.
+
+The layout conversion (OIHW -> HWIO, transposed-conv flip, Conv1d -> Dense) and the official
+key names live here and nowhere else. The stored options `opt` / `opt_netG` choose the
+architecture; every tensor is then checked against the shape that architecture expects.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hdjax.errors import HdjaxError
+from hdjax.models.pifuhd import LevelArch, PIFuHD, PIFuHDArch
+
+Params = dict[str, Any]
+
+# Keys the official state dict stores that no computation reads: `bn4` of blocks without a
+# projection, and `downsample.0`, the same GroupNorm object as `bn4` stored twice.
+_UNUSED_KEY = re.compile(r"(\.bn4\.|\.downsample\.0\.)(weight|bias)$")
+
+
+def _opt_get(opt: Mapping[str, Any], field: str, name: str, path: str | None) -> Any:
+    if field not in opt:
+        raise HdjaxError(f"checkpoint option {name}.{field} is missing", path)
+    return opt[field]
+
+
+def arch_from_options(
+    opt: Mapping[str, Any], opt_netG: Mapping[str, Any], path: str | None = None
+) -> PIFuHDArch:
+    """Architecture from the checkpoint's stored `opt` (fine) and `opt_netG` (coarse)."""
+
+    def get(o, f, name="opt"):
+        return _opt_get(o, f, name, path)
+
+    for o, name in ((opt, "opt"), (opt_netG, "opt_netG")):
+        if get(o, "norm", name) != "group":
+            raise HdjaxError(f"{name}.norm={o['norm']!r} is not supported (only 'group')", path)
+        if o.get("mlp_norm", "none") not in ("none", None):
+            raise HdjaxError(f"{name}.mlp_norm={o['mlp_norm']!r} is not supported", path)
+
+    def ints(v) -> tuple[int, ...]:
+        return tuple(int(x) for x in v)
+
+    coarse = LevelArch(
+        num_stack=int(get(opt_netG, "num_stack", "opt_netG")),
+        hg_depth=int(get(opt_netG, "hg_depth", "opt_netG")),
+        hg_dim=int(get(opt_netG, "hg_dim", "opt_netG")),
+        hg_down=str(get(opt_netG, "hg_down", "opt_netG")),
+        mlp_dim=ints(get(opt_netG, "mlp_dim", "opt_netG")),
+        mlp_res_layers=ints(get(opt_netG, "mlp_res_layers", "opt_netG")),
+        merge_layer=int(get(opt_netG, "merge_layer", "opt_netG")),
+    )
+    fine = LevelArch(
+        num_stack=int(get(opt, "num_stack")),
+        hg_depth=int(get(opt, "hg_depth")),
+        hg_dim=int(get(opt, "hg_dim")),
+        hg_down="no_down",  # the official fine level ignores opt.hg_down
+        mlp_dim=ints(get(opt, "mlp_dim")),
+        mlp_res_layers=ints(get(opt, "mlp_res_layers")),
+        merge_layer=-1,  # forced by HGPIFuMRNet
+    )
+    if coarse.hg_down not in ("ave_pool", "no_down"):
+        raise HdjaxError(f"opt_netG.hg_down={coarse.hg_down!r} is not supported", path)
+    return PIFuHDArch(
+        coarse=coarse,
+        fine=fine,
+        use_front_normal=bool(opt_netG.get("use_front_normal", False)),
+        use_back_normal=bool(opt_netG.get("use_back_normal", False)),
+        coarse_size=int(get(opt_netG, "loadSize", "opt_netG")),
+        fine_size=int(opt.get("loadSizeBig", 1024)),
+        z_size=float(get(opt_netG, "z_size", "opt_netG")),
+    )
+
+
+def _generator_index(parts: list[str], n_down: int, n_blocks: int) -> list[str]:
+    """Our GlobalGenerator module names -> the official `model.<i>` Sequential indices."""
+    head, rest = parts[0], parts[1:]
+    if head == "conv_in":
+        return ["model", "1", *rest]
+    if m := re.fullmatch(r"down(\d+)", head):
+        return ["model", str(4 + 3 * int(m[1])), *rest]
+    first_res = 4 + 3 * n_down
+    if m := re.fullmatch(r"res(\d+)", head):
+        conv = {"conv0": "1", "conv1": "5"}[rest[0]]
+        return ["model", str(first_res + int(m[1])), "conv_block", conv, *rest[1:]]
+    first_up = first_res + n_blocks
+    if m := re.fullmatch(r"up(\d+)", head):
+        return ["model", str(first_up + 3 * int(m[1])), *rest[1:]]  # drop our inner "conv"
+    if head == "conv_out":
+        return ["model", str(first_up + 3 * n_down + 1), *rest]
+    raise KeyError(head)
+
+
+def official_key(path: tuple[str, ...], arch: PIFuHDArch) -> tuple[str, str]:
+    """Flax param path -> (official state-dict key, layout kind)."""
+    parts = list(path)
+    leaf = parts.pop()
+    kind = "vector"
+    if "netF" in parts or "netB" in parts:
+        i = parts.index("netF") if "netF" in parts else parts.index("netB")
+        parts = parts[: i + 1] + _generator_index(
+            parts[i + 1 :], arch.normal_n_down, arch.normal_n_blocks
+        )
+        if leaf == "kernel":
+            kind = "conv_transpose" if path[i + 1].startswith("up") else "conv"
+    elif parts[-1].startswith("filters_"):
+        parts[-1:] = ["filters", parts[-1].split("_")[1]]
+        kind = "dense" if leaf == "kernel" else "vector"
+    elif leaf == "kernel":
+        kind = "conv"
+        if parts[-1] == "downsample":
+            parts.append("2")
+    name = {"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]
+    return ".".join([*parts, name]), kind
+
+
+def _to_flax_layout(x: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "conv":  # (O, I, kh, kw) -> (kh, kw, I, O)
+        return np.transpose(x, (2, 3, 1, 0))
+    if kind == "conv_transpose":  # (I, O, kh, kw) -> flipped forward kernel (kh, kw, I, O)
+        return np.transpose(x[:, :, ::-1, ::-1], (2, 3, 0, 1))
+    if kind == "dense":  # Conv1d (O, I, 1) -> (I, O)
+        return np.transpose(x[..., 0], (1, 0))
+    return x
+
+
+def _to_torch_layout(x: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "conv":
+        return np.transpose(x, (3, 2, 0, 1))
+    if kind == "conv_transpose":
+        return np.transpose(x, (2, 3, 0, 1))[:, :, ::-1, ::-1]
+    if kind == "dense":
+        return np.transpose(x, (1, 0))[..., None]
+    return x
+
+
+@functools.lru_cache(maxsize=8)
+def expected_shapes(arch: PIFuHDArch) -> Params:
+    """Shape tree of the full model's params (no computation, no memory). Do not mutate."""
+    model = PIFuHD(arch)
+    c, f = arch.coarse_size, arch.fine_size
+    tree = jax.eval_shape(
+        model.init,
+        jax.random.PRNGKey(0),
+        jnp.zeros((1, c, c, 3)),
+        jnp.zeros((1, f, f, 3)),
+        jnp.zeros((1, 1, 3)),
+        jnp.eye(4)[None],
+    )
+    return flax.core.unfreeze(tree["params"])
+
+
+def _check_tensor(state_dict, key: str, kind: str, shape, path) -> np.ndarray:
+    if key not in state_dict:
+        raise HdjaxError(f"tensor {key} is missing (the architecture expects it)", path)
+    raw = state_dict[key]
+    got = _to_flax_layout(np.zeros(raw.shape, np.int8), kind).shape
+    if got != tuple(shape):
+        want = _to_torch_layout(np.zeros(shape, np.int8), kind).shape
+        raise HdjaxError(
+            f"tensor {key} has shape {tuple(raw.shape)}, the architecture in the "
+            f"checkpoint options expects {tuple(want)}",
+            path,
+        )
+    return raw
+
+
+def validate_state_dict(
+    state_dict: Mapping[str, np.ndarray], arch: PIFuHDArch, path: str | None = None
+) -> None:
+    """Checks every key and shape against `arch` without reading any tensor data.
+
+    Raises:
+      HdjaxError naming the key for a missing tensor, a shape mismatch (with both shapes),
+      or tensors the architecture has no place for.
+    """
+    used = set()
+
+    def check(key_path, shape):
+        key, kind = official_key(tuple(k.key for k in key_path), arch)
+        _check_tensor(state_dict, key, kind, shape.shape, path)
+        used.add(key)
+
+    jax.tree_util.tree_map_with_path(check, expected_shapes(arch))
+    extra = sorted(k for k in state_dict if k not in used and not _UNUSED_KEY.search(k))
+    if extra:
+        more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
+        raise HdjaxError(
+            f"tensors {', '.join(extra[:3])}{more} do not belong to the PIFuHD "
+            "architecture described by the checkpoint options",
+            path,
+        )
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, np.ndarray],
+    arch: PIFuHDArch,
+    subtree: tuple[str, ...] = (),
+    path: str | None = None,
+    to_device: Callable[[np.ndarray], Any] = jnp.asarray,
+) -> Params:
+    """Official state dict -> hdjax params of the whole model or of one subtree.
+
+    Args:
+      state_dict: official key -> (lazy) array, e.g. `load_torch_file(p)["model_state_dict"]`.
+      arch: the architecture (from `arch_from_options`).
+      subtree: e.g. ("netG", "netF") converts only the front normal net, so callers can keep
+        just the part they are running in memory.
+      path: the checkpoint file, for error messages.
+      to_device: applied to every converted array.
+    Raises:
+      HdjaxError as `validate_state_dict` (the whole dict is validated first).
+    """
+    validate_state_dict(state_dict, arch, path)
+    shapes = expected_shapes(arch)
+    for k in subtree:
+        shapes = shapes[k]
+
+    def convert(key_path, shape):
+        key, kind = official_key(tuple(subtree) + tuple(k.key for k in key_path), arch)
+        raw = _check_tensor(state_dict, key, kind, shape.shape, path)
+        value = _to_flax_layout(np.asarray(raw), kind)
+        return to_device(np.ascontiguousarray(value, dtype=np.float32))
+
+    return jax.tree_util.tree_map_with_path(convert, shapes)
+
+
+def params_to_state_dict(params: Params, arch: PIFuHDArch) -> dict[str, np.ndarray]:
+    """hdjax params -> official state dict (unused `bn4`/`downsample.0` keys included)."""
+    out: dict[str, np.ndarray] = {}
+
+    def put(key_path, x):
+        key, kind = official_key(tuple(k.key for k in key_path), arch)
+        out[key] = np.ascontiguousarray(_to_torch_layout(np.asarray(x), kind))
+
+    jax.tree_util.tree_map_with_path(put, params)
+    for key in list(out):
+        if key.endswith("downsample.2.weight"):
+            block = key[: -len("downsample.2.weight")]
+            for p in ("weight", "bias"):
+                out[f"{block}downsample.0.{p}"] = out[f"{block}bn4.{p}"]
+    return out
+
+
+def save_converted(directory: str | os.PathLike, params: Params, arch: PIFuHDArch) -> None:
+    """Write params with orbax plus `arch.json`, so later runs skip the .pt conversion."""
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    ocp.StandardCheckpointer().save(os.path.join(directory, "params"), params, force=True)
+    ocp.StandardCheckpointer().wait_until_finished()
+    tmp = os.path.join(directory, "arch.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(arch.to_config().to_dict(), f, indent=1)
+    os.replace(tmp, os.path.join(directory, "arch.json"))
+
+
+def load_converted(directory: str | os.PathLike) -> tuple[PIFuHDArch, Params]:
+    """Inverse of `save_converted`."""
+    import ml_collections
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    arch_file = os.path.join(directory, "arch.json")
+    try:
+        with open(arch_file) as f:
+            arch = PIFuHDArch.from_config(ml_collections.ConfigDict(json.load(f)))
+    except (OSError, ValueError, KeyError) as e:
+        raise HdjaxError(f"not a converted hdjax checkpoint ({e})", arch_file) from None
+    target = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), expected_shapes(arch)
+    )
+    params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"), target)
+    return arch, params

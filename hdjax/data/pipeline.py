@@ -1,0 +1,355 @@
+"""Grain input pipeline over the TFDS array_record datasets of `hdjax.data.builder_lib`.
+
+    source = open_source("~/tensorflow_datasets/synthetic_humans/pifuhd/1.0.0", "train")
+    loader = make_loader(source, PipelineConfig(mode="pifuhd_fine", batch_size=4), seed=0)
+    it = iter(loader); batch = next(it); state = it.get_state()   # bytes; it.set_state(state)
+
+Per record (`prepare`): decode; composite the subject over a random background (images from
+``background_dir``, unreadable ones skipped with a warning; else procedural); colour jitter
+(brightness, contrast, saturation each × U(0.7, 1), as 2K2K); then per mode
+
+* ``pifuhd_coarse``: the whole image resized to ``coarse_size`` (512);
+* ``pifuhd_fine``: a random ``crop_size`` (512) crop of the stored 1024² image, with
+  ``calib`` re-targeted to the crop, plus the whole image at ``coarse_size`` and its calib
+  (``image_global``, ``calib_global``) for the frozen coarse level;
+* ``twok2k``: the whole image at the stored size (2048² for the twok2k config);
+
+and ``num_points`` (8,000) points drawn from the stored ones (``points_coarse`` for the coarse
+mode, ``points_fine`` otherwise; in the fine mode points projecting into the crop first).
+
+Output element (batched: a leading B axis), all float32 unless noted, NHWC:
+
+==================  ==============  ==================================================
+key                 shape           meaning
+==================  ==============  ==================================================
+``image``           (H, W, 3)       composite RGB in [−1, 1] (PIFuHD's Normalize(0.5, 0.5))
+``mask``            (H, W, 1)       1 on the subject
+``normal_front``    (H, W, 3)       view-frame normals in [−1, 1], 0 on the background
+``normal_back``     (H, W, 3)
+``depth_front``     (H, W, 1)       ortho: view-frame z; persp: 2K2K d (d/512 = network
+``depth_back``      (H, W, 1)       units); 0 on the background
+``calib``           (4, 4)          normalised point -> image uv in [−1, 1]
+                                    (align_corners=True) for ortho, pixels for persp
+``points``          (N, 3)          normalised-frame points
+``labels``          (N,)            1 inside, 0 outside
+``keypoints``       (23, 3)         (u, v, visible) pixels of ``image``
+``image_global``    (S, S, 3)       fine mode only: whole image at ``coarse_size``
+``calib_global``    (4, 4)          fine mode only
+``crop_offset``     (2,) int32      fine mode only: (col, row) of the crop's corner
+==================  ==============  ==================================================
+
+Determinism: grain seeds every record's generator from (seed, record position), so a seed
+fixes the data exactly, whatever the worker count; the iterator state (`get_state`) resumes
+mid-epoch identically. Records are sharded by `jax.process_index()` / `process_count()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import grain.python as grain
+import numpy as np
+
+from hdjax.data import builder_lib
+from hdjax.errors import HdjaxError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MODES = ("pifuhd_coarse", "pifuhd_fine", "twok2k")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Input pipeline settings.
+
+    Attributes:
+      mode: "pifuhd_coarse", "pifuhd_fine" or "twok2k" (module docstring).
+      batch_size: per-process batch size.
+      num_points: points per record and step (PIFuHD: 8,000).
+      coarse_size: side of the whole-image input of the PIFuHD coarse level.
+      crop_size: side of the PIFuHD fine-level crop.
+      background_dir: folder of background images; None: procedural backgrounds.
+      jitter: (low, high) range of the brightness, contrast and saturation factors.
+      num_epochs: None repeats forever.
+      worker_count: grain worker processes (0: in-process; needs a __main__ guard if > 0).
+    """
+
+    mode: str = "pifuhd_coarse"
+    batch_size: int = 2
+    num_points: int = 8000
+    coarse_size: int = 512
+    crop_size: int = 512
+    background_dir: str | None = None
+    jitter: tuple[float, float] = (0.7, 1.0)
+    num_epochs: int | None = None
+    worker_count: int = 0
+
+
+def open_source(data_dir: str, split: str = "train"):
+    """Random-access source of a built dataset (the versioned folder holding the shards).
+
+    Returns:
+      a TFDS ArrayRecord data source: ``len`` and ``source[i]`` -> dict of decoded numpy.
+    """
+    import tensorflow_datasets as tfds
+
+    path = os.path.expanduser(data_dir)
+    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+        raise HdjaxError("not a built dataset folder (no dataset_info.json)", path)
+    return tfds.builder_from_directory(path).as_data_source(split)
+
+
+# --------------------------------------------------------------------------- backgrounds
+
+
+def list_backgrounds(folder: str | None) -> list[str]:
+    """Readable image files of ``folder`` (sorted); unreadable ones are skipped with a warning.
+
+    Raises:
+      HdjaxError: ``folder`` is given but is not a directory.
+    """
+    if folder is None:
+        return []
+    if not os.path.isdir(folder):
+        raise HdjaxError("background folder does not exist", folder)
+    good = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.lower().endswith(IMAGE_EXTS):
+            continue
+        # A reduced decode is enough to know the file is an image and costs 1/64 of a full one.
+        if cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+            logging.warning("skipping unreadable background image %s", path)
+            continue
+        good.append(path)
+    if not good:
+        logging.warning("no readable background in %s; using procedural backgrounds", folder)
+    return good
+
+
+def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) float32 in [0, 1]: a colour gradient, soft blobs and sensor noise."""
+    lo = 32
+    c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[0:lo, 0:lo] / (lo - 1)
+    t = np.clip(0.5 + (x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle), 0, 1)
+    img = c0 * (1 - t[..., None]) + c1 * t[..., None]
+    for _ in range(rng.integers(2, 7)):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.35)
+        w = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
+        img = img * (1 - 0.8 * w) + rng.uniform(0, 1, 3) * 0.8 * w
+    img = cv2.resize(img.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    img += rng.normal(0, rng.uniform(0.0, 0.03), img.shape).astype(np.float32)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def image_background(path: str, rng: np.random.Generator, size: int) -> np.ndarray | None:
+    """A random square crop of an image file, resized: (size, size, 3) float32, or None."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    h, w = img.shape[:2]
+    side = int(rng.integers(max(1, min(h, w) // 2), min(h, w) + 1))
+    r0, c0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = img[r0 : r0 + side, c0 : c0 + side, ::-1]
+    out = cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+    return out.astype(np.float32) / 255.0
+
+
+# ------------------------------------------------------------------------- per record ops
+
+
+def composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Subject over background: (H, W, 3) uint8/float, (H, W, 1) {0, 1}, (H, W, 3) [0, 1]."""
+    fg = np.asarray(image, np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+    return fg * mask + background * (1.0 - mask)
+
+
+def color_jitter(
+    image: np.ndarray, rng: np.random.Generator, low: float = 0.7, high: float = 1.0
+) -> np.ndarray:
+    """Brightness, contrast and saturation × U(low, high) each: (H, W, 3) [0, 1] float32."""
+    b, c, s = rng.uniform(low, high, 3)
+    gray_weights = np.array([0.299, 0.587, 0.114], np.float32)
+    img = image * b
+    img = (img - (img @ gray_weights).mean()) * c + (img @ gray_weights).mean()
+    gray = (img @ gray_weights)[..., None]
+    img = (img - gray) * s + gray
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def crop_calib(calib: np.ndarray, full: int, crop: int, col: int, row: int) -> np.ndarray:
+    """Ortho calib of a ``full``² image -> calib of its ``crop``² window at (col, row).
+
+    uv are align_corners=True coordinates: pixel ``u = (uv + 1)(S − 1)/2``, so the crop's
+    ``uv' = ((uv + 1)(full − 1)/2 − col)·2/(crop − 1) − 1``, an affine map folded into calib.
+    """
+    a = (full - 1) / (crop - 1)
+    post = np.eye(4)
+    post[0, 0] = post[1, 1] = a
+    post[0, 3] = a - 1.0 - 2.0 * col / (crop - 1)
+    post[1, 3] = a - 1.0 - 2.0 * row / (crop - 1)
+    return (post @ np.asarray(calib, np.float64)).astype(np.float32)
+
+
+def project_uv(points: np.ndarray, calib: np.ndarray) -> np.ndarray:
+    """(N, 3) points -> (N, 2) first two rows of ``calib · [p, 1]`` (ortho: uv, no divide)."""
+    return points @ calib[:2, :3].T + calib[:2, 3]
+
+
+def choose_points(
+    points: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    prefer: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` of the stored points (without replacement when there are enough).
+
+    Args:
+      prefer: optional (P,) bool; these points are drawn first (fine-level crop).
+    """
+    total = len(points)
+    if prefer is None:
+        idx = rng.choice(total, n, replace=n > total)
+    else:
+        first = np.flatnonzero(prefer)
+        rest = np.flatnonzero(~prefer)
+        if len(first) >= n:
+            idx = rng.choice(first, n, replace=False)
+        else:
+            fill = rng.choice(rest, n - len(first), replace=n - len(first) > len(rest))
+            idx = np.concatenate([first, fill])
+            idx = idx[rng.permutation(n)]
+    return points[idx].astype(np.float32), labels[idx].astype(np.float32)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size:
+        return img
+    out = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(size, size, -1)
+
+
+def decode_maps(record: dict[str, Any], ortho: bool) -> dict[str, np.ndarray]:
+    """Stored uint8/uint16 maps -> float32 mask, normals and depths (module table units)."""
+    mask = (np.asarray(record["mask"]).reshape(*record["mask"].shape[:2], 1) > 127).astype(
+        np.float32
+    )
+    out = {"mask": mask}
+    for side in ("front", "back"):
+        n = builder_lib.uint8_to_normal(record[f"normal_{side}"])
+        out[f"normal_{side}"] = n * mask
+        png = np.asarray(record[f"depth_{side}"]).reshape(mask.shape)
+        if ortho:
+            d = builder_lib.png_to_ortho_depth(png)
+        else:
+            d = png.astype(np.float32) / 32.0
+        out[f"depth_{side}"] = np.where(mask > 0, d, 0.0).astype(np.float32)
+    return out
+
+
+def prepare(
+    record: dict[str, Any],
+    rng: np.random.Generator,
+    config: PipelineConfig,
+    backgrounds: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """One stored record -> one training element (module table); all randomness from rng."""
+    if config.mode not in MODES:
+        raise ValueError(f"unknown mode {config.mode!r}; one of {MODES}")
+    size = record["image"].shape[0]
+    ortho = config.mode != "twok2k"
+    maps = decode_maps(record, ortho)
+    background = None
+    if backgrounds:
+        background = image_background(backgrounds[rng.integers(len(backgrounds))], rng, size)
+    if background is None:
+        background = procedural_background(rng, size)
+    rgb = color_jitter(composite(record["image"], maps["mask"], background), rng, *config.jitter)
+    out = {"image": rgb, **maps}
+    calib = np.asarray(record["calib"], np.float32)
+    keypoints = np.asarray(record["keypoints"], np.float32).copy()
+    level = "coarse" if config.mode == "pifuhd_coarse" else "fine"
+    points = np.asarray(record[f"points_{level}"], np.float32)
+    labels = np.asarray(record[f"labels_{level}"])
+    prefer = None
+
+    if config.mode == "pifuhd_coarse":
+        s = config.coarse_size
+        out = {k: _resize(v, s) for k, v in out.items()}
+        out["mask"] = (out["mask"] > 0.5).astype(np.float32)
+        keypoints[:, :2] = (keypoints[:, :2] + 0.5) * (s / size) - 0.5
+    elif config.mode == "pifuhd_fine":
+        c = config.crop_size
+        col, row = (int(rng.integers(0, size - c + 1)) for _ in range(2))
+        glob = _resize(out["image"], config.coarse_size)
+        out = {k: v[row : row + c, col : col + c] for k, v in out.items()}
+        out["image_global"] = glob * 2.0 - 1.0
+        out["calib_global"] = calib
+        out["crop_offset"] = np.array([col, row], np.int32)
+        calib = crop_calib(calib, size, c, col, row)
+        keypoints[:, :2] -= (col, row)
+        uv = project_uv(points, calib)
+        prefer = np.all(np.abs(uv) <= 1.0, axis=1)
+
+    pts, lab = choose_points(points, labels, config.num_points, rng, prefer)
+    out["image"] = out["image"] * 2.0 - 1.0
+    out.update(calib=calib, points=pts, labels=lab, keypoints=keypoints)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+class _Prepare(grain.RandomMapTransform):
+    def __init__(self, config: PipelineConfig, backgrounds: Sequence[str]):
+        self.config = config
+        self.backgrounds = list(backgrounds)
+
+    def random_map(self, element, rng: np.random.Generator):
+        return prepare(element, rng, self.config, self.backgrounds)
+
+
+def shard_options(
+    process_index: int | None = None, process_count: int | None = None
+) -> grain.ShardOptions:
+    """This process's shard of the records (default: `jax.process_index()` of `process_count()`)."""
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index, process_count = jax.process_index(), jax.process_count()
+    return grain.ShardOptions(process_index, process_count, drop_remainder=True)
+
+
+def make_loader(
+    source,
+    config: PipelineConfig,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DataLoader:
+    """A grain DataLoader of batched `prepare` elements; ``iter(loader)`` is checkpointable.
+
+    Args:
+      source: random-access records (`open_source`, or any sequence of record dicts).
+      config: `PipelineConfig`.
+      seed: fixes shuffling and every random choice of `prepare`.
+      process_index, process_count: override the JAX process sharding (tests).
+    """
+    sampler = grain.IndexSampler(
+        num_records=len(source),
+        shard_options=shard_options(process_index, process_count),
+        shuffle=True,
+        num_epochs=config.num_epochs,
+        seed=seed,
+    )
+    ops = [
+        _Prepare(config, list_backgrounds(config.background_dir)),
+        grain.Batch(config.batch_size, drop_remainder=True),
+    ]
+    return grain.DataLoader(
+        data_source=source, sampler=sampler, operations=ops, worker_count=config.worker_count
+    )

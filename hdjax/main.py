@@ -1,0 +1,81 @@
+"""hdjax entry point: `python -m hdjax.main --config=configs/pifuhd.py --workdir=DIR --mode=…`.
+
+Modes: reconstruct (images -> meshes), query (occupancy at given points), convert (.pt ->
+orbax), train (not implemented yet). Input errors end with one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from hdjax.errors import HdjaxError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "reconstruct", "query", "convert"], "What to run."
+)
+_OUTPUT = flags.DEFINE_string(
+    "output",
+    None,
+    "query: occupancies .npy (default WORKDIR/occupancy.npy); "
+    "convert: orbax directory (default WORKDIR/converted).",
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _run(mode: str, cfg, workdir: str) -> int:
+    from hdjax.checkpoint.pifuhd import save_converted
+    from hdjax.checkpoint.weights import open_weights
+    from hdjax.models.pifuhd import PIFuHDArch
+    from hdjax.reconstruction import reconstruct as recon
+
+    if mode == "train":
+        raise HdjaxError(
+            "training is not implemented yet; use --mode=reconstruct, query or convert"
+        )
+    weights = open_weights(cfg.checkpoint, PIFuHDArch.from_config(cfg.model), cfg.seed)
+    logging.info("weights: %s", weights.source)
+    if mode == "reconstruct":
+        if not cfg.reconstruct.input:
+            raise HdjaxError("set --config.reconstruct.input=IMAGE_OR_FOLDER")
+        failures = recon.reconstruct(weights, cfg.reconstruct, workdir)
+        return 1 if failures else 0
+    if mode == "query":
+        if not (cfg.reconstruct.input and cfg.reconstruct.points):
+            raise HdjaxError(
+                "set --config.reconstruct.input=IMAGE and --config.reconstruct.points=N3.npy"
+            )
+        out = _OUTPUT.value or os.path.join(workdir, "occupancy.npy")
+        recon.query_points(
+            weights, cfg.reconstruct.input, cfg.reconstruct.points, out, cfg.reconstruct
+        )
+        logging.info("wrote %s", out)
+        return 0
+    out = _OUTPUT.value or os.path.join(workdir, "converted")
+    save_converted(out, weights.get(()), weights.arch)
+    logging.info("wrote %s", out)
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.info("JAX devices: %s", jax.devices())
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    try:
+        code = _run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+    except HdjaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    app.run(main)

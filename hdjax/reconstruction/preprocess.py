@@ -1,0 +1,564 @@
+"""PIFuHD input preprocessing: image loading, crop rectangles and the two network inputs.
+
+Reproduces the official evaluation datasets (`EvalWPoseDataset`, `EvalWRectDataset`,
+`EvalDataset.get_item`) as plain functions:
+
+    load_image(path)                      (H, W, 3) uint8 RGB, RGBA composited on grey
+    rect_from_openpose / read_rect_file /  (x, y, w, h) crop rectangle in pixels
+      whole_image_rect
+    crop_image(img, rect)                 (h, w, C), black outside the image
+    prepare_pifuhd_inputs(img, rect)      (1024, 1024, 3) and (512, 512, 3) float32 in [-1, 1]
+    crop_calib_world(rect, h, w)          (4, 4) float32 crop cube -> image NDC (unused by
+                                          the official mesh export)
+
+`find_inputs` pairs each image of a folder with its crop source, and `rect_for_item` turns
+that pairing into a rectangle. Everything here is NumPy/OpenCV; the batch axis is added by the
+caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from hdjax.errors import HdjaxError
+
+log = logging.getLogger(__name__)
+
+Rect = tuple[int, int, int, int]
+CropType = Literal["fullbody", "upperbody", "face"]
+CropSource = Literal["openpose", "rect", "whole"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+KEYPOINTS_SUFFIX = "_keypoints.json"
+RECT_SUFFIX = "_rect.txt"
+
+# OpenPose BODY_25 indices used by the official crop rules.
+_NOSE, _NECK, _MID_HIP = 0, 1, 8
+_FEET = (11, 19, 21, 22)  # right ankle, left big toe, left heel, right big toe
+_FACE = (0, 15, 16, 17, 18)  # nose, eyes, ears
+_EARS = (17, 18)
+_FACING = (2, 5, 15, 16, 17, 18)  # shoulders, eyes, ears: only used for warnings
+_NUM_BODY25 = 25
+_CONF_STRONG = 0.5
+_CONF_WEAK = 0.2
+
+
+# ----------------------------------------------------------------------------------------------
+# Image loading
+# ----------------------------------------------------------------------------------------------
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file as RGB, compositing any alpha channel on 0.5 grey.
+
+    8-bit BGRA follows the official code bit for bit: float64 /255, un-premultiply
+    rgb /= alpha + 1e-8, alpha·rgb + 0.5·(1 − alpha), ×255, truncate to uint8. 16-bit and float
+    images go through the same float path (scaled by 1/65535 or taken as [0, 1]); without alpha
+    they are rounded to 8 bits. Grayscale is replicated to three channels.
+
+    Args:
+      path: image file (png, jpg, bmp, tif, webp, ... anything OpenCV decodes).
+
+    Returns:
+      (H, W, 3) uint8 RGB.
+
+    Raises:
+      HdjaxError: the file is missing, empty, truncated, not an image, or has an unsupported
+        pixel format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HdjaxError("image file does not exist", path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise HdjaxError(f"cannot read image file ({e.strerror or e})", path) from e
+    if not data:
+        raise HdjaxError("image file is empty", path)
+    truncation = _truncation_problem(data)
+    if truncation:
+        raise HdjaxError(truncation, path)
+    # imdecode uses the same decoders as imread but lets us check the bytes we already read.
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise HdjaxError("not a readable image (OpenCV cannot decode it)", path)
+    return _to_rgb_uint8(img, path)
+
+
+def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W[, C]) BGR[A] or gray of any OpenCV depth -> (H, W, 3) uint8 RGB."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise HdjaxError(f"unsupported number of channels: {channels}", path)
+    if img.dtype == np.uint8:
+        scale = 255.0
+    elif img.dtype == np.uint16:
+        scale = 65535.0
+    elif img.dtype in (np.float32, np.float64):
+        scale = 1.0
+    else:
+        raise HdjaxError(f"unsupported pixel type {img.dtype}", path)
+
+    has_alpha = channels in (2, 4)
+    if img.dtype == np.uint8 and not has_alpha:
+        color = img
+    elif has_alpha:
+        # Official rule (EvalDataset.get_item), in float64 like NumPy's default promotion.
+        im = img / scale
+        if img.dtype.kind == "f":
+            im = np.clip(np.nan_to_num(im), 0.0, 1.0)
+        alpha = im[:, :, -1:]
+        rgb = im[:, :, :-1] / (alpha + 1e-8)
+        im = alpha * rgb + 0.5 * (1.0 - alpha)
+        color = (255.0 * im).astype(np.uint8)
+    else:
+        im = np.clip(np.nan_to_num(img.astype(np.float64) / scale), 0.0, 1.0)
+        color = np.rint(255.0 * im).astype(np.uint8)
+
+    if color.shape[2] == 1:
+        return np.repeat(color, 3, axis=2)
+    return np.ascontiguousarray(color[:, :, ::-1])
+
+
+def _truncation_problem(data: bytes) -> str | None:
+    """Returns why `data` is a cut-off PNG/JPEG/BMP/WebP file, or None if it looks complete.
+
+    OpenCV happily returns a partially decoded image for a truncated JPEG (it only prints a
+    libjpeg warning), so container structure is checked before decoding.
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _png_problem(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_problem(data)
+    if data.startswith(b"BM") and len(data) >= 14:
+        declared = struct.unpack_from("<I", data, 2)[0]
+        if declared > len(data):
+            return f"truncated BMP file ({len(data)} of {declared} bytes)"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP" and len(data) >= 12:
+        declared = struct.unpack_from("<I", data, 4)[0] + 8
+        if declared > len(data):
+            return f"truncated WebP file ({len(data)} of {declared} bytes)"
+    return None
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Walks the PNG chunks; the file is complete once IEND is reached."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        pos += 12 + length  # length, type, payload, CRC
+        if pos > len(data):
+            break
+        if kind == b"IEND":
+            return None
+    return "truncated PNG file (no IEND chunk)"
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Walks the JPEG markers (through every scan) until EOI; running off the end = truncated.
+
+    Searching for the last FF D9 is not enough: an EXIF thumbnail carries its own EOI, and
+    some cameras append data after the real one.
+    """
+    n = len(data)
+    pos = 2
+    while True:
+        # Find the next marker: FF followed by a byte other than 00 (stuffing), FF (fill) and
+        # D0..D7 (restart markers inside entropy-coded data).
+        while True:
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= n:
+                return "truncated JPEG file (no end-of-image marker)"
+            code = data[pos + 1]
+            if code == 0x00 or code == 0xFF or 0xD0 <= code <= 0xD7:
+                pos += 1
+                continue
+            break
+        if code == 0xD9:
+            return None
+        if code == 0x01:  # TEM: no length field
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return "truncated JPEG file (no end-of-image marker)"
+        length = struct.unpack_from(">H", data, pos + 2)[0]
+        # Segment payloads (APPn, DQT, SOS header, ...) are skipped whole so that an embedded
+        # thumbnail's markers are never mistaken for the image's own.
+        pos += 2 + length
+        if pos > n:
+            return "truncated JPEG file (segment runs past the end)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Crop rectangles
+# ----------------------------------------------------------------------------------------------
+
+
+def rect_from_openpose(json_path: str | os.PathLike, crop_type: CropType = "fullbody") -> Rect:
+    """Square crop rectangle from an OpenPose BODY_25 json, exactly as the official code.
+
+    The person with the largest vertical extent of keypoints with confidence > 0.5 is used
+    (the first one on ties, or if nobody has such keypoints). `fullbody` uses the feet rule
+    (keypoints 11, 19, 21, 22), `upperbody` the neck and mid-hip (or nose/shoulders), `face`
+    the nose, eyes and ears; all truncate to int where the official code does, including its
+    quirks (the face radius takes per-axis sums over points; upperbody without mid-hip scales
+    the distance by 1/0.3 when only one of nose/shoulders is confident).
+
+    Args:
+      json_path: `{name}_keypoints.json` with `people[i].pose_keypoints_2d` = 75 floats.
+      crop_type: 'fullbody', 'upperbody' or 'face'.
+
+    Returns:
+      (x, y, w, h) Python ints; w == h; x, y may be negative (the crop pads).
+
+    Raises:
+      HdjaxError: unreadable json, no person, not BODY_25, too few confident keypoints, or
+        keypoints that give a zero-size crop.
+    """
+    rules = {"fullbody": _fullbody_rect, "upperbody": _upperbody_rect, "face": _face_rect}
+    if crop_type not in rules:
+        raise ValueError(f"crop_type must be fullbody, upperbody or face, got {crop_type!r}")
+    keypoints = _select_person(_read_openpose(json_path))
+    _warn_if_unreliable(keypoints, crop_type, json_path)
+    rect = rules[crop_type](keypoints, json_path)
+    if rect[2] <= 0:
+        # The official code would go on to an empty crop and fail inside cv2.resize.
+        raise HdjaxError(f"{crop_type} keypoints give a zero-size crop {rect}", json_path)
+    return rect
+
+
+def _read_openpose(json_path: str | os.PathLike) -> list[np.ndarray]:
+    """Reads every person's keypoints as (25, 3) float64 (x, y, confidence)."""
+    try:
+        with open(json_path) as f:
+            data = json.load(f)
+    except FileNotFoundError as e:
+        raise HdjaxError("OpenPose json does not exist", json_path) from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HdjaxError(f"cannot read OpenPose json ({e})", json_path) from e
+    people = data.get("people") if isinstance(data, dict) else None
+    if not isinstance(people, list):
+        raise HdjaxError("not an OpenPose json (no 'people' list)", json_path)
+    if not people:
+        raise HdjaxError("no person found in OpenPose json", json_path)
+    result = []
+    for i, person in enumerate(people):
+        try:
+            flat = np.asarray(person["pose_keypoints_2d"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise HdjaxError(f"person {i} has no numeric 'pose_keypoints_2d'", json_path) from e
+        if flat.ndim != 1 or flat.size % 3 or flat.size // 3 < _NUM_BODY25:
+            raise HdjaxError(
+                f"person {i}: expected {3 * _NUM_BODY25} BODY_25 values in "
+                f"'pose_keypoints_2d', got {flat.size}",
+                json_path,
+            )
+        result.append(flat.reshape(-1, 3))
+    return result
+
+
+def _select_person(people: Sequence[np.ndarray]) -> np.ndarray:
+    """The tallest person by confident (> 0.5) keypoints; the first if none is taller than 0."""
+    selected = people[0]
+    if len(people) > 1:
+        best = 0.0
+        for kp in people:
+            confident = kp[kp[:, 2] > _CONF_STRONG]
+            if len(confident) == 0:
+                continue
+            height = confident[:, 1].max() - confident[:, 1].min()
+            if best < height:  # strict: ties keep the earlier person
+                best, selected = height, kp
+    return selected
+
+
+def _warn_if_unreliable(kp: np.ndarray, crop_type: str, json_path: str | os.PathLike) -> None:
+    """The official code's warnings; the crop is still computed."""
+    flags = kp[:, 2] > _CONF_STRONG
+    facing = int(flags[list(_FACING)].sum())
+    if crop_type == "face" and not (flags[_NOSE] and facing > 3):
+        log.warning("%s: face should not be backfacing", json_path)
+    if crop_type == "upperbody" and not (flags[_NECK] and flags[_NOSE] and facing > 3):
+        log.warning("%s: upperbody should not be backfacing", json_path)
+    if crop_type == "fullbody" and flags.sum() < 15:
+        n = int(flags.sum())
+        log.warning("%s: not sufficient keypoints (%d of 25 with conf > 0.5)", json_path, n)
+
+
+def _square(cx: int, cy: int, radius: int) -> Rect:
+    return int(cx) - radius, int(cy) - radius, 2 * radius, 2 * radius
+
+
+def _fullbody_rect(kp: np.ndarray, json_path: str | os.PathLike) -> Rect:
+    strong = kp[:, 2] > _CONF_STRONG
+    if not strong[list(_FEET)].any():
+        # Feet not visible: centre on the mid-hip (even if it is itself unconfident).
+        center = kp[_MID_HIP, :2].astype(np.int64)
+        pts = kp[strong, :2]
+        if len(pts) == 0:
+            raise HdjaxError("no keypoint with confidence > 0.5", json_path)
+        radius = int(1.45 * np.sqrt(((center[None, :] - pts) ** 2).sum(1)).max())
+        return _square(center[0], center[1] + int(0.05 * radius), radius)
+    pts = kp[kp[:, 2] > _CONF_WEAK]
+    pmax, pmin = pts.max(0), pts.min(0)
+    center = (0.5 * (pmax[:2] + pmin[:2])).astype(np.int64)
+    radius = int(0.65 * max(pmax[0] - pmin[0], pmax[1] - pmin[1]))
+    return _square(center[0], center[1], radius)
+
+
+def _upperbody_rect(kp: np.ndarray, json_path: str | os.PathLike) -> Rect:
+    weak = kp[:, 2] > _CONF_WEAK
+    center = kp[_NECK, :2]  # used even when the neck itself is unconfident, as official
+    if weak[_MID_HIP]:
+        dist = np.sqrt(((kp[_MID_HIP, :2] - center) ** 2).sum())
+        radius = int(0.8 * dist)
+    else:
+        ids = [i for i in (_NOSE, 2, 5) if weak[i]]
+        if len(ids) not in (1, 3):
+            # The official code fails here (empty stack, or a 2-vs-3 broadcast error).
+            raise HdjaxError(
+                "upperbody crop needs the mid-hip, or exactly one or all three of nose and "
+                f"shoulders with confidence > 0.2 (found {len(ids)})",
+                json_path,
+            )
+        dist = np.sqrt(((kp[ids, :2] - center[None, :]) ** 2).sum(1))
+        # One point broadcasts against all three ratios, as official (max is dist / 0.3).
+        radius = int(0.8 * np.max(dist / np.array([0.4, 0.3, 0.3])))
+    center = center.astype(np.int64)
+    return _square(center[0], center[1], radius)
+
+
+def _face_rect(kp: np.ndarray, json_path: str | os.PathLike) -> Rect:
+    weak = kp[:, 2] > _CONF_WEAK
+    ids = [i for i in _FACE if weak[i]]
+    if len(ids) <= 1:
+        raise HdjaxError(
+            f"face crop needs at least 2 of nose, eyes, ears with confidence > 0.2 "
+            f"(found {len(ids)})",
+            json_path,
+        )
+    ps = kp[ids, :2]
+    ears = sum(i in _EARS for i in ids)
+    center = ps[-1] if (len(ids) <= 3 and ears != 2) else ps.mean(0)
+    # Official quirk: squared offsets are summed over points (per axis), not over x/y.
+    radius = int(1.4 * np.max(np.sqrt(((ps - center[None, :]) ** 2).sum(0))))
+    center = center.astype(np.int64)
+    return _square(center[0], center[1], radius)
+
+
+def read_rect_file(path: str | os.PathLike) -> Rect:
+    """Reads `{name}_rect.txt`: integer rows "x y w h"; the first row is used (as official).
+
+    Blank lines and `#` comments are skipped (like `np.loadtxt`).
+
+    Raises:
+      HdjaxError: missing/unreadable file, no row, a row that is not 4 integers, or w, h ≤ 0.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError as e:
+        raise HdjaxError("rect file does not exist", path) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise HdjaxError(f"cannot read rect file ({e})", path) from e
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.replace(",", " ").split()
+        where = f"line {lineno} ({line!r})"
+        try:
+            values = [int(v) for v in fields]
+        except ValueError as e:
+            raise HdjaxError(f"{where}: expected 4 integers 'x y w h'", path) from e
+        if len(values) != 4:
+            raise HdjaxError(f"{where}: expected 4 integers 'x y w h'", path)
+        x, y, w, h = values
+        if w <= 0 or h <= 0:
+            raise HdjaxError(f"{where}: width and height must be positive", path)
+        return x, y, w, h
+    raise HdjaxError("rect file has no 'x y w h' row", path)
+
+
+def whole_image_rect(height: int, width: int) -> Rect:
+    """The square rect centred on an (height, width) image that covers all of it.
+
+    Returns:
+      (x, y, s, s) with s = max(height, width); the short side is padded (x or y ≤ 0).
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    side = max(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+# ----------------------------------------------------------------------------------------------
+# Crop and network inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def crop_image(img: np.ndarray, rect: Sequence[int]) -> np.ndarray:
+    """Crops `rect` from `img`, zero (black) where the rect leaves the image.
+
+    Same result as the official pad-with-copyMakeBorder-then-slice.
+
+    Args:
+      img: (H, W, C) array of any dtype.
+      rect: (x, y, w, h) ints, w, h > 0.
+
+    Returns:
+      (h, w, C) array of img's dtype.
+    """
+    x, y, w, h = (int(v) for v in rect)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"crop rect must have positive size, got {tuple(rect)}")
+    if img.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) image, got shape {img.shape}")
+    height, width = img.shape[:2]
+    out = np.zeros((h, w, img.shape[2]), img.dtype)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, width), min(y + h, height)
+    if x0 < x1 and y0 < y1:
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = img[y0:y1, x0:x1]
+    return out
+
+
+def to_unit_range(img: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [-1, 1] exactly as torchvision ToTensor + Normalize(0.5, 0.5).
+
+    Both steps are float32 ops in torch (x / 255, then (x − 0.5) / 0.5), so the same ops in
+    float32 NumPy give bit-identical values.
+    """
+    x = img.astype(np.float32) / np.float32(255.0)
+    return (x - np.float32(0.5)) / np.float32(0.5)
+
+
+def prepare_pifuhd_inputs(
+    img_rgb: np.ndarray, rect: Sequence[int], fine_size: int = 1024, coarse_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops and resizes an image into the two PIFuHD inputs.
+
+    Both sizes are resized (cv2 INTER_LINEAR, on uint8) directly from the crop; the 512 image
+    is not a downsample of the 1024 one.
+
+    Args:
+      img_rgb: (H, W, 3) uint8 RGB, e.g. from `load_image`.
+      rect: (x, y, w, h) crop rectangle.
+      fine_size, coarse_size: output sizes (official 1024 and 512; smaller for tiny models).
+
+    Returns:
+      img_1024: (fine_size, fine_size, 3) float32 in [-1, 1], RGB, for the fine level.
+      img_512: (coarse_size, coarse_size, 3) float32 in [-1, 1], RGB, for the coarse level.
+    """
+    if img_rgb.dtype != np.uint8 or img_rgb.ndim != 3 or img_rgb.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {img_rgb.shape} {img_rgb.dtype}")
+    crop = crop_image(img_rgb, rect)
+    img_512 = cv2.resize(crop, (coarse_size, coarse_size), interpolation=cv2.INTER_LINEAR)
+    img_1024 = cv2.resize(crop, (fine_size, fine_size), interpolation=cv2.INTER_LINEAR)
+    return to_unit_range(img_1024), to_unit_range(img_512)
+
+
+def crop_calib_world(rect: Sequence[int], height: int, width: int) -> np.ndarray:
+    """The official `calib_world`: crop cube -> original-image NDC, for a (height, width) image.
+
+    Scale = width / rect_w on x, y and z (width for both axes, as official), translation from
+    the rect centre (integer halves) relative to the image centre, NDC unit = width // 2 pixels.
+    The official `gen_mesh` computes but never applies it; it is kept to place meshes back
+    into the photo.
+
+    Returns:
+      (4, 4) float32 matrix.
+    """
+    x, y, w, h = (int(v) for v in rect)
+    to_ndc = 1.0 / float(width // 2)
+    scale = width / w
+    calib = np.eye(4) * scale
+    calib[3, 3] = 1.0
+    calib[0, 3] = -scale * (x + w // 2 - width // 2) * to_ndc
+    calib[1, 3] = scale * (y + h // 2 - height // 2) * to_ndc
+    return calib.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input discovery
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InputItem:
+    """One image to reconstruct and where its crop comes from.
+
+    Attributes:
+      image: the image file.
+      name: its stem, used to name outputs.
+      crop_source: 'openpose' (`{stem}_keypoints.json`), 'rect' (`{stem}_rect.txt`) or
+        'whole' (the whole image, squared).
+      crop_file: the json or txt file; None for 'whole'.
+    """
+
+    image: Path
+    name: str
+    crop_source: CropSource
+    crop_file: Path | None = None
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def _item_for(image: Path) -> InputItem:
+    name = image.stem
+    keypoints = image.with_name(name + KEYPOINTS_SUFFIX)
+    if keypoints.is_file():
+        return InputItem(image, name, "openpose", keypoints)
+    rect = image.with_name(name + RECT_SUFFIX)
+    if rect.is_file():
+        return InputItem(image, name, "rect", rect)
+    return InputItem(image, name, "whole", None)
+
+
+def find_inputs(path: str | os.PathLike) -> list[InputItem]:
+    """Lists the images to reconstruct, each paired with its crop source.
+
+    A folder is scanned (not recursively) for png/jpg/jpeg/bmp/tif/tiff/webp files (any case,
+    hidden files skipped), sorted by name; json/txt and other files are ignored. The crop
+    source of `a.png` is `a_keypoints.json` if present, else `a_rect.txt`, else the whole image.
+
+    Raises:
+      HdjaxError: the path does not exist, is a file that is not an image, or is a folder
+        without images.
+    """
+    path = Path(path)
+    if path.is_file():
+        if not _is_image_name(path):
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise HdjaxError(f"not an image file (expected one of {suffixes})", path)
+        return [_item_for(path)]
+    if not path.is_dir():
+        raise HdjaxError("input path does not exist", path)
+    images = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
+    if not images:
+        raise HdjaxError(f"folder has no image ({', '.join(IMAGE_SUFFIXES)})", path)
+    return [_item_for(p) for p in images]
+
+
+def rect_for_item(
+    item: InputItem, height: int, width: int, crop_type: CropType = "fullbody"
+) -> Rect:
+    """The crop rect of `item` for an image of (height, width) pixels."""
+    if item.crop_source == "openpose":
+        return rect_from_openpose(item.crop_file, crop_type)
+    if item.crop_source == "rect":
+        return read_rect_file(item.crop_file)
+    return whole_image_rect(height, width)

@@ -1,0 +1,251 @@
+"""Photo -> mesh with PIFuHD, stage by stage, within bounded memory.
+
+Stages: normal nets (one at a time, their weights dropped after use) -> coarse and fine
+filters (only the last stack's features are kept) -> occupancy queries in fixed-size jitted
+chunks over the octree grid -> marching cubes -> normal-coloured OBJ/PLY + a PNG of the input
+and normal maps. `query_points` serves `--mode=query`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from hdjax.checkpoint.weights import Weights
+from hdjax.errors import HdjaxError
+from hdjax.geometry import mesh as mesh_lib
+from hdjax.geometry import octree
+from hdjax.geometry.projection import EVAL_CALIB
+from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
+from hdjax.reconstruction import preprocess, visualize
+
+
+@dataclasses.dataclass
+class ImageFeatures:
+    """What the point queries need of one image (batch of 1).
+
+    coarse: (1, S/4, S/4, 256) last coarse stack; fine: (1, F/2, F/2, 16) last fine stack;
+    normals: [front, back] (1, S, S, 3); image_coarse: (1, S, S, 3); all in [-1, 1] / float32.
+    """
+
+    coarse: jax.Array
+    fine: jax.Array
+    normals: list[jax.Array]
+    image_coarse: jax.Array
+
+
+@functools.lru_cache(maxsize=4)
+def _stage_fns(arch: PIFuHDArch):
+    model = PIFuHD(arch)
+
+    def wrap(method, subtree):
+        fn = jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=method))
+        return fn, subtree
+
+    return dict(
+        netF=wrap(lambda m, x: m.netG.netF(x), ("netG", "netF")),
+        netB=wrap(lambda m, x: m.netG.netB(x), ("netG", "netB")),
+        coarse=wrap(lambda m, x, n: m.coarse_features(x, n)[-1], ("netG", "image_filter")),
+        fine=wrap(lambda m, x, n: m.fine_features(x, n)[-1], ("image_filter",)),
+        occupancy=jax.jit(
+            lambda p, c, f, pts: model.apply(
+                {"params": p}, c, f, pts, jnp.asarray(EVAL_CALIB)[None], method=PIFuHD.occupancy
+            )
+        ),
+    )
+
+
+def _nest(names: tuple[str, ...], params):
+    for k in reversed(names):
+        params = {k: params}
+    return params
+
+
+def image_features(
+    weights: Weights, image_fine: np.ndarray, image_coarse: np.ndarray, timings: dict
+) -> ImageFeatures:
+    """Runs the normal nets and both filters. Images: (F, F, 3) and (S, S, 3) in [-1, 1]."""
+    fns = _stage_fns(weights.arch)
+    arch = weights.arch
+    x_c = jnp.asarray(image_coarse)[None]
+    x_f = jnp.asarray(image_fine)[None]
+
+    def run(stage, *args):
+        fn, names = fns[stage]
+        t = time.perf_counter()
+        params = _nest(names, weights.get(names))
+        out = jax.block_until_ready(fn(params, *args))
+        del params  # the normal nets are 730 MB each: never hold two
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
+        return out
+
+    normals = []
+    if arch.use_front_normal:
+        normals.append(run("netF", x_c))
+    if arch.use_back_normal:
+        normals.append(run("netB", x_c))
+    coarse = run("coarse", x_c, normals)
+    fine = run("fine", x_f, normals)
+    return ImageFeatures(coarse, fine, normals, x_c)
+
+
+def occupancy_fn(
+    weights: Weights, feats: ImageFeatures, chunk: int, progress: tqdm | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """(N, 3) float points in the query frame -> (N,) float32 occupancy, `chunk` at a time.
+
+    Every call uses the same padded (1, chunk, 3) shape, so it compiles once.
+    """
+    fn = _stage_fns(weights.arch)["occupancy"]
+    params = {"netG": {"mlp": weights.get(("netG", "mlp"))}, "mlp": weights.get(("mlp",))}
+
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, np.float32).reshape(-1, 3)
+        out = np.empty(len(points), np.float32)
+        for start in range(0, len(points), chunk):
+            part = points[start : start + chunk]
+            n = len(part)
+            if n < chunk:
+                part = np.concatenate([part, np.zeros((chunk - n, 3), np.float32)])
+            out[start : start + n] = np.asarray(fn(params, feats.coarse, feats.fine, part[None]))[
+                0, :n
+            ]
+            if progress is not None:
+                progress.update(n)
+        return out
+
+    return evaluate
+
+
+def occupancy_grid(
+    evaluate: Callable[[np.ndarray], np.ndarray], cfg: ml_collections.ConfigDict
+) -> tuple[np.ndarray, octree.GridStats]:
+    """Runs the configured octree: "parity" (official, exact) or "fast" (narrow band)."""
+    r = cfg.resolution
+
+    def eval_indices(idx: np.ndarray) -> np.ndarray:
+        return evaluate(octree.indices_to_points(idx, r))
+
+    if cfg.octree == "parity":
+        return octree.eval_grid_octree_stats(eval_indices, r, cfg.init_resolution, cfg.threshold)
+    if cfg.octree == "fast":
+        return octree.eval_grid_narrowband_stats(eval_indices, r, cfg.init_resolution)
+    raise HdjaxError(f"unknown reconstruct.octree {cfg.octree!r} (parity | fast)")
+
+
+def reconstruct_image(
+    weights: Weights,
+    item: preprocess.InputItem,
+    out_dir: str,
+    cfg: ml_collections.ConfigDict,
+) -> dict:
+    """One image -> `{name}.obj`/`.ply` and `{name}_normals.png` in out_dir. Returns timings."""
+    arch = weights.arch
+    img = preprocess.load_image(item.image)
+    rect = preprocess.rect_for_item(item, img.shape[0], img.shape[1], cfg.crop_type)
+    image_fine, image_coarse = preprocess.prepare_pifuhd_inputs(
+        img, rect, arch.fine_size, arch.coarse_size
+    )
+    timings: dict = {}
+    t0 = time.perf_counter()
+    feats = image_features(weights, image_fine, image_coarse, timings)
+    if len(feats.normals) == 2:
+        visualize.save_normals_png(
+            os.path.join(out_dir, f"{item.name}_normals.png"),
+            image_coarse,
+            *(np.asarray(n[0]) for n in feats.normals),
+        )
+
+    with tqdm(desc=f"{item.name}: queries", unit="pt", unit_scale=True, leave=False) as bar:
+        evaluate = occupancy_fn(weights, feats, cfg.chunk, bar)
+        t = time.perf_counter()
+        grid, stats = occupancy_grid(evaluate, cfg)
+        timings["grid"] = time.perf_counter() - t
+        try:
+            t = time.perf_counter()
+            verts, faces = mesh_lib.extract_mesh(grid, cfg.resolution)
+            timings["marching_cubes"] = time.perf_counter() - t
+        except ValueError as e:
+            raise HdjaxError(f"no mesh: {e}", item.image) from None
+        del grid
+        colors = None
+        if cfg.normal_colors:
+            t = time.perf_counter()
+            colors = mesh_lib.vertex_normal_colors(evaluate, verts)
+            timings["normal_colors"] = time.perf_counter() - t
+    base = os.path.join(out_dir, f"{item.name}")
+    if cfg.mesh_format in ("obj", "both"):
+        mesh_lib.save_obj(base + ".obj", verts, faces, colors)
+    if cfg.mesh_format in ("ply", "both"):
+        mesh_lib.save_ply(base + ".ply", verts, faces, colors)
+    timings.update(
+        total=time.perf_counter() - t0,
+        queries=stats.queries,
+        vertices=len(verts),
+        faces=len(faces),
+    )
+    return timings
+
+
+def reconstruct(weights: Weights, cfg: ml_collections.ConfigDict, workdir: str) -> int:
+    """Reconstructs every image of `cfg.input` into `workdir/reconstruct`.
+
+    A bad image is reported (one line) and skipped; returns the number of failures.
+    """
+    items = preprocess.find_inputs(cfg.input)
+    out_dir = os.path.join(workdir, "reconstruct")
+    os.makedirs(out_dir, exist_ok=True)
+    failures = 0
+    for item in tqdm(items, desc="images", unit="img", disable=len(items) < 2):
+        try:
+            t = reconstruct_image(weights, item, out_dir, cfg)
+        except HdjaxError as e:
+            logging.error("%s", e)
+            failures += 1
+            continue
+        logging.info(
+            "%s: %d vertices, %d queries, %.1f s -> %s",
+            item.name,
+            t["vertices"],
+            t["queries"],
+            t["total"],
+            out_dir,
+        )
+    return failures
+
+
+def query_points(weights: Weights, image_path: str, points_path: str, out_path: str, cfg) -> None:
+    """`--mode=query`: occupancies of (N, 3) points (.npy, query frame) for one image."""
+    try:
+        points = np.load(points_path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise HdjaxError(f"cannot read points ({e})", points_path) from None
+    if points.ndim != 2 or points.shape[1] != 3 or not np.issubdtype(points.dtype, np.number):
+        raise HdjaxError(f"points must be an (N, 3) numeric array, got {points.shape}", points_path)
+    if not np.all(np.isfinite(points)):
+        raise HdjaxError("points contain NaN or inf", points_path)
+    items = preprocess.find_inputs(image_path)
+    if len(items) != 1:
+        raise HdjaxError("query mode takes one image, not a folder", image_path)
+    item = items[0]
+    arch = weights.arch
+    img = preprocess.load_image(item.image)
+    rect = preprocess.rect_for_item(item, img.shape[0], img.shape[1], cfg.crop_type)
+    image_fine, image_coarse = preprocess.prepare_pifuhd_inputs(
+        img, rect, arch.fine_size, arch.coarse_size
+    )
+    feats = image_features(weights, image_fine, image_coarse, {})
+    occ = occupancy_fn(weights, feats, cfg.chunk)(points)
+    tmp = out_path + ".tmp.npy"
+    np.save(tmp, occ)
+    os.replace(tmp, out_path)

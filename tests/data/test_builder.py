@@ -1,0 +1,191 @@
+"""Dataset generation: builder_lib records, the TFDS builders (tiny), bad-scan reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from hdjax.data import builder_lib as bl
+from hdjax.data import camera as cam
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = {"size": 64, "yaws": (0.0, 90.0), "num_points": 1000}
+
+
+def load_builder_module(name: str):
+    """Import `datasets/<name>/<name>_dataset_builder.py` (TFDS names builders by module)."""
+    mod_name = f"{name}_dataset_builder"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    path = os.path.join(REPO, "datasets", name, f"{mod_name}.py")
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_synthetic(tmp_path_factory):
+    mod = load_builder_module("synthetic_humans")
+    config = mod.Config(
+        name="tiny", render=bl.pifuhd_config(**TINY), bodies=("body_00", "body_01")
+    )
+    builder = mod.Builder(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")))
+    builder.download_and_prepare()
+    return builder
+
+
+def test_embedded_bodies_are_watertight_adults_with_keypoints():
+    names = bl.embedded_body_names()
+    assert len(names) >= 8
+    for name in names:
+        s = bl.load_embedded_body(name)
+        assert s.mesh.is_watertight, name
+        height = np.ptp(s.mesh.vertices[:, 1])
+        assert 1.45 < height < 2.0, (name, height)
+        assert s.keypoints.shape == (23, 3)
+        # Nose above the ankles, both inside the body's bounding box (metres, +y up).
+        assert s.keypoints[0, 1] > s.keypoints[15, 1] + 1.0
+        lo, hi = s.mesh.bounds
+        assert np.all(s.keypoints >= lo - 0.05) and np.all(s.keypoints <= hi + 0.05)
+        # Several procedural clothing colours, not one flat colour.
+        assert len(np.unique(s.mesh.visual.vertex_colors[:, :3], axis=0)) > 20
+
+
+def test_depth_and_normal_encodings_round_trip():
+    rng = np.random.default_rng(0)
+    z = rng.uniform(-1, 1, (8, 8)).astype(np.float32)
+    mask = rng.random((8, 8)) > 0.3
+    back = bl.png_to_ortho_depth(bl.decode_png(bl.png_bytes(bl.ortho_depth_to_png(z, mask))))
+    np.testing.assert_allclose(back[mask], z[mask], atol=1e-4)
+    assert np.all(bl.ortho_depth_to_png(z, mask)[~mask] == 0)
+    n = rng.normal(size=(8, 8, 3))
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    dec = bl.uint8_to_normal(bl.decode_png(bl.png_bytes(bl.normal_to_uint8(n, mask))))
+    np.testing.assert_allclose(dec[mask], n[mask], atol=1 / 127.5)
+
+
+def test_records_match_camera_and_label_points_consistently():
+    subject = bl.load_embedded_body("body_00")
+    config = bl.pifuhd_config(**TINY)
+    rec = bl.render_record(subject, config, view=1)
+    np.testing.assert_array_equal(rec["calib"], cam.OrthoCamera(64, 90.0).calib)
+    mask = bl.decode_png(rec["mask"]) > 0
+    assert 0.03 < mask.mean() < 0.6
+    # Every inside point projects onto the silhouette (1-pixel tolerance at 64²).
+    inside = rec["points_coarse"][rec["labels_coarse"] == 1]
+    uv = inside @ rec["calib"][:2, :3].T + rec["calib"][:2, 3]
+    px = np.rint((uv + 1) * 63 / 2).astype(int)
+    grown = np.zeros_like(mask)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            grown |= np.roll(mask, (dr, dc), axis=(0, 1))
+    assert grown[px[:, 1], px[:, 0]].mean() > 0.99
+    assert 0.3 < rec["labels_coarse"].mean() <= 0.5
+    # The same seed gives the same record; another view gives another one.
+    again = bl.render_record(subject, config, view=1)
+    np.testing.assert_array_equal(again["points_fine"], rec["points_fine"])
+    assert again["image"] == rec["image"]
+    assert bl.render_record(subject, config, view=0)["image"] != rec["image"]
+
+
+def test_tfds_build_reads_back_every_feature(tiny_synthetic):
+    assert "tensorflow" not in sys.modules  # TFDS without TensorFlow
+    source = tiny_synthetic.as_data_source("train")
+    assert len(source) == 2  # body_00 x 2 yaws; body_01 is the test split
+    assert len(tiny_synthetic.as_data_source("test")) == 2
+    expected = {
+        "image": ((64, 64, 3), np.uint8),
+        "mask": ((64, 64, 1), np.uint8),
+        "normal_front": ((64, 64, 3), np.uint8),
+        "normal_back": ((64, 64, 3), np.uint8),
+        "depth_front": ((64, 64, 1), np.uint16),
+        "depth_back": ((64, 64, 1), np.uint16),
+        "calib": ((4, 4), np.float32),
+        "keypoints": ((23, 3), np.float32),
+        "points_coarse": ((1000, 3), np.float32),
+        "labels_coarse": ((1000,), np.uint8),
+        "points_fine": ((1000, 3), np.float32),
+        "labels_fine": ((1000,), np.uint8),
+    }
+    rec = source[0]
+    assert set(expected) | {"subject", "yaw"} == set(rec)
+    for key, (shape, dtype) in expected.items():
+        assert rec[key].shape == shape, key
+        assert rec[key].dtype == dtype, key
+    mask = rec["mask"][..., 0] > 0
+    assert mask.any() and not mask.all()
+    assert np.all(rec["depth_front"][~mask] == 0) and np.all(rec["depth_front"][mask] > 0)
+    # Ortho depth: front surface nearer the camera (+z) than the back one.
+    zf = bl.png_to_ortho_depth(rec["depth_front"][..., 0])[mask]
+    zb = bl.png_to_ortho_depth(rec["depth_back"][..., 0])[mask]
+    assert np.all(zf >= zb - 1e-3)
+    assert rec["keypoints"][:, 2].all()  # all 23 keypoints inside the image
+    report = json.load(open(os.path.join(tiny_synthetic.data_dir, "build_report_train.json")))
+    assert report["used"] == ["body_00"] and report["records"] == 2
+
+
+def _write_scans(root: str) -> None:
+    good = bl.load_embedded_body("body_03").mesh
+    os.makedirs(os.path.join(root, "good"))
+    good.export(os.path.join(root, "good", "good.ply"))
+    os.makedirs(os.path.join(root, "corrupt"))
+    with open(os.path.join(root, "corrupt", "corrupt.obj"), "w") as f:
+        f.write("v 0 0\nf 1 2 x\nthis is not an obj\n")
+    os.makedirs(os.path.join(root, "nofaces"))
+    with open(os.path.join(root, "nofaces", "nofaces.obj"), "w") as f:
+        f.write("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    nan = trimesh.creation.box()
+    nan.vertices[0, 0] = np.nan
+    os.makedirs(os.path.join(root, "nan"))
+    with open(os.path.join(root, "nan", "nan.obj"), "w") as f:
+        f.write(trimesh.exchange.obj.export_obj(nan))
+    huge = trimesh.creation.box(extents=(1e6, 1e6, 1e6))
+    os.makedirs(os.path.join(root, "huge"))
+    huge.export(os.path.join(root, "huge", "huge.obj"))
+    os.makedirs(os.path.join(root, "empty_folder"))
+
+
+def test_bad_scans_are_skipped_and_reported(tmp_path):
+    scans = tmp_path / "scans"
+    _write_scans(str(scans))
+    mod = load_builder_module("scan_renders")
+    config = mod.Config(
+        name="tiny", render=bl.pifuhd_config(size=64, yaws=(0.0,), num_points=500), test_every=0
+    )
+    builder = mod.Builder(config=config, data_dir=str(tmp_path / "tfds"))
+    import tensorflow_datasets as tfds
+
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(scans))
+    )
+    source = builder.as_data_source("train")
+    assert len(source) == 1 and source[0]["subject"] in (b"good", "good")
+    report = json.load(open(os.path.join(builder.data_dir, "build_report_train.json")))
+    assert report["used"] == ["good"]
+    reasons = dict(report["skipped"])
+    assert set(reasons) == {"corrupt", "nofaces", "nan", "huge", "empty_folder"}
+    assert "no faces" in reasons["nofaces"] or "failed to load" in reasons["nofaces"]
+    assert "non-finite" in reasons["nan"]
+    assert "max_extent" in reasons["huge"]
+    assert "no mesh file" in reasons["empty_folder"]
+    assert report["summary"].startswith("1 subjects used, 5 skipped")
+
+
+def test_twok2k_config_renders_2k2k_depth_encoding():
+    subject = bl.load_embedded_body("body_01")
+    config = bl.twok2k_config(size=64, yaws=(-30.0,), num_points=200)
+    rec = bl.render_record(subject, config, view=0)
+    d = bl.decode_png(rec["depth_front"]).astype(np.float32) / 32.0
+    fg = d > 0
+    # 2K2K: d = (r − 1)·f + 1024 with the body within ±0.36 of the origin at r ≈ 1.
+    f = cam.PerspCamera(64).focal
+    assert np.all(np.abs(d[fg] - 1024) < 0.4 * f)
+    np.testing.assert_array_equal(rec["calib"], cam.PerspCamera(64, -30.0).calib)
