@@ -4,7 +4,14 @@
 --config=configs/pifuhd.py:tiny     a small random-weight variant for CPU smoke tests
 """
 
+import os
+
 import ml_collections
+
+import hdjax
+
+# The embedded example photo (a render of one of the embedded synthetic bodies).
+EXAMPLES = os.path.join(os.path.dirname(hdjax.__file__), "data", "assets", "examples")
 
 
 def _level(**kw) -> ml_collections.ConfigDict:
@@ -51,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Reconstruction (`--mode=reconstruct`) and field queries (`--mode=query`).
     r = c.reconstruct = ml_collections.ConfigDict()
-    r.input = ""  # image file or folder; crops from {name}_keypoints.json / {name}_rect.txt
+    r.input = EXAMPLES  # image file or folder; crops: {name}_keypoints.json / {name}_rect.txt
     r.crop_type = "fullbody"  # OpenPose crop rule: fullbody | upperbody | face
     r.resolution = 512  # marching-cubes grid R (official default 512)
     r.octree = "parity"  # parity: the official octree, exactly; fast: narrow band (±1 voxel)
@@ -59,7 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     r.threshold = 0.05
     r.chunk = 16384  # points per network call: bounds memory at any grid resolution
     r.mesh_format = "obj"  # obj | ply | both
-    r.normal_colors = True  # colour vertices by the field's normal, as the official code
+    # Vertex colours = normal·0.5+0.5. network: the official finite differences of the field
+    # (4 queries per vertex); grid: the marching-cubes grid gradient (free); none.
+    r.colors = "network"
     r.points = ""  # --mode=query: (N, 3) .npy in the normalised frame
     if arg == "tiny":
         _tiny(c)

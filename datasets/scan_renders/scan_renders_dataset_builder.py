@@ -8,11 +8,20 @@ one OBJ/PLY/GLB works (see `hdjax.data.builder_lib.find_scan_file`). Scans must 
 Unusable scans (fail to load, no faces, NaN vertices, absurdly large) are skipped; the
 reasons go to ``build_report_<split>.json`` next to the shards and the counts to the log.
 Every 10th scan (sorted by name) goes to `test`, the rest to `train`.
+
+Resuming: every rendered record is also saved to
+``<data_dir>/scan_renders/<config>/render_cache/<version>/`` (one ``.npz`` per record, named
+by its key and a hash of the render config and seed), so rerunning an interrupted build
+renders only the missing records. The cache is deleted after a successful build (config
+``keep_render_cache=True`` keeps it; ``render_cache=False`` disables it) and can be deleted
+by hand at any time; a changed render config or seed never reuses its files. The scans
+themselves are not hashed: after editing a scan in place, delete the cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import ClassVar
@@ -30,6 +39,9 @@ class Config(tfds.core.BuilderConfig):
     render: builder_lib.RenderConfig = dataclasses.field(default_factory=builder_lib.RenderConfig)
     test_every: int = 10
     seed: int = 0
+    beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
+    render_cache: bool = True  # cache rendered records so an interrupted build resumes
+    keep_render_cache: bool = False  # keep the cache after a successful build
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -58,6 +70,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
+    @property
+    def render_cache_dir(self) -> str | None:
+        """``<data_dir>/scan_renders/<config>/render_cache/<version>``, None if disabled."""
+        if not self.builder_config.render_cache:
+            return None
+        return builder_lib.builder_cache_dir(
+            self.data_dir_root, self.name, self.builder_config.name, self.version
+        )
+
+    def download_and_prepare(self, **kwargs) -> None:
+        """TFDS's build, then removal of the render cache (unless ``keep_render_cache``)."""
+        super().download_and_prepare(**kwargs)
+        # Only reached when TFDS has written and renamed the complete dataset folder.
+        if self.render_cache_dir and not self.builder_config.keep_render_cache:
+            builder_lib.remove_cache_dir(self.render_cache_dir)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -81,9 +109,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, root, names, split):
         cfg = self.builder_config
+        if cfg.beam:
+            load = functools.partial(builder_lib.load_named_scan, root, cfg.render)
+            cache = self.render_cache_dir
+            return builder_lib.beam_records(load, names, cfg.render, cfg.seed, cache)
+        return self._generate_locally(root, names, split)
+
+    def _generate_locally(self, root, names, split):
+        cfg = self.builder_config
         report = builder_lib.BuildReport()
         subjects = builder_lib.scan_subjects(root, cfg.render, report, names=names)
-        yield from builder_lib.generate_records(subjects, cfg.render, report, cfg.seed)
+        yield from builder_lib.generate_records(
+            subjects, cfg.render, report, cfg.seed, self.render_cache_dir
+        )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
         logging.warning("scan_renders/%s %s: %s", cfg.name, split, report.summary())
         for name, reason in report.skipped:

@@ -1,7 +1,10 @@
 """Generate the embedded synthetic bodies (`hdjax/data/assets/bodies/*.npz`) with anny.
 
-Needs the `bodies` extra (anny 0.6.2 + torch; see `hdjax/data/assets/bodies/NOTICE`); the
-dataset builders only read the `.npz` files this writes and need neither.
+Needs the `bodies` extra; the dataset builders only read the `.npz` files this writes and
+need neither torch nor anny. anny's warp-lang dependency is not needed on CPU:
+
+    pip install torch==2.13.0            # the local CPU wheel
+    pip install --no-deps anny==0.6.2 roma==1.8.0 safetensors==0.8.0   # + pyyaml, scipy
 
     python datasets/synthetic_humans/generate.py --out=hdjax/data/assets/bodies
 

@@ -6,6 +6,13 @@ No download, no TensorFlow: the bodies are `hdjax/data/assets/bodies/*.npz` (see
 and all logic is `hdjax.data.builder_lib`. Splits: the last body is `test`, the rest `train`.
 Caveat: naked-ish, hairless procedural bodies; numbers measured on them are not comparable
 to clothed-scan benchmarks.
+
+Resuming: every rendered record is also saved to
+``<data_dir>/synthetic_humans/<config>/render_cache/<version>/`` (one ``.npz`` per record,
+named by its key and a hash of the render config and seed), so rerunning an interrupted
+build renders only the missing records. The cache is deleted after a successful build
+(config ``keep_render_cache=True`` keeps it; ``render_cache=False`` disables it) and can be
+deleted by hand at any time; a changed render config or seed never reuses its files.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ class Config(tfds.core.BuilderConfig):
     render: builder_lib.RenderConfig = dataclasses.field(default_factory=builder_lib.RenderConfig)
     bodies: tuple[str, ...] | None = None
     seed: int = 0
+    beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
+    render_cache: bool = True  # cache rendered records so an interrupted build resumes
+    keep_render_cache: bool = False  # keep the cache after a successful build
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -53,6 +63,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
 
+    @property
+    def render_cache_dir(self) -> str | None:
+        """``<data_dir>/synthetic_humans/<config>/render_cache/<version>``, None if disabled."""
+        if not self.builder_config.render_cache:
+            return None
+        return builder_lib.builder_cache_dir(
+            self.data_dir_root, self.name, self.builder_config.name, self.version
+        )
+
+    def download_and_prepare(self, **kwargs) -> None:
+        """TFDS's build, then removal of the render cache (unless ``keep_render_cache``)."""
+        super().download_and_prepare(**kwargs)
+        # Only reached when TFDS has written and renamed the complete dataset folder.
+        if self.render_cache_dir and not self.builder_config.keep_render_cache:
+            builder_lib.remove_cache_dir(self.render_cache_dir)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -73,10 +99,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, names, split):
+        cfg = self.builder_config
+        if cfg.beam:
+            load = builder_lib.load_embedded_body
+            cache = self.render_cache_dir
+            return builder_lib.beam_records(load, names, cfg.render, cfg.seed, cache)
+        return self._generate_locally(names, split)
+
+    def _generate_locally(self, names, split):
         report = builder_lib.BuildReport()
         subjects = (builder_lib.load_embedded_body(n) for n in names)
         cfg = self.builder_config
-        yield from builder_lib.generate_records(subjects, cfg.render, report, cfg.seed)
+        yield from builder_lib.generate_records(
+            subjects, cfg.render, report, cfg.seed, self.render_cache_dir
+        )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
         logging.info("synthetic_humans/%s %s: %s", cfg.name, split, report.summary())
 

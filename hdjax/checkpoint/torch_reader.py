@@ -774,12 +774,27 @@ def _read_at(path: str, offset: int, n: int) -> bytes:
         return f.read(n)
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Drops the resident pages of the file mapping behind `array` (no-op if not mapped).
+
+    Mapped pages a caller has read count in its RSS until the kernel needs them back; a
+    converter that copies tensors out one by one calls this so the file never sits in memory
+    beside its converted copy. The data stays readable (pages fault in again from the cache).
+    """
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        # ndarray views chain through `.base`; np.frombuffer's base is a memoryview (`.obj`).
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if base is not None and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)
+
+
 def flatten_state_dict(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, np.ndarray]:
     """Flattens nested dicts/lists/tuples to `{"a.b.0.c": array}`, keeping only array leaves.
 
     Args:
       tree: the output of `load_torch_file` (or any part of it).
-      prefix: prepended to every key (without separator handling).
+      prefix: key of `tree` itself; joined to the nested keys with `sep` when non-empty.
       sep: joins nested keys.
 
     Returns:

@@ -14,17 +14,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hdjax.checkpoint.pifuhd import (
     Params,
     arch_from_options,
     convert_state_dict,
+    expected_shapes,
     load_converted,
     validate_state_dict,
 )
 from hdjax.checkpoint.torch_reader import load_torch_file
 from hdjax.errors import HdjaxError
-from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
+from hdjax.models.pifuhd import PIFuHDArch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,24 +48,21 @@ def _subtree(params: Mapping[str, Any], names: tuple[str, ...]) -> Params:
 
 
 def random_params(arch: PIFuHDArch, seed: int) -> Params:
-    """Official-style init: weights N(0, 0.02), biases 0, GroupNorm scale 1 / bias 0."""
-    c, f = arch.coarse_size, arch.fine_size
-    model = PIFuHD(arch)
-    params = jax.jit(model.init)(
-        jax.random.PRNGKey(seed),
-        jnp.zeros((1, c, c, 3)),
-        jnp.zeros((1, f, f, 3)),
-        jnp.zeros((1, 1, 3)),
-        jnp.eye(4)[None],
-    )["params"]
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    out = []
-    for (path, x), key in zip(leaves, keys, strict=True):
-        if path[-1].key == "kernel":
-            x = 0.02 * jax.random.normal(key, x.shape, x.dtype)
-        out.append(x)
-    return jax.tree_util.tree_unflatten(treedef, out)
+    """Official-style init: kernels N(0, 0.02), biases 0, GroupNorm scale 1 / bias 0.
+
+    Drawn with numpy from the shapes alone: compiling flax's `init` (one RNG program per
+    parameter) takes XLA tens of seconds even for the tiny config.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, shape):
+        name = path[-1].key
+        if name == "kernel":
+            return jnp.asarray(rng.normal(0.0, 0.02, shape.shape).astype(np.float32))
+        fill = 1.0 if name == "scale" else 0.0
+        return jnp.full(shape.shape, fill, jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, expected_shapes(arch))
 
 
 def open_weights(checkpoint: str, arch: PIFuHDArch, seed: int = 0) -> Weights:

@@ -29,16 +29,27 @@ key                   value                meaning
 
 Sigmas are in centimetres of a 180 cm body (PIFu's convention), converted per subject to
 normalised units from its height, so they mean the same for both camera conventions.
+
+Resumable builds: TFDS rewrites a split from scratch after an interruption, so the expensive
+part, rendering, is cached per record (`RecordCache`, ``cache_dir`` of `generate_records`):
+each finished record is one ``<key>.<tag>.npz`` file, where the tag hashes the `RenderConfig`,
+the seed and the cache format, so a changed config never reuses stale records. A rerun reads
+the finished records back instead of rendering them; a corrupt file is re-rendered.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import importlib.resources
 import json
+import logging
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -54,6 +65,8 @@ NUM_KEYPOINTS = 23
 ORTHO_DEPTH_OFFSET = 3.0
 ORTHO_DEPTH_SCALE = 10000.0
 MESH_EXTS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+# Bump when the cache file layout or what a record holds changes: old files then miss.
+CACHE_FORMAT = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +124,13 @@ class BuildReport:
     used: list[str] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     records: int = 0
+    cached: int = 0  # records read back from the render cache instead of rendered
 
     def summary(self) -> str:
-        """One line: counts of used subjects, skipped subjects and written records."""
+        """One line: counts of used subjects, skipped subjects and written (cached) records."""
         return (
             f"{len(self.used)} subjects used, {len(self.skipped)} skipped, "
-            f"{self.records} records written"
+            f"{self.records} records written ({self.cached} from the render cache)"
         )
 
     def write(self, path: str) -> None:
@@ -129,6 +143,7 @@ class BuildReport:
                     "used": self.used,
                     "skipped": [list(s) for s in self.skipped],
                     "records": self.records,
+                    "cached": self.cached,
                 },
                 f,
                 indent=1,
@@ -202,6 +217,11 @@ def load_scan(scan_dir: str, config: RenderConfig) -> Subject:
         raise ScanError(f"{os.path.basename(path)} is not a triangle mesh")
     validate_mesh(mesh, config)
     return Subject(os.path.basename(os.path.normpath(scan_dir)), mesh)
+
+
+def load_named_scan(manual_dir: str, config: RenderConfig, name: str) -> Subject:
+    """`load_scan` of folder ``name`` of ``manual_dir`` (a picklable loader for Beam)."""
+    return load_scan(os.path.join(manual_dir, name), config)
 
 
 def scan_subjects(
@@ -335,26 +355,186 @@ def render_record(
     return record
 
 
+# --------------------------------------------------------------------------- render cache
+
+
+def record_key(name: str, view: int) -> str:
+    """The example key (and cache file stem) of view ``view`` of subject ``name``."""
+    return f"{name}_v{view:03d}"
+
+
+def render_cache_tag(config: RenderConfig, seed: int) -> str:
+    """16 hex digits fixed by all that decides a record's content: config, seed, cache format."""
+    payload = {"config": dataclasses.asdict(config), "seed": seed, "format": CACHE_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_META = "__meta__"
+
+
+def encode_record(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Record -> plain numeric arrays for `np.savez` (no object arrays: nothing is pickled).
+
+    Bytes and strings become 1-D uint8 arrays, numpy scalars 0-d arrays; their kinds go to a
+    JSON ``__meta__`` entry so `decode_record` restores the exact Python/numpy types.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for k, v in record.items():
+        if isinstance(v, bytes):
+            arrays[k], kinds[k] = np.frombuffer(v, np.uint8), "bytes"
+        elif isinstance(v, str):
+            arrays[k], kinds[k] = np.frombuffer(v.encode("utf-8"), np.uint8), "str"
+        elif isinstance(v, np.generic):
+            arrays[k], kinds[k] = np.asarray(v), "scalar"
+        elif isinstance(v, np.ndarray) and v.dtype != object:
+            arrays[k], kinds[k] = v, "array"
+        else:
+            raise TypeError(f"record value {k!r} of type {type(v).__name__} cannot be cached")
+    meta = json.dumps({"format": CACHE_FORMAT, "kinds": kinds}).encode()
+    arrays[_META] = np.frombuffer(meta, np.uint8)
+    return arrays
+
+
+def decode_record(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Inverse of `encode_record`; raises ValueError/KeyError on anything inconsistent."""
+    meta = json.loads(arrays[_META].tobytes())
+    if meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"cache format {meta.get('format')} != {CACHE_FORMAT}")
+    kinds: dict[str, str] = meta["kinds"]
+    if set(kinds) != set(arrays) - {_META}:
+        raise ValueError("entries do not match the stored list")
+    record: dict[str, Any] = {}
+    for k, kind in kinds.items():
+        a = arrays[k]
+        if kind == "bytes":
+            record[k] = a.tobytes()
+        elif kind == "str":
+            record[k] = a.tobytes().decode("utf-8")
+        elif kind == "scalar":
+            record[k] = a[()]
+        elif kind == "array":
+            record[k] = a
+        else:
+            raise ValueError(f"unknown kind {kind!r} of {k!r}")
+    return record
+
+
+class RecordCache:
+    """Finished records of one (`RenderConfig`, seed): files ``<directory>/<key>.<tag>.npz``.
+
+    A file is written under a temporary name and moved into place with `os.replace` (atomic),
+    so an interrupted build never leaves a half-written file under a final name; a file that
+    is unreadable anyway (disk trouble, a hand edit) is ignored with a warning and re-rendered.
+    Deleting the directory is always safe: it only costs re-rendering.
+    """
+
+    def __init__(self, directory: str, config: RenderConfig, seed: int = 0):
+        self.directory = directory
+        self.tag = render_cache_tag(config, seed)
+        os.makedirs(directory, exist_ok=True)
+
+    def path(self, key: str) -> str:
+        """The file of record ``key``."""
+        return os.path.join(self.directory, f"{key}.{self.tag}.npz")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached record ``key``, or None when absent or unreadable (warned)."""
+        path = self.path(key)
+        if not os.path.exists(path):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return decode_record({k: npz[k] for k in npz.files})
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            # np.load / zipfile raise all of these for truncated or garbled files.
+            logging.warning(
+                "render cache: ignoring unreadable %s (%s: %s); re-rendering",
+                path,
+                type(e).__name__,
+                e,
+            )
+            return None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        """Write record ``key`` atomically (temporary file in the same folder + os.replace)."""
+        arrays = encode_record(record)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                # Durable before it is visible: a crash must not leave a renamed empty file.
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def builder_cache_dir(data_dir_root: Any, name: str, config_name: str, version: Any) -> str | None:
+    """Default render cache of a TFDS build: ``<root>/<name>/<config>/render_cache/<version>``.
+
+    Next to (not inside) the versioned output folder, which TFDS deletes when a build fails.
+    None for a non-local root (``gs://...``): the cache uses local file operations.
+    """
+    root = os.fspath(data_dir_root)
+    if "://" in root:
+        logging.warning("render cache disabled: %s is not a local folder", root)
+        return None
+    return os.path.join(root, name, config_name, "render_cache", str(version))
+
+
+def remove_cache_dir(directory: str) -> None:
+    """Delete a `builder_cache_dir` folder, and its ``render_cache`` parent once empty."""
+    shutil.rmtree(directory, ignore_errors=True)
+    parent = os.path.dirname(directory)
+    if os.path.basename(parent) == "render_cache" and os.path.isdir(parent):
+        if not os.listdir(parent):
+            os.rmdir(parent)
+
+
 def generate_records(
-    subjects: Iterable[Subject], config: RenderConfig, report: BuildReport, seed: int = 0
+    subjects: Iterable[Subject],
+    config: RenderConfig,
+    report: BuildReport,
+    seed: int = 0,
+    cache_dir: str | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(key, record)`` for every view of every subject, counting into ``report``.
 
     A subject that fails while rendering (e.g. no foreground at all) is skipped and reported
     like a scan that failed to load.
+
+    Args:
+      cache_dir: optional `RecordCache` folder: every rendered record is saved there, and
+        records already there (same config and seed) are read back instead of rendered, so
+        a rerun after an interruption only renders what is missing.
     """
+    cache = None if cache_dir is None else RecordCache(cache_dir, config, seed)
     for subject in subjects:
         records = []
+        cached = 0
         try:
             for view in range(len(config.yaws)):
-                records.append(render_record(subject, config, view, seed))
+                key = record_key(subject.name, view)
+                record = None if cache is None else cache.get(key)
+                if record is None:
+                    record = render_record(subject, config, view, seed)
+                    if cache is not None:
+                        cache.put(key, record)
+                else:
+                    cached += 1
+                records.append(record)
         except (ScanError, ValueError, RuntimeError) as e:
             report.skipped.append((subject.name, f"render failed: {e}"))
             continue
         report.used.append(subject.name)
+        report.cached += cached
         for view, record in enumerate(records):
             report.records += 1
-            yield f"{subject.name}_v{view:03d}", record
+            yield record_key(subject.name, view), record
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -394,3 +574,36 @@ def tfds_features(config: RenderConfig):
             "yaw": tensor(shape=(), dtype=np.float32),
         }
     )
+
+
+def beam_records(
+    load: Any,
+    names: Sequence[str],
+    config: RenderConfig,
+    seed: int = 0,
+    cache_dir: str | None = None,
+):
+    """The Beam version of `generate_records`: a PTransform of ``(key, record)``.
+
+    One Beam element per subject (``load(name) -> Subject``), so workers render subjects in
+    parallel. Skipped subjects are counted in the Beam metrics ``hdjax/skipped_subjects``
+    and logged with their reason (no report file: workers do not share one). ``cache_dir``
+    is `generate_records`'s; every worker must see it (local runner or a shared mount).
+    """
+    import apache_beam as beam
+
+    def one(name: str):
+        report = BuildReport()
+        try:
+            subjects = [load(name)]
+        except ScanError as e:
+            subjects = []
+            report.skipped.append((name, str(e)))
+        yield from generate_records(subjects, config, report, seed, cache_dir)
+        for skipped, reason in report.skipped:
+            logging.warning("skipped subject %s: %s", skipped, reason)
+            beam.metrics.Metrics.counter("hdjax", "skipped_subjects").inc()
+        beam.metrics.Metrics.counter("hdjax", "records").inc(report.records)
+        beam.metrics.Metrics.counter("hdjax", "cached_records").inc(report.cached)
+
+    return beam.Create(list(names)) | beam.FlatMap(one)

@@ -197,6 +197,8 @@ def render(
     rot = camera.rotation
     verts = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces)
+    if len(faces) == 0:
+        raise ValueError("cannot render a mesh without faces")
     ortho = isinstance(camera, OrthoCamera)
     # Only pixels inside the projected bounding box of the vertices can be hit.
     window = footprint(verts, camera)

@@ -17,8 +17,8 @@ from skimage import measure
 
 
 def extract_mesh(
-    grid: np.ndarray, resolution: int, level: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
+    grid: np.ndarray, resolution: int, level: float = 0.5, with_normals: bool = False
+) -> tuple[np.ndarray, ...]:
     """Marching cubes on an occupancy grid, in the official output frame and winding.
 
     Uses `skimage.measure.marching_cubes(grid, level)` (default Lewiner method, unit spacing),
@@ -32,11 +32,14 @@ def extract_mesh(
       grid: `(R, R, R)` float occupancy, indexed [x, y, z].
       resolution: R (the grid's size; sets the 2/R scale).
       level: iso-level.
+      with_normals: also return outward unit normals from the grid gradient (free, unlike
+        `vertex_normal_colors`, which queries the field 4 times per vertex).
 
     Returns:
       verts: `(V, 3) float32` in the normalised query frame (computed in float64 as the
         official code does, then rounded).
       faces: `(F, 3) int32` 0-based vertex indices.
+      normals (with_normals only): `(V, 3) float32` in the query frame.
 
     Raises:
       ValueError: the grid does not cross `level` (no surface), or is not 3-D.
@@ -50,10 +53,15 @@ def extract_mesh(
             f"no surface: occupancy grid values lie in [{lo:.4g}, {hi:.4g}], "
             f"which does not cross the iso-level {level}"
         )
-    verts, faces, _, _ = measure.marching_cubes(grid, level)
+    verts, faces, normals, _ = measure.marching_cubes(grid, level)
     v = verts.astype(np.float64) * (2.0 / resolution) - 1.0
     v[:, 1] = -v[:, 1]
-    return v.astype(np.float32), faces[:, [2, 0, 1]].astype(np.int32)
+    faces = faces[:, [2, 0, 1]].astype(np.int32)
+    if with_normals:
+        # skimage's normals follow the grid gradient towards lower occupancy (outwards).
+        normals = normals.astype(np.float32) * np.float32([1, -1, 1])
+        return v.astype(np.float32), faces, normals
+    return v.astype(np.float32), faces
 
 
 def vertex_normal_colors(

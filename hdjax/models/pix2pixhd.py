@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hdjax.models.layers import instance_norm, reflect_pad
+from hdjax.models.layers import Im2colConv, ThinConv, instance_norm, reflect_pad
 
 
 class ConvTranspose3x3(nn.Module):
@@ -31,9 +31,9 @@ class ResnetBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         c = x.shape[-1]
-        y = nn.Conv(c, (3, 3), padding="VALID", name="conv0")(reflect_pad(x, 1))
+        y = Im2colConv(c, name="conv0")(reflect_pad(x, 1))
         y = jax.nn.relu(instance_norm(y))
-        y = nn.Conv(c, (3, 3), padding="VALID", name="conv1")(reflect_pad(y, 1))
+        y = Im2colConv(c, name="conv1")(reflect_pad(y, 1))
         return x + instance_norm(y)
 
 
@@ -61,5 +61,5 @@ class GlobalGenerator(nn.Module):
         for i in range(self.n_down):
             x = ConvTranspose3x3(self.ngf * 2 ** (self.n_down - i - 1), name=f"up{i}")(x)
             x = jax.nn.relu(instance_norm(x))
-        x = nn.Conv(self.out_ch, (7, 7), padding="VALID", name="conv_out")(reflect_pad(x, 3))
+        x = ThinConv(self.out_ch, 7, name="conv_out")(reflect_pad(x, 3))
         return jnp.tanh(x)

@@ -143,6 +143,27 @@ def occupancy_grid(
     raise HdjaxError(f"unknown reconstruct.octree {cfg.octree!r} (parity | fast)")
 
 
+def mesh_and_colors(
+    grid: np.ndarray,
+    evaluate: Callable[[np.ndarray], np.ndarray],
+    cfg: ml_collections.ConfigDict,
+    image_path: str | os.PathLike = "",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Marching cubes + vertex colours (`cfg.colors`: network | grid | none)."""
+    if cfg.colors not in ("network", "grid", "none"):
+        raise HdjaxError(f"unknown reconstruct.colors {cfg.colors!r} (network | grid | none)")
+    try:
+        out = mesh_lib.extract_mesh(grid, cfg.resolution, with_normals=cfg.colors == "grid")
+    except ValueError as e:
+        raise HdjaxError(f"no mesh: {e}", image_path or None) from None
+    verts, faces = out[:2]
+    if cfg.colors == "grid":
+        return verts, faces, out[2] * 0.5 + 0.5
+    if cfg.colors == "network":
+        return verts, faces, mesh_lib.vertex_normal_colors(evaluate, verts)
+    return verts, faces, None
+
+
 def reconstruct_image(
     weights: Weights,
     item: preprocess.InputItem,
@@ -171,18 +192,9 @@ def reconstruct_image(
         t = time.perf_counter()
         grid, stats = occupancy_grid(evaluate, cfg)
         timings["grid"] = time.perf_counter() - t
-        try:
-            t = time.perf_counter()
-            verts, faces = mesh_lib.extract_mesh(grid, cfg.resolution)
-            timings["marching_cubes"] = time.perf_counter() - t
-        except ValueError as e:
-            raise HdjaxError(f"no mesh: {e}", item.image) from None
-        del grid
-        colors = None
-        if cfg.normal_colors:
-            t = time.perf_counter()
-            colors = mesh_lib.vertex_normal_colors(evaluate, verts)
-            timings["normal_colors"] = time.perf_counter() - t
+        t = time.perf_counter()
+        verts, faces, colors = mesh_and_colors(grid, evaluate, cfg, item.image)
+        timings["mesh"] = time.perf_counter() - t
     base = os.path.join(out_dir, f"{item.name}")
     if cfg.mesh_format in ("obj", "both"):
         mesh_lib.save_obj(base + ".obj", verts, faces, colors)

@@ -12,6 +12,8 @@ import io
 import mmap
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -136,11 +138,12 @@ def _simple_files(tmp_path: Path) -> dict[str, Path]:
 
 
 def _is_mapped(arr: np.ndarray) -> bool:
-    base = arr
+    """True if the array's memory belongs to a memory map of the file."""
+    base: Any = arr
     while base is not None:
         if isinstance(base, np.memmap | mmap.mmap):
             return True
-        base = getattr(base, "base", None)
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
     return False
 
 
@@ -209,6 +212,22 @@ def test_flatten_and_describe(tmp_path):
     assert text.endswith("# 4 arrays, 2 other values")
 
 
+def test_reader_never_imports_torch(tmp_path):
+    files = _simple_files(tmp_path)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from hdjax.checkpoint.torch_reader import load_torch_file\n"
+        f"for p in {[str(p) for p in files.values()]!r}:\n"
+        "    assert load_torch_file(p)['w'].shape == (3, 4)\n"
+        "print('ok')\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=False
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_cli(tmp_path, capsys):
     files = _simple_files(tmp_path)
     assert torch_reader.main([str(files["legacy"])]) == 0
@@ -251,6 +270,14 @@ _EXPLOITS = {
     "builtins.exec": _exploit_exec,
     "stack_global": _exploit_stack_global,
 }
+
+
+@pytest.mark.parametrize("exploit", list(_EXPLOITS))
+def test_exploits_are_live_with_plain_pickle(tmp_path, exploit):
+    # Guards the refusal tests below: these payloads really run code under plain pickle.
+    marker = tmp_path / "pwned"
+    pickle.loads(_EXPLOITS[exploit](marker))
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("container", ["zip", "legacy", "raw"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -34,9 +35,7 @@ def load_builder_module(name: str):
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
     mod = load_builder_module("synthetic_humans")
-    config = mod.Config(
-        name="tiny", render=bl.pifuhd_config(**TINY), bodies=("body_00", "body_01")
-    )
+    config = mod.Config(name="tiny", render=bl.pifuhd_config(**TINY), bodies=("body_00", "body_01"))
     builder = mod.Builder(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")))
     builder.download_and_prepare()
     return builder
@@ -189,3 +188,187 @@ def test_twok2k_config_renders_2k2k_depth_encoding():
     f = cam.PerspCamera(64).focal
     assert np.all(np.abs(d[fg] - 1024) < 0.4 * f)
     np.testing.assert_array_equal(rec["calib"], cam.PerspCamera(64, -30.0).calib)
+
+
+def test_beam_build_matches_local_records(tmp_path):
+    beam = pytest.importorskip("apache_beam")
+    import tensorflow_datasets as tfds
+
+    mod = load_builder_module("synthetic_humans")
+    render = bl.pifuhd_config(size=32, yaws=(0.0, 90.0), num_points=200)
+    config = mod.Config(name="tiny_beam", render=render, bodies=("body_04",), beam=True)
+    builder = mod.Builder(config=config, data_dir=str(tmp_path))
+    options = beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"])
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
+    source = builder.as_data_source("train")
+    assert len(source) == 2
+    local = bl.render_record(bl.load_embedded_body("body_04"), render, view=1)
+    rec = next(source[i] for i in range(2) if source[i]["yaw"] == 90.0)
+    np.testing.assert_array_equal(rec["points_fine"], local["points_fine"])
+    np.testing.assert_array_equal(rec["image"], bl.decode_png(local["image"]))
+
+
+# ------------------------------------------------------------------------ resumable builds
+
+CACHE_TINY = {"size": 32, "num_points": 200}
+_RENDER_RECORD = bl.render_record  # the real one, whatever a test has patched in since
+
+
+class _Interrupted(Exception):
+    """Stands for a build killed mid-way (not one of the render errors that skip a subject)."""
+
+
+class _CountingRender:
+    """Replaces `bl.render_record`: counts calls and raises `_Interrupted` after ``fail_after``."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, *args, **kwargs):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise _Interrupted
+        self.calls += 1
+        return _RENDER_RECORD(*args, **kwargs)
+
+
+def _generate(names, config, cache_dir, seed=0):
+    report = bl.BuildReport()
+    subjects = (bl.load_embedded_body(n) for n in names)
+    return list(bl.generate_records(subjects, config, report, seed, cache_dir)), report
+
+
+def _assert_same_records(got, want):
+    """Same keys in the same order, every value equal and of the same type and dtype."""
+    assert [k for k, _ in got] == [k for k, _ in want]
+    for (key, a), (_, b) in zip(got, want, strict=True):
+        assert set(a) == set(b), key
+        for name, value in b.items():
+            assert type(a[name]) is type(value), (key, name)
+            if isinstance(value, np.ndarray | np.generic):
+                assert a[name].dtype == value.dtype, (key, name)
+                np.testing.assert_array_equal(a[name], value)
+            else:
+                assert a[name] == value, (key, name)
+
+
+def test_interrupted_generation_resumes_from_the_render_cache(tmp_path, monkeypatch):
+    config = bl.pifuhd_config(yaws=(0.0, 120.0, 240.0), **CACHE_TINY)
+    names = ("body_00", "body_01")
+    want, _ = _generate(names, config, cache_dir=None)
+    cache = str(tmp_path / "cache")
+
+    # Killed during the 5th render: body_00's 3 views and body_01's first are finished.
+    monkeypatch.setattr(bl, "render_record", _CountingRender(fail_after=4))
+    with pytest.raises(_Interrupted):
+        _generate(names, config, cache)
+    assert len([f for f in os.listdir(cache) if f.endswith(".npz")]) == 4
+    assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]  # no half-written file
+
+    counter = _CountingRender()
+    monkeypatch.setattr(bl, "render_record", counter)
+    got, report = _generate(names, config, cache)
+    assert counter.calls == 2  # only body_01's last two views
+    assert report.cached == 4 and report.records == 6
+    _assert_same_records(got, want)
+
+    # A finished cache renders nothing at all.
+    counter = _CountingRender()
+    monkeypatch.setattr(bl, "render_record", counter)
+    got, report = _generate(names, config, cache)
+    assert counter.calls == 0 and report.cached == 6
+    _assert_same_records(got, want)
+
+
+def test_changed_render_config_or_seed_never_reuses_cached_records(tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    config = bl.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
+    subject = bl.load_embedded_body("body_02")
+    _generate(["body_02"], config, cache)
+    for changed, seed in (
+        (dataclasses.replace(config, sigma_fine_cm=2.0), 0),
+        (dataclasses.replace(config, size=48), 0),
+        (config, 1),
+    ):
+        assert bl.render_cache_tag(changed, seed) != bl.render_cache_tag(config, 0)
+        counter = _CountingRender()
+        monkeypatch.setattr(bl, "render_record", counter)
+        got, report = _generate(["body_02"], changed, cache, seed)
+        assert counter.calls == 2 and report.cached == 0
+        monkeypatch.undo()
+        # What was yielded is the changed config's record, not a stale one.
+        fresh = bl.render_record(subject, changed, 0, seed)
+        _assert_same_records(got[:1], [("body_02_v000", fresh)])
+    # The original config still finds its own files.
+    counter = _CountingRender()
+    monkeypatch.setattr(bl, "render_record", counter)
+    _generate(["body_02"], config, cache)
+    assert counter.calls == 0
+
+
+def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch, caplog):
+    cache = str(tmp_path / "cache")
+    config = bl.pifuhd_config(yaws=(0.0, 90.0, 180.0, 270.0), **CACHE_TINY)
+    want, _ = _generate(["body_03"], config, cache)
+    store = bl.RecordCache(cache, config)
+    paths = [store.path(key) for key, _ in want]
+    with open(paths[0], "r+b") as f:  # truncated: no zip central directory
+        f.truncate(os.path.getsize(paths[0]) // 2)
+    with open(paths[1], "r+b") as f:  # one payload byte flipped: zip CRC mismatch
+        f.seek(os.path.getsize(paths[1]) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    open(paths[2], "wb").close()  # empty
+
+    counter = _CountingRender()
+    monkeypatch.setattr(bl, "render_record", counter)
+    with caplog.at_level("WARNING"):
+        got, report = _generate(["body_03"], config, cache)
+    assert counter.calls == 3 and report.cached == 1
+    _assert_same_records(got, want)
+    warned = [r.getMessage() for r in caplog.records if "render cache" in r.getMessage()]
+    assert len(warned) == 3
+    assert all(any(os.path.basename(p) in w for w in warned) for p in paths[:3])
+    # The re-rendered records replaced the bad files.
+    for key, record in want[:3]:
+        _assert_same_records([(key, store.get(key))], [(key, record)])
+
+
+def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
+    mod = load_builder_module("synthetic_humans")
+    render = bl.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
+
+    def build(data_dir, **kw):
+        config = mod.Config(name="tiny_resume", render=render, bodies=("body_05", "body_06"), **kw)
+        builder = mod.Builder(config=config, data_dir=str(data_dir))
+        builder.download_and_prepare()
+        return builder
+
+    reference = build(tmp_path / "reference")
+    assert not os.path.exists(reference.render_cache_dir)  # removed after success
+
+    monkeypatch.setattr(bl, "render_record", _CountingRender(fail_after=3))
+    with pytest.raises(_Interrupted):
+        build(tmp_path / "resumed")
+    cache_dir = os.path.join(tmp_path, "resumed", "synthetic_humans", "tiny_resume", "render_cache")
+    assert len(os.listdir(os.path.join(cache_dir, "1.0.0"))) == 3
+
+    counter = _CountingRender()
+    monkeypatch.setattr(bl, "render_record", counter)
+    resumed = build(tmp_path / "resumed", keep_render_cache=True)
+    assert counter.calls == 1  # 4 records in all, 3 finished before the interruption
+    assert os.path.isdir(resumed.render_cache_dir)
+    assert resumed.render_cache_dir == os.path.join(cache_dir, "1.0.0")
+    cached = {
+        split: json.load(open(os.path.join(resumed.data_dir, f"build_report_{split}.json")))
+        for split in ("train", "test")
+    }
+    assert sum(r["cached"] for r in cached.values()) == 3
+    for split in ("train", "test"):
+        a, b = resumed.as_data_source(split), reference.as_data_source(split)
+        assert len(a) == len(b) == 2
+        for i in range(2):
+            assert set(a[i]) == set(b[i])
+            for name in b[i]:
+                np.testing.assert_array_equal(a[i][name], b[i][name], err_msg=name)

@@ -111,14 +111,15 @@ def test_fine_crop_keeps_points_consistent_with_pixels(source):
     # Crop pixel = full-image pixel − offset, for the same 3D points.
     px_crop = (uv + 1) * (c - 1) / 2
     px_full = (pl.project_uv(out["points"], out["calib_global"]) + 1) * 63 / 2
-    np.testing.assert_allclose(px_crop + (col, row), px_full, atol=1e-3)
+    offset = np.array([col, row], np.float32)
+    np.testing.assert_allclose(px_crop + offset, px_full, atol=1e-3)
     # Inside points land on the subject's pixels of the crop (1-pixel tolerance).
     inside = in_crop & (out["labels"] == 1)
     px = np.rint(px_crop[inside]).astype(int)
     grown = cv2.dilate(out["mask"][..., 0], np.ones((3, 3), np.uint8)) > 0
     assert inside.sum() > 50 and grown[px[:, 1], px[:, 0]].mean() > 0.99
     # Keypoints move with the crop.
-    np.testing.assert_allclose(out["keypoints"][:, :2] + (col, row), record["keypoints"][:, :2])
+    np.testing.assert_allclose(out["keypoints"][:, :2] + offset, record["keypoints"][:, :2])
 
 
 def test_background_only_outside_the_mask(source, tmp_path):
@@ -145,3 +146,32 @@ def test_background_folder_skips_unreadable_files(tmp_path, caplog):
     np.testing.assert_allclose(bg[..., 0], 1.0)  # red (RGB) from a BGR file
     with pytest.raises(HdjaxError):
         pl.list_backgrounds(str(tmp_path / "missing"))
+
+
+def test_contact_sheet_rows_show_every_map_and_points(source, tmp_path):
+    from hdjax.data import contact_sheet
+
+    record = source[0]
+    sheet = contact_sheet.make_sheet([record, source[1]], tile=64)
+    assert sheet.shape == (128, 7 * 64, 3) and sheet.dtype == np.uint8
+    row = contact_sheet.record_row(record)
+    np.testing.assert_array_equal(row[:, :64], record["image"])
+    overlay = row[:, 6 * 64 :]
+    green = np.all(overlay == contact_sheet.INSIDE_RGB, axis=-1)
+    red = np.all(overlay == contact_sheet.OUTSIDE_RGB, axis=-1)
+    mask = record["mask"][..., 0] > 0
+    assert green.sum() > 20 and red.sum() > 20
+    assert mask[green].mean() > 0.9  # inside points drawn on the subject
+    assert not contact_sheet.is_perspective(record["calib"])
+
+
+def test_color_jitter_matches_the_torchvision_definitions():
+    img = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    out = pl.color_jitter(img, np.random.default_rng(5), 0.7, 1.0)
+    b, c, s = np.random.default_rng(5).uniform(0.7, 1.0, 3)
+    grey = np.array([0.299, 0.587, 0.114], np.float32)
+    ref = img * b
+    ref = (ref - (ref @ grey).mean()) * c + (ref @ grey).mean()
+    ref = np.clip((ref - (ref @ grey)[..., None]) * s + (ref @ grey)[..., None], 0, 1)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    np.testing.assert_allclose(pl.color_jitter(img, np.random.default_rng(0), 1, 1), img, atol=1e-6)

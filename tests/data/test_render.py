@@ -194,3 +194,14 @@ def test_lighting_is_random_but_seeded(sphere):
     c = render(sphere, cam, _rng(6))["image"]
     np.testing.assert_array_equal(a, b)
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 1.0
+
+
+@pytest.mark.parametrize("cam", [C.OrthoCamera(32), C.PerspCamera(size=32)])
+def test_mesh_out_of_view_gives_empty_maps(cam):
+    far_away = trimesh.creation.icosphere(2, radius=0.1)
+    far_away.apply_translation((5.0, 0.0, 0.0))
+    out = render(far_away, cam, _rng())
+    assert not out["mask"].any()
+    assert not out["depth_front"].any() and not out["image"].any()
+    with pytest.raises(ValueError, match="without faces"):
+        render(trimesh.Trimesh(), cam, _rng())

@@ -120,8 +120,9 @@ def test_matches_official(official, container):
 
     inside = np.all(np.abs(official["points"][0]) <= 1, axis=0)
     _rel_close(np.asarray(got["phi"][0]).T[:, inside], ref["phi"][:, inside], 1e-3)
-    _rel_close(np.asarray(got["coarse_logits"][:, 0])[:, inside],
-               ref["coarse_logits"][:, inside], 1e-3)
+    _rel_close(
+        np.asarray(got["coarse_logits"][:, 0])[:, inside], ref["coarse_logits"][:, inside], 1e-3
+    )
     _rel_close(np.asarray(got["fine_logits"][-1, 0])[inside], ref["fine_logit"][inside], 1e-3)
 
     occ_ref = ref["occ"]
@@ -147,4 +148,3 @@ def test_wrong_architecture_names_key_and_shapes(official):
     shapes = r"has shape \(\d+, \d+, 1, 1\), .* expects \(\d+, \d+, 1, 1\)"
     with pytest.raises(HdjaxError, match=r"x\.pt: tensor netG\.image_filter\.\S+ " + shapes):
         convert_state_dict(ckpt["model_state_dict"], arch, path="x.pt")
-

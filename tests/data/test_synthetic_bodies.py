@@ -1,0 +1,53 @@
+"""Pure helpers of the anny body generator (the generator itself needs the `bodies` extra)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import trimesh
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _generate_module():
+    path = os.path.join(REPO, "datasets", "synthetic_humans", "generate.py")
+    spec = importlib.util.spec_from_file_location("synthetic_humans_generate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_largest_piece_keeps_the_biggest_closed_component():
+    gen = _generate_module()
+    body = trimesh.creation.icosphere(subdivisions=2)
+    eye = trimesh.creation.icosphere(subdivisions=0)
+    eye.vertices += 3.0
+    both = trimesh.util.concatenate([eye, body])
+    kept, faces = gen.largest_piece(np.asarray(both.faces), len(both.vertices))
+    assert len(faces) == len(body.faces) and len(kept) == len(body.vertices)
+    piece = trimesh.Trimesh(both.vertices[kept], faces, process=False)
+    assert piece.is_watertight
+    np.testing.assert_allclose(piece.volume, body.volume)
+
+
+def test_saved_frame_is_a_proper_rotation_to_y_up_facing_z():
+    gen = _generate_module()
+    # anny: Z up, facing −Y. Saved: +y up, facing +z.
+    up, forward = gen.to_saved_frame(np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]))
+    np.testing.assert_allclose(up, [0, 1, 0])
+    np.testing.assert_allclose(forward, [0, 0, 1])
+    m = gen.to_saved_frame(np.eye(3))
+    assert np.isclose(np.linalg.det(m), 1.0)  # no mirroring: windings stay outward
+
+
+def test_wholebody_keypoint_order():
+    gen = _generate_module()
+    order = gen.ANNY_TO_WHOLEBODY
+    assert sorted(order) == list(range(23))
+    # anny's feet: L big, R big, L small, R small, L heel, R heel.
+    # COCO-WholeBody: L big, L small, L heel, R big, R small, R heel.
+    assert order[17:] == (17, 19, 21, 18, 20, 22)

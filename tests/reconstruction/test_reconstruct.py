@@ -1,0 +1,239 @@
+"""End to end on the tiny config: photo -> mesh, field queries, conversion, bad input."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+import trimesh
+
+from hdjax.checkpoint.pifuhd import load_converted, save_converted
+from hdjax.checkpoint.weights import open_weights, random_params
+from hdjax.errors import HdjaxError
+from hdjax.geometry import octree
+from hdjax.models.pifuhd import PIFuHDArch
+from hdjax.reconstruction import reconstruct as recon
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+from configs.pifuhd import get_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return get_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def weights(cfg):
+    return open_weights("", PIFuHDArch.from_config(cfg.model), seed=0)
+
+
+def _image(path, size=(90, 60)):
+    img = np.full((*size, 3), 90, np.uint8)
+    cv2.ellipse(img, (30, 45), (15, 40), 0, 0, 360, (40, 160, 200), -1)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_reconstruct_writes_mesh_and_normals(tmp_path, cfg, weights):
+    _image(tmp_path / "a.png")
+    rc = cfg.reconstruct.copy_and_resolve_references()
+    rc.input, rc.mesh_format, rc.octree = str(tmp_path / "a.png"), "both", "parity"
+    assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 0
+    out = tmp_path / "out" / "reconstruct"
+    mesh = trimesh.load(out / "a.obj", process=False)
+    assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
+    assert np.all(np.abs(mesh.vertices) <= 1.0)
+    colors = mesh.visual.vertex_colors[:, :3]
+    assert colors.std() > 0  # normal colours, not a constant
+    ply = trimesh.load(out / "a.ply", process=False)
+    np.testing.assert_allclose(ply.vertices, mesh.vertices, atol=1e-4)
+    png = cv2.imread(str(out / "a_normals.png"))
+    assert png.shape == (64, 192, 3)
+    assert sorted(os.listdir(out)) == ["a.obj", "a.ply", "a_normals.png"]
+
+
+def test_grid_without_skipping_equals_the_dense_field(cfg, weights, tmp_path):
+    """With no cell ever skipped (threshold < 0) the octree is a dense evaluation: every node
+    but the official never-evaluated last slices holds the network's occupancy there."""
+    from hdjax.reconstruction import preprocess
+
+    img = preprocess.load_image(_image(tmp_path / "b.png"))
+    fine, coarse = preprocess.prepare_pifuhd_inputs(
+        img, preprocess.whole_image_rect(*img.shape[:2]), 128, 64
+    )
+    feats = recon.image_features(weights, fine, coarse, {})
+    evaluate = recon.occupancy_fn(weights, feats, chunk=1000)
+    r = 16
+    rc = cfg.reconstruct.copy_and_resolve_references()
+    rc.resolution, rc.init_resolution, rc.threshold = r, 4, -1.0
+    grid, stats = recon.occupancy_grid(evaluate, rc)
+    assert stats.queries == (r - 1) ** 3
+    idx = np.stack(np.meshgrid(*[np.arange(r - 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    dense = evaluate(octree.indices_to_points(idx, r))
+    np.testing.assert_allclose(grid[:-1, :-1, :-1].reshape(-1), dense, atol=1e-6)
+    assert np.all(grid[-1] == 0) and np.all(grid[:, -1] == 0) and np.all(grid[:, :, -1] == 0)
+    # Chunk size does not change values.
+    pts = octree.indices_to_points(idx, r)
+    np.testing.assert_allclose(recon.occupancy_fn(weights, feats, chunk=97)(pts), dense, atol=1e-6)
+
+
+def test_fast_and_grid_colour_modes(tmp_path, cfg, weights):
+    _image(tmp_path / "c.png")
+    rc = cfg.reconstruct.copy_and_resolve_references()
+    rc.input, rc.octree, rc.colors = str(tmp_path / "c.png"), "fast", "grid"
+    assert recon.reconstruct(weights, rc, str(tmp_path)) == 0
+    mesh = trimesh.load(tmp_path / "reconstruct" / "c.obj", process=False)
+    assert len(mesh.faces) > 0
+
+
+def test_bad_image_in_folder_is_reported_and_others_done(tmp_path, cfg, weights):
+    _image(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    rc = cfg.reconstruct.copy_and_resolve_references()
+    rc.input = str(tmp_path)
+    assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 1
+    names = sorted(os.listdir(tmp_path / "out" / "reconstruct"))
+    assert names == ["good.obj", "good_normals.png"]
+
+
+def test_converted_checkpoint_round_trip(tmp_path, cfg):
+    arch = PIFuHDArch.from_config(cfg.model)
+    params = random_params(arch, seed=3)
+    save_converted(tmp_path / "conv", params, arch)
+    arch2, params2 = load_converted(tmp_path / "conv")
+    assert arch2 == arch
+    a = params["netG"]["mlp"]["filters_0"]["kernel"]
+    np.testing.assert_array_equal(
+        np.asarray(a), np.asarray(params2["netG"]["mlp"]["filters_0"]["kernel"])
+    )
+    with pytest.raises(HdjaxError, match="not a converted hdjax checkpoint"):
+        load_converted(tmp_path)
+
+
+def _main(tmp_path, *args):
+    cmd = [
+        sys.executable,
+        "-m",
+        "hdjax.main",
+        f"--config={REPO}/configs/pifuhd.py:tiny",
+        f"--workdir={tmp_path / 'work'}",
+        "--compilation_cache=",
+        *args,
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def test_main_query_mode(tmp_path):
+    _image(tmp_path / "q.png")
+    pts = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
+    np.save(tmp_path / "p.npy", pts)
+    r = _main(
+        tmp_path,
+        "--mode=query",
+        f"--config.reconstruct.input={tmp_path / 'q.png'}",
+        f"--config.reconstruct.points={tmp_path / 'p.npy'}",
+        f"--output={tmp_path / 'o.npy'}",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    occ = np.load(tmp_path / "o.npy")
+    assert occ.shape == (500,) and np.all((occ >= 0) & (occ <= 1))
+
+
+def _evil_pickle(path, marker):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(path, "wb") as f:
+        pickle.dump({"model_state_dict": Evil()}, f, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing", r"p\.npy: cannot read points"),
+        ("shape", r"p\.npy: points must be an \(N, 3\)"),
+        ("truncated_pt", r"ck\.pt: truncated"),
+        ("evil_pt", r"ck\.pt: .*os\.system"),
+        ("wrong_arch", r"ck\.pt: tensor \S+ (is missing|has shape)"),
+        ("bad_image", r"q\.png: "),
+    ],
+)
+def test_main_bad_input_is_one_clear_line(tmp_path, case, pattern):
+    torch = pytest.importorskip("torch") if case in ("truncated_pt", "wrong_arch") else None
+    _image(tmp_path / "q.png")
+    np.save(tmp_path / "p.npy", np.zeros((4, 3), np.float32))
+    extra = []
+    if case == "missing":
+        (tmp_path / "p.npy").unlink()
+    elif case == "shape":
+        np.save(tmp_path / "p.npy", np.zeros((4, 2), np.float32))
+    elif case == "bad_image":
+        (tmp_path / "q.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    elif case == "evil_pt":
+        _evil_pickle(tmp_path / "ck.pt", tmp_path / "pwned")
+        extra = [f"--config.checkpoint={tmp_path / 'ck.pt'}"]
+    elif case in ("truncated_pt", "wrong_arch"):
+        _tiny_checkpoint(torch, tmp_path / "ck.pt", wrong_arch=case == "wrong_arch")
+        if case == "truncated_pt":
+            data = (tmp_path / "ck.pt").read_bytes()
+            (tmp_path / "ck.pt").write_bytes(data[: len(data) // 2])
+        extra = [f"--config.checkpoint={tmp_path / 'ck.pt'}"]
+    r = _main(
+        tmp_path,
+        "--mode=query",
+        f"--config.reconstruct.input={tmp_path / 'q.png'}",
+        f"--config.reconstruct.points={tmp_path / 'p.npy'}",
+        f"--output={tmp_path / 'o.npy'}",
+        *extra,
+    )
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
+    import re
+
+    assert re.search(pattern, last), last
+    assert not (tmp_path / "o.npy").exists()
+    assert not (tmp_path / "pwned").exists()
+
+
+def _tiny_checkpoint(torch, path, wrong_arch=False, seed=1):
+    """The tiny config's random params saved in the official checkpoint layout."""
+    from hdjax.checkpoint.pifuhd import arch_to_options, params_to_state_dict
+
+    arch = PIFuHDArch.from_config(get_config("tiny").model)
+    params = random_params(arch, seed)
+    sd = {
+        k: torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in params_to_state_dict(params, arch).items()
+    }
+    opt, opt_netG = arch_to_options(arch)
+    if wrong_arch:
+        opt_netG["num_stack"] += 1
+    torch.save({"model_state_dict": sd, "opt": opt, "opt_netG": opt_netG}, path)
+    return arch, params
+
+
+def test_tiny_checkpoint_round_trips_through_official_layout(tmp_path):
+    torch = pytest.importorskip("torch")
+    arch, params = _tiny_checkpoint(torch, tmp_path / "t.pt")
+    w = open_weights(str(tmp_path / "t.pt"), PIFuHDArch.from_config(get_config().model))
+    assert w.arch == arch  # the file's options decide, not the config
+    for names in [("netG", "netF"), ("netG", "image_filter"), ("mlp",)]:
+        got = w.get(names)
+        want = params
+        for k in names:
+            want = want[k]
+        for a, b in zip(
+            jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
