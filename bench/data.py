@@ -1,25 +1,65 @@
-"""Benchmark of the training-data renderer and point labelling; prints a table.
+"""Training-data benchmark: render, label, dataset write, pipeline read, training-step demand.
 
-    python bench/data.py [--faces-level 7] [--size 2048] [--points 1000000] [--repeat 3]
+    JAX_PLATFORMS=cpu python bench/data.py                  # ~3.5 min on 2 CPU cores
+    JAX_PLATFORMS=cpu python bench/data.py --step=full      # the fine step instead: ~8 min, 12 GiB
+    JAX_PLATFORMS=cpu python bench/data.py --skip render dataset --step-arch=tiny   # smoke
 
-The mesh is a subdivided icosphere stretched into a body-sized ellipsoid with a wavy
-surface (level 7 = 327,680 faces), normalised the 2K2K way and rendered with the 2K2K
-camera (front + back maps, shading, normals); labels are generalised winding numbers.
+Prints one table (median of ``--repeat`` where repeated; wall and process CPU seconds):
+
+* renderer and labelling on a synthetic mesh: a subdivided icosphere stretched into a
+  body-sized ellipsoid with a wavy surface (level 7 = 327,680 faces), rendered with the 2K2K
+  camera at ``--size`` and the PIFuHD camera at 1024²; ``--points`` labelled by winding numbers;
+* dataset write: `synthetic_humans` TFDS builds of ``--views`` records of one embedded body
+  with the full-size configs (pifuhd: ortho 1024², twok2k: persp 2048², 100k points per σ
+  level; ``--build-size`` / ``--build-points`` shrink them for a smoke run), end to end
+  (render + label + encode + write) and again from the render cache (the TFDS encode +
+  write part alone); samples/s and MB/s of the finished dataset folder;
+* pipeline read: the grain loader (`hdjax.data.pipeline`, in-process, batch 1) over those
+  datasets, samples/s per mode;
+* training-step demand: a jitted forward + backward (`jax.value_and_grad`) of one PIFuHD
+  training step, official architecture, random weights, batch 1, ``--step-points`` points.
+  ``--step=coarse`` (default): the coarse-level step (normal nets frozen) of the γ-weighted
+  BCE on the coarse logits of all 4 stacks at ``--coarse-size``² (2 CPU cores: ~25 s per
+  step, ~30 s to compile, 5 GiB). ``--step=full``: the fine-level step (coarse level frozen,
+  as the official fine training: gradients of the fine filter and MLP only) of the same loss
+  on the fine logits of all fine stacks, coarse input ``--coarse-size``², fine input
+  ``--fine-size``² (2 CPU cores: ~110 s per step, 12 GiB; falls back to the coarse step when
+  that does not fit in memory).
+  No optimiser update (elementwise, negligible next to this).
+  Then one line: does the pipeline produce samples as fast as the step consumes them?
+
+Numbers depend on the machine's free cores; the load average is printed with them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
+import json
 import os
 import platform
+import shutil
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import trimesh
 
+from hdjax.data import builder_lib as bl
 from hdjax.data import camera as C
+from hdjax.data import pipeline as pl
 from hdjax.data.render import cast_rays, render
 from hdjax.data.sampling import PIFU_SIGMA_COARSE, label_points, sample_points
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # configs/
+
+# (what, (wall s, cpu s), rate) per table row.
+Row = tuple[str, tuple[float, float], str]
 
 
 def body_like_mesh(level: int) -> trimesh.Trimesh:
@@ -30,9 +70,9 @@ def body_like_mesh(level: int) -> trimesh.Trimesh:
     return trimesh.Trimesh(v, m.faces, process=False)
 
 
-def timed(fn, repeat: int) -> tuple[tuple[float, float], object]:
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[tuple[float, float], Any]:
     """Median wall and CPU seconds (CPU = all threads of this process: on a shared machine
-    it moves less with the other users' load than wall time)."""
+    it moves less with the other users' load than wall time) and the last result."""
     wall, cpu, out = [], [], None
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
@@ -42,50 +82,303 @@ def timed(fn, repeat: int) -> tuple[tuple[float, float], object]:
     return (float(np.median(wall)), float(np.median(cpu))), out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faces-level", type=int, default=7)
-    ap.add_argument("--size", type=int, default=2048)
-    ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+def per(t: tuple[float, float], n: int) -> tuple[float, float]:
+    """(wall, cpu) seconds of n items -> seconds per item."""
+    return t[0] / n, t[1] / n
 
+
+# ----------------------------------------------------------------------- render and label
+
+
+def render_rows(args: argparse.Namespace) -> tuple[list[Row], str]:
+    """Ray casting, render() and labelling on the synthetic mesh; also a header note."""
     raw = body_like_mesh(args.faces_level)
     mesh = C.normalize_mesh(raw, C.twok2k_normalization(raw.vertices, raw.faces))
     cam = C.PerspCamera(size=args.size, yaw_deg=10.0)
     rng = np.random.default_rng(0)
-    rows = []
+    rows: list[Row] = []
+
+    def rate(t: tuple[float, float], what: str = "samples") -> str:
+        return f"{1.0 / t[0]:.2f} {what}/s"
 
     origins, dirs = C.camera_rays(cam)
     o, d = origins.reshape(-1, 3) @ cam.rotation, dirs.reshape(-1, 3) @ cam.rotation
     t, _ = timed(lambda: cast_rays(mesh, o, d), args.repeat)
-    rows.append((f"front ray cast only, {args.size}² rays", t))
+    rows.append((f"front ray cast only, {args.size}² rays", t, ""))
     fresh = mesh.copy()  # no cached vertex normals yet
     t, _ = timed(lambda: render(fresh, cam, rng), 1)
-    rows.append((f"first render() of a fresh mesh, persp {args.size}² (+ normals)", t))
+    rows.append((f"first render() of a fresh mesh, persp {args.size}² (+ normals)", t, ""))
     t, out = timed(lambda: render(mesh, cam, rng), args.repeat)
-    fg = out["mask"].mean()
-    rows.append((f"render() persp {args.size}², front+back, all maps", t))
+    rows.append((f"render() persp {args.size}², front+back, all maps", t, rate(t)))
     ortho = C.OrthoCamera(size=min(args.size, 1024))
     pmesh = C.normalize_mesh(raw, C.pifu_normalization(raw.vertices))
     t, _ = timed(lambda: render(pmesh, ortho, rng), args.repeat)
-    rows.append((f"render() ortho {ortho.size}², front+back, all maps", t))
+    rows.append((f"render() ortho {ortho.size}², front+back, all maps", t, rate(t)))
 
     pts = np.random.default_rng(1).uniform(-1, 1, (args.points, 3)) * pmesh.extents / 2
     t, _ = timed(lambda: label_points(pmesh, pts), args.repeat)
-    rows.append((f"label_points, {args.points:,} points (winding number)", t))
+    mpts = f"{args.points / t[0] / 1e6:.2f} M points/s"
+    rows.append((f"label_points, {args.points:,} points (winding number)", t, mpts))
     t, _ = timed(lambda: sample_points(pmesh, rng, 8000, PIFU_SIGMA_COARSE), args.repeat)
-    rows.append(("sample_points n=8000 (34k candidates, labelled)", t))
+    rows.append(("sample_points n=8000 (34k candidates, labelled)", t, ""))
+    note = f"mesh {len(mesh.faces):,} faces, foreground {out['mask'].mean():.1%} of pixels"
+    return rows, note
 
-    print(
-        f"# {platform.processor() or platform.machine()}, mesh {len(mesh.faces):,} faces, "
-        f"foreground {fg:.1%} of pixels, median of {args.repeat}"
+
+# -------------------------------------------------------------------- write and read rates
+
+
+def _builder_module():
+    name = "synthetic_humans_dataset_builder"
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(REPO, "datasets", "synthetic_humans", name + ".py")
     )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def _read_rate(data_dir: str, mode: str, steps: int, size: int) -> tuple[float, float]:
+    """(wall, cpu) seconds per element of the grain loader (batch 1), after one warm-up.
+
+    ``size``: the stored image side; PIFuHD's 512² crop / coarse input are scaled with it.
+    """
+    half = min(512, size // 2)
+    loader = pl.make_loader(
+        pl.open_source(data_dir, "train"),
+        pl.PipelineConfig(mode=mode, batch_size=1, coarse_size=half, crop_size=half),
+        seed=0,
+        process_index=0,
+        process_count=1,
+    )
+    it = iter(loader)
+    next(it)
+    t, _ = timed(lambda: [next(it) for _ in range(steps)], 1)
+    return per(t, steps)
+
+
+def dataset_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], dict[str, float]]:
+    """Build, rebuild-from-cache and read rows; and read samples/s per pipeline mode."""
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()  # keep the output to the table
+    mod = _builder_module()
+    rows: list[Row] = []
+    read_rate: dict[str, float] = {}
+    n = args.views
+    for name, render_cfg, modes in (
+        ("pifuhd", bl.pifuhd_config(), ("pifuhd_fine", "pifuhd_coarse")),
+        ("twok2k", bl.twok2k_config(), ("twok2k",)),
+    ):
+        render_cfg = dataclasses.replace(
+            render_cfg,
+            yaws=render_cfg.yaws[:n],
+            size=args.build_size or render_cfg.size,
+            num_points=args.build_points or render_cfg.num_points,
+        )
+        cfg = mod.Config(
+            name=f"bench_{name}", render=render_cfg, bodies=("body_00",), keep_render_cache=True
+        )
+        builder = mod.Builder(config=cfg, data_dir=tmp)
+        t, _ = timed(builder.download_and_prepare, 1)
+        mb = _dir_bytes(builder.data_dir) / 2**20
+        what = f"{render_cfg.size}², {render_cfg.num_points // 1000}k pts/σ"
+        rows.append(
+            (
+                f"build {name} ({what}) end to end, per record",
+                per(t, n),
+                f"{n / t[0]:.3f} samples/s, {mb / t[0]:.1f} MB/s",
+            )
+        )
+        # The same build again with every record in the render cache: TFDS encode + write.
+        shutil.rmtree(builder.data_dir)
+        builder = mod.Builder(config=cfg, data_dir=tmp)
+        t, _ = timed(builder.download_and_prepare, 1)
+        report = json.load(open(os.path.join(builder.data_dir, "build_report_train.json")))
+        assert report["cached"] == n, report  # nothing was rendered
+        rows.append(
+            (
+                f"write {name} from the render cache, per record",
+                per(t, n),
+                f"{n / t[0]:.2f} samples/s, {mb / t[0]:.1f} MB/s ({mb / n:.1f} MB/rec)",
+            )
+        )
+        for mode in modes:
+            t = _read_rate(builder.data_dir, mode, args.read_steps, render_cfg.size)
+            read_rate[mode] = 1.0 / t[0]
+            rate = f"{read_rate[mode]:.2f} samples/s"
+            rows.append((f"pipeline read {mode} (grain, 1 process), per sample", t, rate))
+    return rows, read_rate
+
+
+# ---------------------------------------------------------------------- training step
+
+
+def _bce(logits: Any, labels: Any) -> Any:
+    """PIFuHD's CustomBCELoss over stacks: γ = fraction of outside points, p clamped.
+
+    logits (S, B, N), labels (B, N) in {0, 1} -> scalar mean over stacks and points.
+    """
+    import jax.numpy as jnp
+
+    gamma = 1.0 - jnp.mean(labels)
+    p = jnp.clip(1.0 / (1.0 + jnp.exp(-logits)), 1e-5, 1.0 - 1e-5)
+    loss = gamma * labels * jnp.log(p) + (1.0 - gamma) * (1.0 - labels) * jnp.log(1.0 - p)
+    return -jnp.mean(loss)
+
+
+def _mem_available() -> int:
+    """Bytes the kernel says can still be allocated without swapping (MemAvailable)."""
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable:")) * 1024
+
+
+def step_rows(args: argparse.Namespace, level: str) -> tuple[list[Row], float, str]:
+    """Compile and time one training step of ``level`` ("full" or "coarse").
+
+    Returns rows, samples/s and the pipeline mode the step eats. A full step whose compiled
+    working set would not fit in 80% of the free memory falls back to the coarse step (the
+    machine is shared; an out-of-memory kill could hit another process).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from configs.pifuhd import get_config
+    from hdjax.checkpoint.weights import random_params
+    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
+
+    # get_config() is the official (released) architecture; "tiny" a smoke-test variant.
+    arch = PIFuHDArch.from_config(get_config("tiny" if args.step_arch == "tiny" else None).model)
+    c = args.coarse_size or arch.coarse_size
+    f = args.fine_size or arch.fine_size
+    model = PIFuHD(arch)
+    params = random_params(arch, 0)
+    rng = np.random.default_rng(0)
+    n = args.step_points
+    img_c = jnp.asarray(rng.uniform(-1, 1, (1, c, c, 3)), jnp.float32)
+    img_f = jnp.asarray(rng.uniform(-1, 1, (1, f, f, 3)), jnp.float32)
+    points = jnp.asarray(rng.uniform(-1, 1, (1, n, 3)), jnp.float32)
+    labels = jnp.asarray(rng.random((1, n)) < 0.5, jnp.float32)
+    calib = jnp.eye(4, dtype=jnp.float32)[None]
+    sg = jax.lax.stop_gradient
+
+    if level == "full":
+        # Official fine training: the coarse level (normals, filter, MLP -> phi) is frozen.
+        trained = {k: params[k] for k in ("image_filter", "mlp")}
+        frozen = params["netG"]
+
+        def loss_fn(trained, frozen):
+            p = {"params": {**trained, "netG": frozen}}
+            normals = sg(model.apply(p, img_c, method=PIFuHD.normals))
+            coarse = sg(model.apply(p, img_c, normals, method=PIFuHD.coarse_features))
+            fine = model.apply(p, img_f, normals, method=PIFuHD.fine_features)
+            out = model.apply(p, coarse, fine, points, calib, method=PIFuHD.query)
+            return _bce(out["fine_logits"], labels)
+
+        what = f"fine level, {c}²/{f}²"
+        mode = "pifuhd_fine"
+    else:
+        # Coarse training: normal nets are trained separately and frozen here.
+        trained = {k: params["netG"][k] for k in ("image_filter", "mlp")}
+        frozen = {k: v for k, v in params["netG"].items() if k not in trained}
+
+        def loss_fn(trained, frozen):
+            p = {"params": {"netG": {**trained, **frozen}}}
+            normals = sg(model.apply(p, img_c, method=PIFuHD.normals))
+            feats = model.apply(p, img_c, normals, method=PIFuHD.coarse_features)
+            logits, _, _ = model.apply(
+                p, feats, points, calib, method=lambda m, *a: m.netG.query(*a)
+            )
+            return _bce(logits, labels)
+
+        what = f"coarse level, {c}²"
+        mode = "pifuhd_coarse"
+
+    device = jax.devices()[0].platform
+    label = f"{args.step_arch} PIFuHD step fwd+bwd, {what}, B=1, {n} pts ({device})"
+    compile_t, step = timed(
+        lambda: jax.jit(jax.value_and_grad(loss_fn)).lower(trained, frozen).compile(), 1
+    )
+    rows: list[Row] = [(f"{label}: compile", compile_t, "")]
+    mem = step.memory_analysis()
+    need = mem.temp_size_in_bytes + mem.output_size_in_bytes if mem is not None else 0
+    if level == "full" and device == "cpu" and need > 0.8 * _mem_available():
+        note = f"full step needs {need / 2**30:.1f} GiB > 80% of free memory: coarse instead"
+        del step, params, trained, frozen
+        more, rate, mode = step_rows(args, "coarse")
+        return [(f"{label}: {note}", compile_t, ""), *more], rate, mode
+
+    def run() -> None:
+        jax.block_until_ready(step(trained, frozen))
+
+    first, _ = timed(run, 1)
+    t, _ = timed(run, args.step_repeat)
+    with open("/proc/self/status") as fh:
+        hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 2**20
+    rows += [
+        (f"{label}: first run", first, f"XLA temp buffers {need / 2**30:.1f} GiB"),
+        (label, t, f"{1.0 / t[0]:.3f} samples/s, peak RSS {hwm:.1f} GiB"),
+    ]
+    return rows, 1.0 / t[0], mode
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--faces-level", type=int, default=7, help="synthetic mesh: 20·4^L faces")
+    ap.add_argument("--size", type=int, default=2048, help="persp render side")
+    ap.add_argument("--points", type=int, default=1_000_000, help="points to label")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--views", type=int, default=2, help="records per dataset build")
+    ap.add_argument("--build-size", type=int, default=0, help="0: the configs' 1024 / 2048")
+    ap.add_argument("--build-points", type=int, default=0, help="0: the configs' 100,000")
+    ap.add_argument("--read-steps", type=int, default=4, help="pipeline elements timed")
+    ap.add_argument("--step", choices=("coarse", "full", "none"), default="coarse")
+    ap.add_argument("--step-arch", choices=("official", "tiny"), default="official")
+    ap.add_argument("--coarse-size", type=int, default=0, help="0: the architecture's (512)")
+    ap.add_argument("--fine-size", type=int, default=0, help="0: the architecture's (1024)")
+    ap.add_argument("--step-points", type=int, default=8000)
+    ap.add_argument("--step-repeat", type=int, default=2)
+    ap.add_argument("--skip", nargs="*", default=(), choices=("render", "dataset"))
+    args = ap.parse_args()
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    read_rate: dict[str, float] = {}
+    if "render" not in args.skip:
+        r, note = render_rows(args)
+        rows += r
+        notes.append(note)
+    if "dataset" not in args.skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            r, read_rate = dataset_rows(args, tmp)
+            rows += r
+    step_rate, step_mode = None, None
+    if args.step != "none":
+        r, step_rate, step_mode = step_rows(args, args.step)
+        rows += r
+
+    print(f"# {'; '.join([platform.processor() or platform.machine(), *notes])}")
     width = max(len(r[0]) for r in rows)
-    print(f"| {'what':<{width}} | wall s | cpu s |")
-    print(f"|{'-' * (width + 2)}|--------|-------|")
-    for name, (wall, cpu) in rows:
-        print(f"| {name:<{width}} | {wall:6.3f} | {cpu:5.2f} |")
+    print(f"| {'what':<{width}} | wall s | cpu s | rate")
+    print(f"|{'-' * (width + 2)}|--------|-------|------")
+    for name, (wall, cpu), rate in rows:
+        print(f"| {name:<{width}} | {wall:6.3f} | {cpu:5.2f} | {rate}")
+    if step_rate is not None and step_mode in read_rate:
+        read = read_rate[step_mode]
+        verdict = "keeps up" if read >= step_rate else "does NOT keep up"
+        print(
+            f"# pipeline {step_mode} reads {read:.2f} samples/s, the training step consumes "
+            f"{step_rate:.3f} samples/s: the pipeline {verdict} ({read / step_rate:.1f}x), "
+            "both on this machine's CPU"
+        )
     print(f"# load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
 

@@ -304,6 +304,8 @@ def save_converted(directory: str | os.PathLike, params: Params, arch: PIFuHDArc
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(directory)
+    if os.path.exists(directory) and os.listdir(directory):
+        raise HdjaxError("already exists and is not empty: refusing to overwrite it", directory)
     os.makedirs(directory, exist_ok=True)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(directory, "params"), params, force=True)

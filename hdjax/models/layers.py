@@ -103,6 +103,12 @@ def instance_norm(x: jnp.ndarray) -> jnp.ndarray:
     return (x - mean) * jnp.reciprocal(jnp.sqrt(var + 1e-5))
 
 
+def _conv_params(module: nn.Module, k: int, cin: int, cout: int):
+    """`kernel` (k, k, cin, cout) and `bias` (cout,), named and initialised as `nn.Conv`'s."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, cout), jnp.float32)
+    return kernel, module.param("bias", nn.initializers.zeros, (cout,), jnp.float32)
+
+
 class ThinConv(nn.Module):
     """A stride-1 k x k convolution with few output channels (RGB heads), as one matmul.
 
@@ -119,11 +125,8 @@ class ThinConv(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """(B, H, W, C) -> (B, H - k + 1, W - k + 1, features)."""
-        k, cin = self.kernel_size, x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features), jnp.float32
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        k = self.kernel_size
+        kernel, bias = _conv_params(self, k, x.shape[-1], self.features)
         h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
         per_tap = jnp.einsum("bhwc,ijco->bhwijo", x, kernel, precision="highest")
         y = sum(per_tap[:, dy : dy + h, dx : dx + w, dy, dx] for dy in range(k) for dx in range(k))
@@ -146,10 +149,7 @@ class Im2colConv(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """(B, H, W, C) -> (B, H - k + 1, W - k + 1, features)."""
         k, cin = self.kernel_size, x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features), jnp.float32
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        kernel, bias = _conv_params(self, k, cin, self.features)
         h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
         patches = jnp.concatenate(
             [x[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], axis=-1

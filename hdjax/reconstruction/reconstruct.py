@@ -35,13 +35,12 @@ class ImageFeatures:
     """What the point queries need of one image (batch of 1).
 
     coarse: (1, S/4, S/4, 256) last coarse stack; fine: (1, F/2, F/2, 16) last fine stack;
-    normals: [front, back] (1, S, S, 3); image_coarse: (1, S, S, 3); all in [-1, 1] / float32.
+    normals: [front, back] (1, S, S, 3) in [-1, 1]; all float32.
     """
 
     coarse: jax.Array
     fine: jax.Array
     normals: list[jax.Array]
-    image_coarse: jax.Array
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,8 +83,8 @@ def image_features(
         fn, names = fns[stage]
         t = time.perf_counter()
         params = _nest(names, weights.get(names))
+        # Params live only inside this call: a normal net is 730 MB, two never coexist.
         out = jax.block_until_ready(fn(params, *args))
-        del params  # the normal nets are 730 MB each: never hold two
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
         return out
 
@@ -96,7 +95,7 @@ def image_features(
         normals.append(run("netB", x_c))
     coarse = run("coarse", x_c, normals)
     fine = run("fine", x_f, normals)
-    return ImageFeatures(coarse, fine, normals, x_c)
+    return ImageFeatures(coarse, fine, normals)
 
 
 def occupancy_fn(
@@ -164,29 +163,29 @@ def mesh_and_colors(
     return verts, faces, None
 
 
+def _network_inputs(
+    item: preprocess.InputItem, arch: PIFuHDArch, crop_type: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The official crop and resizes: (F, F, 3) and (S, S, 3) float32 in [-1, 1]."""
+    img = preprocess.load_image(item.image)
+    rect = preprocess.rect_for_item(item, img.shape[0], img.shape[1], crop_type)
+    return preprocess.prepare_pifuhd_inputs(img, rect, arch.fine_size, arch.coarse_size)
+
+
 def reconstruct_image(
     weights: Weights,
     item: preprocess.InputItem,
     out_dir: str,
     cfg: ml_collections.ConfigDict,
 ) -> dict:
-    """One image -> `{name}.obj`/`.ply` and `{name}_normals.png` in out_dir. Returns timings."""
-    arch = weights.arch
-    img = preprocess.load_image(item.image)
-    rect = preprocess.rect_for_item(item, img.shape[0], img.shape[1], cfg.crop_type)
-    image_fine, image_coarse = preprocess.prepare_pifuhd_inputs(
-        img, rect, arch.fine_size, arch.coarse_size
-    )
+    """One image -> `{name}.obj`/`.ply` and `{name}_normals.png` in out_dir. Returns timings.
+
+    Files are written only once the mesh exists, each atomically.
+    """
+    image_fine, image_coarse = _network_inputs(item, weights.arch, cfg.crop_type)
     timings: dict = {}
     t0 = time.perf_counter()
     feats = image_features(weights, image_fine, image_coarse, timings)
-    if len(feats.normals) == 2:
-        visualize.save_normals_png(
-            os.path.join(out_dir, f"{item.name}_normals.png"),
-            image_coarse,
-            *(np.asarray(n[0]) for n in feats.normals),
-        )
-
     with tqdm(desc=f"{item.name}: queries", unit="pt", unit_scale=True, leave=False) as bar:
         evaluate = occupancy_fn(weights, feats, cfg.chunk, bar)
         t = time.perf_counter()
@@ -196,6 +195,9 @@ def reconstruct_image(
         verts, faces, colors = mesh_and_colors(grid, evaluate, cfg, item.image)
         timings["mesh"] = time.perf_counter() - t
     base = os.path.join(out_dir, f"{item.name}")
+    if len(feats.normals) == 2:
+        normals = (np.asarray(n[0]) for n in feats.normals)
+        visualize.save_normals_png(base + "_normals.png", image_coarse, *normals)
     if cfg.mesh_format in ("obj", "both"):
         mesh_lib.save_obj(base + ".obj", verts, faces, colors)
     if cfg.mesh_format in ("ply", "both"):
@@ -214,6 +216,13 @@ def reconstruct(weights: Weights, cfg: ml_collections.ConfigDict, workdir: str) 
 
     A bad image is reported (one line) and skipped; returns the number of failures.
     """
+    for field, allowed in (
+        ("octree", ("parity", "fast")),
+        ("colors", ("network", "grid", "none")),
+        ("mesh_format", ("obj", "ply", "both")),
+    ):
+        if cfg[field] not in allowed:
+            raise HdjaxError(f"reconstruct.{field}={cfg[field]!r}: expected one of {allowed}")
     items = preprocess.find_inputs(cfg.input)
     out_dir = os.path.join(workdir, "reconstruct")
     os.makedirs(out_dir, exist_ok=True)
@@ -249,13 +258,7 @@ def query_points(weights: Weights, image_path: str, points_path: str, out_path: 
     items = preprocess.find_inputs(image_path)
     if len(items) != 1:
         raise HdjaxError("query mode takes one image, not a folder", image_path)
-    item = items[0]
-    arch = weights.arch
-    img = preprocess.load_image(item.image)
-    rect = preprocess.rect_for_item(item, img.shape[0], img.shape[1], cfg.crop_type)
-    image_fine, image_coarse = preprocess.prepare_pifuhd_inputs(
-        img, rect, arch.fine_size, arch.coarse_size
-    )
+    image_fine, image_coarse = _network_inputs(items[0], weights.arch, cfg.crop_type)
     feats = image_features(weights, image_fine, image_coarse, {})
     occ = occupancy_fn(weights, feats, cfg.chunk)(points)
     tmp = out_path + ".tmp.npy"

@@ -202,6 +202,7 @@ def test_beam_build_matches_local_records(tmp_path):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
     source = builder.as_data_source("train")
     assert len(source) == 2
+    assert not os.path.exists(builder.render_cache_dir)  # workers wrote it; removed after
     local = bl.render_record(bl.load_embedded_body("body_04"), render, view=1)
     rec = next(source[i] for i in range(2) if source[i]["yaw"] == 90.0)
     np.testing.assert_array_equal(rec["points_fine"], local["points_fine"])

@@ -107,3 +107,16 @@ def test_grid_sample_corners_are_pixel_centres():
     uv = jnp.array([[[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [2.0, 0.0]]])
     got = np.asarray(grid_sample_align_corners(feat, uv))[0, :, 0]
     np.testing.assert_allclose(got, [0, 3, 8, 11, 0])
+
+
+@pytest.mark.parametrize("cls,cin,cout,k", [("ThinConv", 8, 3, 7), ("Im2colConv", 6, 10, 3)])
+def test_matmul_convs_equal_xla_conv(cls, cin, cout, k):
+    import flax.linen as nn
+
+    from hdjax.models import layers
+
+    x = jax.random.normal(KEY, (2, 12, 11, cin))
+    ref = nn.Conv(cout, (k, k), padding="VALID")
+    params = _init(ref, x)
+    got = getattr(layers, cls)(cout, k).apply(params, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref.apply(params, x)), atol=1e-4)

@@ -73,7 +73,7 @@ def test_grid_without_skipping_equals_the_dense_field(cfg, weights, tmp_path):
     evaluate = recon.occupancy_fn(weights, feats, chunk=1000)
     r = 16
     rc = cfg.reconstruct.copy_and_resolve_references()
-    rc.resolution, rc.init_resolution, rc.threshold = r, 4, -1.0
+    rc.resolution, rc.init_resolution, rc.threshold, rc.octree = r, 4, -1.0, "parity"
     grid, stats = recon.occupancy_grid(evaluate, rc)
     assert stats.queries == (r - 1) ** 3
     idx = np.stack(np.meshgrid(*[np.arange(r - 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -116,6 +116,10 @@ def test_converted_checkpoint_round_trip(tmp_path, cfg):
     )
     with pytest.raises(HdjaxError, match="not a converted hdjax checkpoint"):
         load_converted(tmp_path)
+    before = sorted(os.listdir(tmp_path / "conv"))
+    with pytest.raises(HdjaxError, match="refusing to overwrite"):
+        save_converted(tmp_path / "conv", params, arch)
+    assert sorted(os.listdir(tmp_path / "conv")) == before
 
 
 def _main(tmp_path, *args):
@@ -163,7 +167,7 @@ def _evil_pickle(path, marker):
         ("missing", r"p\.npy: cannot read points"),
         ("shape", r"p\.npy: points must be an \(N, 3\)"),
         ("truncated_pt", r"ck\.pt: truncated"),
-        ("evil_pt", r"ck\.pt: .*os\.system"),
+        ("evil_pt", r"ck\.pt: refusing to load: .*(posix|os)\.system"),
         ("wrong_arch", r"ck\.pt: tensor \S+ (is missing|has shape)"),
         ("bad_image", r"q\.png: "),
     ],
@@ -213,7 +217,7 @@ def _tiny_checkpoint(torch, path, wrong_arch=False, seed=1):
     arch = PIFuHDArch.from_config(get_config("tiny").model)
     params = random_params(arch, seed)
     sd = {
-        k: torch.from_numpy(np.ascontiguousarray(v))
+        k: torch.from_numpy(np.array(v))
         for k, v in params_to_state_dict(params, arch).items()
     }
     opt, opt_netG = arch_to_options(arch)
