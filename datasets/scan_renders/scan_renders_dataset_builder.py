@@ -1,6 +1,6 @@
 """TFDS builder `scan_renders`: renders of your own textured scans (manual download).
 
-    tfds build datasets/scan_renders --config=pifuhd --manual_dir=/path/to/scans
+    python datasets/build.py scan_renders --config=pifuhd --manual_dir=/path/to/scans
 
 ``manual_dir`` holds one folder per scan: THuman2.0 ``<id>/<id>.obj`` (+ ``material0.mtl``
 and its texture) or RenderPeople ``<name>/<name>_100k.obj`` (+ ``tex/``); any folder with

