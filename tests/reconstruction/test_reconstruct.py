@@ -216,10 +216,7 @@ def _tiny_checkpoint(torch, path, wrong_arch=False, seed=1):
 
     arch = PIFuHDArch.from_config(get_config("tiny").model)
     params = random_params(arch, seed)
-    sd = {
-        k: torch.from_numpy(np.array(v))
-        for k, v in params_to_state_dict(params, arch).items()
-    }
+    sd = {k: torch.from_numpy(np.array(v)) for k, v in params_to_state_dict(params, arch).items()}
     opt, opt_netG = arch_to_options(arch)
     if wrong_arch:
         opt_netG["num_stack"] += 1
