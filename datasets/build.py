@@ -47,7 +47,12 @@ def main() -> None:
         raise SystemExit(f"error: {args.dataset} has configs {names}, not {args.config!r}")
     builder = builder_cls(config=args.config, data_dir=os.path.expanduser(args.data_dir))
     download = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
-    builder.download_and_prepare(download_config=download)
+    from hdjax.errors import HdjaxError
+
+    try:
+        builder.download_and_prepare(download_config=download)
+    except (HdjaxError, AssertionError) as e:  # TFDS reports a bad manual_dir by assertion
+        raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
     print(f"built {builder.name}/{args.config} in {builder.data_dir}")
 
 

@@ -28,23 +28,18 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import builder_lib
+from hdjax.data import builder_lib, tfds_base
 from hdjax.errors import HdjaxError
 
 
 @dataclasses.dataclass
-class Config(tfds.core.BuilderConfig):
-    """A camera convention; ``test_every``: every n-th scan goes to `test` (0: no test split)."""
+class Config(tfds_base.RenderBuilderConfig):
+    """``test_every``: every n-th scan goes to `test` (0: no test split)."""
 
-    render: builder_lib.RenderConfig = dataclasses.field(default_factory=builder_lib.RenderConfig)
     test_every: int = 10
-    seed: int = 0
-    beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
-    render_cache: bool = True  # cache rendered records so an interrupted build resumes
-    keep_render_cache: bool = False  # keep the cache after a successful build
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_base.RenderBuilder):
     """Scan renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -53,45 +48,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Put one folder per scan in manual_dir: THuman2.0 `<id>/<id>.obj` with its MTL and
     texture, or RenderPeople OBJ + texture folders (+y up, any unit).
     """
-    BUILDER_CONFIGS: ClassVar[list[Config]] = [
-        Config(
-            name="pifuhd",
-            description="Orthographic 1024², 12 yaws, PIFu normalisation.",
-            render=builder_lib.pifuhd_config(),
-        ),
-        Config(
-            name="twok2k",
-            description="Perspective 2048² (FOV 50°), yaw −30..30 step 10.",
-            render=builder_lib.twok2k_config(),
-        ),
-    ]
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("file_format", "array_record")
-        super().__init__(**kwargs)
-
-    @property
-    def render_cache_dir(self) -> str | None:
-        """``<data_dir>/scan_renders/<config>/render_cache/<version>``, None if disabled."""
-        if not self.builder_config.render_cache:
-            return None
-        return builder_lib.builder_cache_dir(
-            self.data_dir_root, self.name, self.builder_config.name, self.version
-        )
-
-    def download_and_prepare(self, **kwargs) -> None:
-        """TFDS's build, then removal of the render cache (unless ``keep_render_cache``)."""
-        super().download_and_prepare(**kwargs)
-        # Only reached when TFDS has written and renamed the complete dataset folder.
-        if self.render_cache_dir and not self.builder_config.keep_render_cache:
-            builder_lib.remove_cache_dir(self.render_cache_dir)
+    BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=builder_lib.tfds_features(self.builder_config.render),
-        )
+        return self._info_for(__doc__)
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)

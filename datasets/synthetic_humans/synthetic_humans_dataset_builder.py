@@ -24,69 +24,27 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import builder_lib
+from hdjax.data import builder_lib, tfds_base
 
 
 @dataclasses.dataclass
-class Config(tfds.core.BuilderConfig):
-    """A camera convention plus the bodies to render (default: all embedded ones)."""
+class Config(tfds_base.RenderBuilderConfig):
+    """The bodies to render (default: all embedded ones)."""
 
-    render: builder_lib.RenderConfig = dataclasses.field(default_factory=builder_lib.RenderConfig)
     bodies: tuple[str, ...] | None = None
-    seed: int = 0
-    beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
-    render_cache: bool = True  # cache rendered records so an interrupted build resumes
-    keep_render_cache: bool = False  # keep the cache after a successful build
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(tfds_base.RenderBuilder):
     """Synthetic human renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Eight anny bodies, procedural poses and colours."
     }
-    BUILDER_CONFIGS: ClassVar[list[Config]] = [
-        Config(
-            name="pifuhd",
-            description="Orthographic 1024², 12 yaws, PIFu normalisation.",
-            render=builder_lib.pifuhd_config(),
-        ),
-        Config(
-            name="twok2k",
-            description="Perspective 2048² (FOV 50°), yaw −30..30 step 10.",
-            render=builder_lib.twok2k_config(),
-        ),
-    ]
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("file_format", "array_record")
-        super().__init__(**kwargs)
-
-    @property
-    def render_cache_dir(self) -> str | None:
-        """``<data_dir>/synthetic_humans/<config>/render_cache/<version>``, None if disabled."""
-        if not self.builder_config.render_cache:
-            return None
-        return builder_lib.builder_cache_dir(
-            self.data_dir_root, self.name, self.builder_config.name, self.version
-        )
-
-    def download_and_prepare(self, **kwargs) -> None:
-        """TFDS's build, then removal of the render cache (unless ``keep_render_cache``)."""
-        super().download_and_prepare(**kwargs)
-        # Only reached when TFDS has written and renamed the complete dataset folder.
-        if self.render_cache_dir and not self.builder_config.keep_render_cache:
-            builder_lib.remove_cache_dir(self.render_cache_dir)
+    BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=builder_lib.tfds_features(self.builder_config.render),
-            homepage="https://github.com/naver/anny",
-            citation=CITATION,
-        )
+        return self._info_for(__doc__, homepage="https://github.com/naver/anny", citation=CITATION)
 
     def _split_generators(self, dl_manager):
         del dl_manager

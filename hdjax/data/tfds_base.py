@@ -1,0 +1,69 @@
+"""What the TFDS builders in `datasets/` share: config fields, the two camera configs,
+array_record output and the resumable render cache. Imports TFDS (not TensorFlow)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow_datasets as tfds
+
+from hdjax.data import builder_lib
+
+
+@dataclasses.dataclass
+class RenderBuilderConfig(tfds.core.BuilderConfig):
+    """A camera convention plus how to build (fields shared by every render dataset)."""
+
+    render: builder_lib.RenderConfig = dataclasses.field(default_factory=builder_lib.RenderConfig)
+    seed: int = 0
+    beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
+    render_cache: bool = True  # cache rendered records so an interrupted build resumes
+    keep_render_cache: bool = False  # keep the cache after a successful build
+
+
+def camera_configs(config_cls: type[RenderBuilderConfig]) -> list[RenderBuilderConfig]:
+    """The `pifuhd` (orthographic 1024²) and `twok2k` (perspective 2048²) configs."""
+    return [
+        config_cls(
+            name="pifuhd",
+            description="Orthographic 1024², 12 yaws, PIFu normalisation.",
+            render=builder_lib.pifuhd_config(),
+        ),
+        config_cls(
+            name="twok2k",
+            description="Perspective 2048² (FOV 50°), yaw −30..30 step 10.",
+            render=builder_lib.twok2k_config(),
+        ),
+    ]
+
+
+class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """array_record shards, and a render cache kept until the build succeeds."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("file_format", "array_record")
+        super().__init__(**kwargs)
+
+    @property
+    def render_cache_dir(self) -> str | None:
+        """``<data_dir>/<name>/<config>/render_cache/<version>``, None if disabled."""
+        if not self.builder_config.render_cache:
+            return None
+        return builder_lib.builder_cache_dir(
+            self.data_dir_root, self.name, self.builder_config.name, self.version
+        )
+
+    def download_and_prepare(self, **kwargs) -> None:
+        """TFDS's build, then removal of the render cache (unless ``keep_render_cache``)."""
+        super().download_and_prepare(**kwargs)
+        # Only reached when TFDS has written and renamed the complete dataset folder.
+        if self.render_cache_dir and not self.builder_config.keep_render_cache:
+            builder_lib.remove_cache_dir(self.render_cache_dir)
+
+    def _info_for(self, description: str, **kwargs) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=description,
+            features=builder_lib.tfds_features(self.builder_config.render),
+            **kwargs,
+        )
