@@ -246,7 +246,8 @@ def _upsample2(a: np.ndarray, out_len: tuple[int, int, int]) -> np.ndarray:
     New even nodes copy old ones, odd nodes average their two neighbours; a trailing odd node
     with no right neighbour copies the left one.
     """
-    for axis in range(3):
+    # Last axis first: its strided writes are the slow ones, so do them on the smallest array.
+    for axis in (2, 1, 0):
         m = a.shape[axis]
         shape = list(a.shape)
         shape[axis] = out_len[axis]
@@ -280,7 +281,10 @@ def _cells_straddle(vals: np.ndarray, cells: np.ndarray, level: float) -> np.nda
 def _unique_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sorted unique flat indices of the in-range `(K, 3)` rows of a lattice of `shape`."""
     ok = ((rows >= 0) & (rows < np.array(shape))).all(axis=1)
-    return np.unique(np.ravel_multi_index(rows[ok].T, shape))
+    # A scatter into a lattice-sized mask beats sorting millions of indices.
+    mask = np.zeros(int(np.prod(shape)), bool)
+    mask[np.ravel_multi_index(rows[ok].T, shape)] = True
+    return np.flatnonzero(mask)
 
 
 def _eval_narrowband(
