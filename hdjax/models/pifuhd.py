@@ -202,7 +202,8 @@ class PIFuHD(nn.Module):
           occ (B, N) = sigmoid(last fine logit) * in_bb_fine (the official prediction).
         """
         coarse_logits, phi, in_bb_c = self.netG.query(coarse_feats, points, calib)
-        fine_logits, in_bb_f = self._fine_logits(fine_feats, points, calib_fine or calib, phi)
+        calib_fine = calib if calib_fine is None else calib_fine
+        fine_logits, in_bb_f = self._fine_logits(fine_feats, points, calib_fine, phi)
         return dict(
             coarse_logits=coarse_logits,
             fine_logits=fine_logits,

@@ -120,3 +120,43 @@ def test_matmul_convs_equal_xla_conv(cls, cin, cout, k):
     params = _init(ref, x)
     got = getattr(layers, cls)(cout, k).apply(params, x)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref.apply(params, x)), atol=1e-4)
+
+
+def test_pifuhd_query_all_stacks_and_explicit_fine_calib():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    from configs.pifuhd import get_config
+    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
+
+    arch = PIFuHDArch.from_config(get_config("tiny").model)
+    model = PIFuHD(arch)
+    img_c, img_f = jnp.ones((1, 64, 64, 3)), jnp.ones((1, 128, 128, 3))
+    pts = jax.random.uniform(KEY, (1, 20, 3), minval=-1.2, maxval=1.2)
+    calib = jnp.diag(jnp.array([1.0, -1.0, 1.0, 1.0]))[None]
+    params = _init(model, img_c, img_f, pts, calib)
+    out = jax.jit(model.apply)(params, img_c, img_f, pts, calib)
+    assert out["coarse_logits"].shape == (arch.coarse.num_stack, 1, 20)
+    assert out["fine_logits"].shape == (arch.fine.num_stack, 1, 20)
+    assert out["phi"].shape == (1, 20, arch.coarse.mlp_dim[arch.coarse.merge_layer + 1])
+    outside = np.asarray(jnp.any(jnp.abs(pts[..., :2]) > 1, -1))
+    assert np.all(np.asarray(out["occ"])[outside] == 0)
+    explicit = jax.jit(
+        lambda p, c, f: model.apply(p, c, f, pts, calib, calib, method=PIFuHD.query)
+    )(
+        params,
+        model.apply(
+            params,
+            img_c,
+            model.apply(params, img_c, method=PIFuHD.normals),
+            method=PIFuHD.coarse_features,
+        ),
+        model.apply(
+            params,
+            img_f,
+            model.apply(params, img_c, method=PIFuHD.normals),
+            method=PIFuHD.fine_features,
+        ),
+    )
+    np.testing.assert_allclose(np.asarray(explicit["occ"]), np.asarray(out["occ"]), atol=1e-6)

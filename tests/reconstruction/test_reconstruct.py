@@ -136,17 +136,23 @@ def _main(tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
-def test_main_query_mode(tmp_path):
-    _image(tmp_path / "q.png")
-    pts = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
-    np.save(tmp_path / "p.npy", pts)
-    r = _main(
+def _query(tmp_path, *extra):
+    """`--mode=query` on tmp_path/q.png and tmp_path/p.npy, writing tmp_path/o.npy."""
+    return _main(
         tmp_path,
         "--mode=query",
         f"--config.reconstruct.input={tmp_path / 'q.png'}",
         f"--config.reconstruct.points={tmp_path / 'p.npy'}",
         f"--output={tmp_path / 'o.npy'}",
+        *extra,
     )
+
+
+def test_main_query_mode(tmp_path):
+    _image(tmp_path / "q.png")
+    pts = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
+    np.save(tmp_path / "p.npy", pts)
+    r = _query(tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     occ = np.load(tmp_path / "o.npy")
     assert occ.shape == (500,) and np.all((occ >= 0) & (occ <= 1))
@@ -192,14 +198,7 @@ def test_main_bad_input_is_one_clear_line(tmp_path, case, pattern):
             data = (tmp_path / "ck.pt").read_bytes()
             (tmp_path / "ck.pt").write_bytes(data[: len(data) // 2])
         extra = [f"--config.checkpoint={tmp_path / 'ck.pt'}"]
-    r = _main(
-        tmp_path,
-        "--mode=query",
-        f"--config.reconstruct.input={tmp_path / 'q.png'}",
-        f"--config.reconstruct.points={tmp_path / 'p.npy'}",
-        f"--output={tmp_path / 'o.npy'}",
-        *extra,
-    )
+    r = _query(tmp_path, *extra)
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
