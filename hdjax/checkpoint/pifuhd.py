@@ -172,13 +172,18 @@ def expected_shapes(arch: PIFuHDArch) -> Params:
     return flax.core.unfreeze(tree["params"])
 
 
+def _shape_only(shape) -> np.ndarray:
+    """A zero-byte array of `shape`, to push shapes through the layout functions."""
+    return np.broadcast_to(np.zeros((), np.int8), tuple(shape))
+
+
 def _check_tensor(state_dict, key: str, kind: str, shape, path) -> np.ndarray:
     if key not in state_dict:
         raise HdjaxError(f"tensor {key} is missing (the architecture expects it)", path)
     raw = state_dict[key]
-    got = _to_flax_layout(np.zeros(raw.shape, np.int8), kind).shape
+    got = _to_flax_layout(_shape_only(raw.shape), kind).shape
     if got != tuple(shape):
-        want = _to_torch_layout(np.zeros(shape, np.int8), kind).shape
+        want = _to_torch_layout(_shape_only(shape), kind).shape
         raise HdjaxError(
             f"tensor {key} has shape {tuple(raw.shape)}, the architecture in the "
             f"checkpoint options expects {tuple(want)}",
@@ -231,9 +236,11 @@ def convert_state_dict(
       path: the checkpoint file, for error messages.
       to_device: applied to every converted array.
     Raises:
-      HdjaxError as `validate_state_dict` (the whole dict is validated first).
+      HdjaxError as `validate_state_dict`: for the whole model everything is validated
+      first; for a subtree its own tensors are (callers validate the whole dict once).
     """
-    validate_state_dict(state_dict, arch, path)
+    if not subtree:
+        validate_state_dict(state_dict, arch, path)
     shapes = expected_shapes(arch)
     for k in subtree:
         shapes = shapes[k]

@@ -25,7 +25,6 @@ class ImplicitMLP(nn.Module):
     channels: Sequence[int]
     res_layers: Sequence[int] = ()
     merge_layer: int = -1
-    dtype: jnp.dtype | None = None  # computation dtype (e.g. bfloat16); params stay float32
 
     @property
     def phi_layer(self) -> int:
@@ -43,7 +42,7 @@ class ImplicitMLP(nn.Module):
         for i in range(n_layers):
             if i in self.res_layers:
                 y = jnp.concatenate([y, feature], axis=-1)
-            y = nn.Dense(self.channels[i + 1], dtype=self.dtype, name=f"filters_{i}")(y)
+            y = nn.Dense(self.channels[i + 1], name=f"filters_{i}")(y)
             if i != n_layers - 1:
                 y = jax.nn.leaky_relu(y, 0.01)
             if i == self.phi_layer:
