@@ -52,8 +52,9 @@ import trimesh
 from hdjax.data import builder_lib as bl
 from hdjax.data import camera as C
 from hdjax.data import pipeline as pl
+from hdjax.data.camera import PIFU_SIGMA_COARSE
+from hdjax.data.point_sampling import label_points, sample_points
 from hdjax.data.render import cast_rays, render
-from hdjax.data.sampling import PIFU_SIGMA_COARSE, label_points, sample_points
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # configs/

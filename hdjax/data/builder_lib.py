@@ -27,13 +27,18 @@ key                   value                meaning
 ``yaw``               float32              degrees
 ====================  ===================  ===============================================
 
-Sigmas are in centimetres of a 180 cm body (PIFu's convention), converted per subject to
-normalised units from its height, so they mean the same for both camera conventions.
+Sigmas are absolute centimetres (the paper's 5 cm / 3 cm) whenever the subject's scan unit
+is known (`Subject.unit_cm`: the embedded bodies are in metres; scans take
+`RenderConfig.scan_unit_cm`). For scans of unknown unit they fall back to centimetres of a
+180 cm body, PIFu's own assumption (its normalisation scales every scan to 180 units). The
+uniform points fill the view's reconstruction cube (`point_sampling`).
 
 Resumable builds: TFDS rewrites a split from scratch after an interruption, so the expensive
 part, rendering, is cached per record (`RecordCache`, ``cache_dir`` of `generate_records`):
 each finished record is one ``<key>.<tag>.npz`` file, where the tag hashes the `RenderConfig`,
-the seed and the cache format, so a changed config never reuses stale records. A rerun reads
+the seed, the cache format and the source of the modules that make a record (rendering,
+cameras, point sampling, this module), so neither a changed config nor changed code ever
+reuses stale records. A rerun reads
 the finished records back instead of rendering them; a corrupt file is re-rendered.
 """
 
@@ -43,10 +48,12 @@ import dataclasses
 import glob
 import hashlib
 import importlib.resources
+import inspect
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,8 +64,8 @@ import numpy as np
 import trimesh
 
 from hdjax.data import camera as cam
+from hdjax.data import point_sampling
 from hdjax.data import render as render_lib
-from hdjax.data import sampling
 
 NUM_KEYPOINTS = 23
 # Ortho depth PNG: view-frame z in [−3, 3.5) normalised units, 1e-4 resolution, 0 = none.
@@ -66,7 +73,9 @@ ORTHO_DEPTH_OFFSET = 3.0
 ORTHO_DEPTH_SCALE = 10000.0
 MESH_EXTS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
 # Bump when the cache file layout or what a record holds changes: old files then miss.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+# Uniform samples of a 2K2K view: its normalised bodies lie within 1/2.8 of the origin.
+TWOK2K_POINT_BOX = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +87,9 @@ class RenderConfig:
       size: image side in pixels.
       yaws: view angles in degrees (rotation of the subject about +y).
       num_points: stored training points per σ level and view (≥ 10× a step's 8,000).
-      sigma_coarse_cm, sigma_fine_cm: surface perturbation, cm of a 180 cm body.
+      sigma_coarse_cm, sigma_fine_cm: surface perturbation in cm (module docstring).
+      scan_unit_cm: the length of one scan unit in cm (100 for scans in metres such as
+        THuman2.0, 1 for RenderPeople); None = unknown (σ then assumes a 180 cm body).
       max_faces: scans with more faces are skipped as absurdly large.
       max_extent: scans whose bounding box is longer than this (scan units) are skipped.
     """
@@ -91,6 +102,7 @@ class RenderConfig:
     sigma_fine_cm: float = 3.0
     max_faces: int = 3_000_000
     max_extent: float = 1.0e4
+    scan_unit_cm: float | None = None
 
 
 def pifuhd_config(**overrides: Any) -> RenderConfig:
@@ -106,11 +118,15 @@ def twok2k_config(**overrides: Any) -> RenderConfig:
 
 @dataclasses.dataclass
 class Subject:
-    """A mesh to render (scan units, +y up) with optional 3D keypoints (23, 3)."""
+    """A mesh to render (scan units, +y up) with optional 3D keypoints (23, 3).
+
+    ``unit_cm`` is the length of one scan unit in centimetres, None when unknown.
+    """
 
     name: str
     mesh: trimesh.Trimesh
     keypoints: np.ndarray | None = None
+    unit_cm: float | None = None
 
 
 class ScanError(Exception):
@@ -169,7 +185,7 @@ def load_embedded_body(name: str) -> Subject:
             vertex_colors=data["colors"],
             process=False,
         )
-        return Subject(name, mesh, data["keypoints"].astype(np.float64))
+        return Subject(name, mesh, data["keypoints"].astype(np.float64), unit_cm=100.0)
 
 
 def validate_mesh(mesh: trimesh.Trimesh, config: RenderConfig) -> None:
@@ -216,7 +232,8 @@ def load_scan(scan_dir: str, config: RenderConfig) -> Subject:
     if not isinstance(mesh, trimesh.Trimesh):
         raise ScanError(f"{os.path.basename(path)} is not a triangle mesh")
     validate_mesh(mesh, config)
-    return Subject(os.path.basename(os.path.normpath(scan_dir)), mesh)
+    name = os.path.basename(os.path.normpath(scan_dir))
+    return Subject(name, mesh, unit_cm=config.scan_unit_cm)
 
 
 def load_named_scan(manual_dir: str, config: RenderConfig, name: str) -> Subject:
@@ -333,9 +350,11 @@ def render_record(
     if joints is not None:
         keypoints[:, :2] = out["keypoints"]
         keypoints[:, 2] = out["keypoints_visible"]
-    # cm of a 180 cm body -> normalised units, from this subject's normalised height.
-    height = float(np.ptp(mesh.vertices[:, 1]))
-    units_per_cm = height / 180.0
+    if subject.unit_cm:
+        units_per_cm = norm.scale / subject.unit_cm
+    else:  # PIFu's assumption: every scan is a 180 cm body
+        units_per_cm = float(np.ptp(mesh.vertices[:, 1])) / 180.0
+    box = point_sampling.RECONSTRUCTION_CUBE if config.camera == "ortho" else TWOK2K_POINT_BOX
     record = {
         "image": png_bytes(out["image"]),
         "mask": png_bytes((mask * 255).astype(np.uint8)[..., None]),
@@ -349,7 +368,9 @@ def render_record(
         "yaw": np.float32(yaw),
     }
     for level, sigma_cm in (("coarse", config.sigma_coarse_cm), ("fine", config.sigma_fine_cm)):
-        pts, lab = sampling.sample_points(mesh, rng, config.num_points, sigma_cm * units_per_cm)
+        pts, lab = point_sampling.sample_points(
+            mesh, rng, config.num_points, sigma_cm * units_per_cm, box, camera.rotation
+        )
         record[f"points_{level}"] = pts.astype(np.float32)
         record[f"labels_{level}"] = lab.astype(np.uint8)
     return record
@@ -363,9 +384,22 @@ def record_key(name: str, view: int) -> str:
     return f"{name}_v{view:03d}"
 
 
+def _record_code_digest() -> str:
+    """A hash of the source of every module whose code decides what a record holds."""
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], render_lib, cam, point_sampling):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
+
+
 def render_cache_tag(config: RenderConfig, seed: int) -> str:
-    """16 hex digits fixed by all that decides a record's content: config, seed, cache format."""
-    payload = {"config": dataclasses.asdict(config), "seed": seed, "format": CACHE_FORMAT}
+    """16 hex digits fixed by all that decides a record's content: config, seed, code."""
+    payload = {
+        "config": dataclasses.asdict(config),
+        "seed": seed,
+        "format": CACHE_FORMAT,
+        "code": _record_code_digest(),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

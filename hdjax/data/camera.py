@@ -355,6 +355,12 @@ def depth_to_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """2K2K ``pers2pc``: depth map -> 3D points in the view frame.
 
+    The default divisor is the official output scale, not the rendered geometry: it
+    shrinks the points by 3.5 % about the object centre, which put them a median 4 mm
+    (95th percentile 16 mm) off the surface of embedded bodies rendered at 512² (measured).
+    Pass ``divisor=1.0`` wherever points are compared with a mesh: they then lie on the
+    rendered surface (median 0.03 mm).
+
     Args:
       d: (H, W) pixel-like ray depth (`encode_ray_depth` units, background 0).
       camera: the camera that rendered it (size = H = W).

@@ -53,45 +53,51 @@ def depth_tile(png: np.ndarray, mask: np.ndarray, near_is_large: bool) -> np.nda
     return np.repeat(tile[..., None], 3, axis=-1)
 
 
-def record_row(record: dict[str, Any], max_points: int = 2000) -> np.ndarray:
-    """(S, 7·S, 3) uint8 RGB tiles of one decoded record (a TFDS data-source element)."""
+def _fit(tile: np.ndarray, side: int) -> np.ndarray:
+    interp = cv2.INTER_AREA if side < tile.shape[0] else cv2.INTER_NEAREST
+    return cv2.resize(np.asarray(tile, np.uint8), (side, side), interpolation=interp)
+
+
+def record_row(record: dict[str, Any], tile: int | None = None, max_points: int = 2000):
+    """(T, 7·T, 3) uint8 RGB tiles of one decoded record (a TFDS data-source element).
+
+    ``tile`` is the side T of each tile (default: the record's size). Points are drawn
+    after the resize, so they stay visible however much the tiles shrink.
+    """
     image = np.asarray(record["image"])
     size = image.shape[0]
+    side = size if tile is None else tile
     mask = np.asarray(record["mask"]).reshape(size, size) > 127
     persp = is_perspective(record["calib"])
     depths = [
-        depth_tile(np.asarray(record[f"depth_{side}"]).reshape(size, size), mask, not persp)
-        for side in ("front", "back")
+        depth_tile(np.asarray(record[f"depth_{side_}"]).reshape(size, size), mask, not persp)
+        for side_ in ("front", "back")
     ]
-    points = np.asarray(record["points_coarse"])[:max_points]
-    labels = np.asarray(record["labels_coarse"])[:max_points]
-    px = np.rint(project_pixels(points, np.asarray(record["calib"]), size)).astype(int)
-    overlay = (image.astype(np.float32) * 0.6).astype(np.uint8)
-    ok = np.all((px >= 0) & (px < size), axis=1)
-    for inside, colour in ((False, OUTSIDE_RGB), (True, INSIDE_RGB)):
-        sel = ok & ((labels == 1) == inside)
-        overlay[px[sel, 1], px[sel, 0]] = colour
     tiles = [
         image,
         np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=-1),
         np.asarray(record["normal_front"]),
         np.asarray(record["normal_back"]),
         *depths,
-        overlay,
+        (image.astype(np.float32) * 0.6).astype(np.uint8),
     ]
-    return np.concatenate([np.asarray(t, np.uint8) for t in tiles], axis=1)
+    tiles = [_fit(t, side) for t in tiles]
+    points = np.asarray(record["points_coarse"])[:max_points]
+    labels = np.asarray(record["labels_coarse"])[:max_points]
+    px = project_pixels(points, np.asarray(record["calib"]), size)
+    # Pixel centres at integers on both grids: scale about the half-pixel corner.
+    px = np.rint((px + 0.5) * side / size - 0.5).astype(int)
+    overlay = tiles[-1]
+    ok = np.all((px >= 0) & (px < side), axis=1)
+    for inside, colour in ((False, OUTSIDE_RGB), (True, INSIDE_RGB)):
+        sel = ok & ((labels == 1) == inside)
+        overlay[px[sel, 1], px[sel, 0]] = colour
+    return np.concatenate(tiles, axis=1)
 
 
 def make_sheet(records: Sequence[dict[str, Any]], tile: int = 256) -> np.ndarray:
-    """Rows of `record_row`, each tile resized to ``tile`` px: (n·tile, 7·tile, 3) uint8 RGB."""
-    rows = []
-    for record in records:
-        row = record_row(record)
-        size = np.asarray(record["image"]).shape[0]
-        scale = tile / size
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST
-        rows.append(cv2.resize(row, (7 * tile, tile), interpolation=interp))
-    return np.concatenate(rows, axis=0)
+    """Rows of `record_row`, each tile ``tile`` px: (n·tile, 7·tile, 3) uint8 RGB."""
+    return np.concatenate([record_row(r, tile) for r in records], axis=0)
 
 
 FLAGS = flags.FLAGS

@@ -95,6 +95,32 @@ def test_records_match_camera_and_label_points_consistently():
     assert bl.render_record(subject, config, view=0)["image"] != rec["image"]
 
 
+def _sigma_m(subject, config):
+    """RMS distance of a record's near-surface coarse points to the mesh, in scan metres."""
+    import point_cloud_utils as pcu
+
+    norm = bl.normalization(subject, config)
+    mesh = cam.normalize_mesh(subject.mesh, norm)
+    points = bl.render_record(subject, config, view=0)["points_coarse"].astype(np.float64)
+    dist, _, _ = pcu.closest_points_on_mesh(points, mesh.vertices, np.asarray(mesh.faces))
+    near = dist[dist < 0.2 * norm.scale]  # drops the uniform points
+    return float(np.sqrt(np.mean(near**2)) / norm.scale)
+
+
+def test_sigma_is_absolute_centimetres_when_the_scan_unit_is_known():
+    """σ = 5 cm of the real body (metres here), not 5 cm of a body rescaled to 180 cm."""
+    subject = bl.load_embedded_body("body_03")
+    height_m = float(np.ptp(subject.mesh.vertices[:, 1]))
+    assert abs(height_m - 1.8) > 0.1, "a body whose height tells the two rules apart"
+    config = bl.pifuhd_config(size=32, yaws=(0.0,), num_points=4000, sigma_coarse_cm=5.0)
+    known = _sigma_m(subject, config)
+    unknown = _sigma_m(dataclasses.replace(subject, unit_cm=None), config)
+    # The RMS distance of N(0, σ²I) offsets to a flat surface is σ; thin limbs shrink it.
+    assert 0.8 * 0.05 < known < 0.05
+    # Same seed, same draws: only the scale of the offsets differs between the two rules.
+    assert known / unknown == pytest.approx(1.8 / height_m, rel=0.03)
+
+
 def test_tfds_build_reads_back_every_feature(tiny_synthetic):
     assert "tensorflow" not in sys.modules  # TFDS without TensorFlow
     source = tiny_synthetic.as_data_source("train")
@@ -305,6 +331,20 @@ def test_changed_render_config_or_seed_never_reuses_cached_records(tmp_path, mon
     monkeypatch.setattr(bl, "render_record", counter)
     _generate(["body_02"], config, cache)
     assert counter.calls == 0
+
+
+def test_changed_record_code_never_reuses_cached_records(monkeypatch):
+    """The tag hashes the source of the modules that make records (sampling, for one)."""
+    config = bl.pifuhd_config(**TINY)
+    before = bl.render_cache_tag(config, 0)
+    real = bl.inspect.getsource
+
+    def edited(module):
+        text = real(module)
+        return text + "\n# changed" if module is bl.point_sampling else text
+
+    monkeypatch.setattr(bl.inspect, "getsource", edited)
+    assert bl.render_cache_tag(config, 0) != before
 
 
 def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch, caplog):

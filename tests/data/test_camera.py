@@ -20,7 +20,8 @@ def test_ortho_project_matches_calib_align_corners(size, yaw):
     pts = np.random.default_rng(0).uniform(-1, 1, (50, 3))
     uv = (np.c_[pts, np.ones(50)] @ cam.calib.T.astype(np.float64))[:, :2]
     # grid_sample(align_corners=True): −1 / +1 are the centres of the first / last pixels.
-    np.testing.assert_allclose(C.project(pts, cam), (uv + 1) * (size - 1) / 2, atol=1e-5)
+    # calib is float32: 1e-3 px is far above its rounding and far below any convention error.
+    np.testing.assert_allclose(C.project(pts, cam), (uv + 1) * (size - 1) / 2, atol=1e-3)
     corners = C.project(np.array([[-1.0, 1.0, 0.0], [1.0, -1.0, 0.0]]), C.OrthoCamera(size))
     np.testing.assert_allclose(corners, [[0, 0], [size - 1, size - 1]])
 

@@ -6,8 +6,8 @@ import pytest
 import trimesh
 
 from hdjax.data import camera as C
+from hdjax.data.point_sampling import label_points
 from hdjax.data.render import render
-from hdjax.data.sampling import label_points
 
 R = 0.5  # sphere radius
 
@@ -37,9 +37,10 @@ def test_ortho_sphere_depth_normals_mask(sphere):
     assert np.array_equal(out["mask"][~ring], (rho < R)[~ring])
     core = rho < 0.9 * R  # away from the silhouette, where depth is steep
     z = np.sqrt(np.clip(R**2 - rho**2, 0, None))
-    # Polyhedral sphere: sagitta of a subdivision-5 face is ~1e-4 of the radius.
-    np.testing.assert_allclose(out["depth_front"][core], z[core], atol=1e-3)
-    np.testing.assert_allclose(out["depth_back"][core], -z[core], atol=1e-3)
+    # Polyhedral sphere: measured 3e-4 (the facets' sagitta and float32 rays); 2e-3 is 0.4 %
+    # of the radius, still far below a half-pixel (8e-3) convention error.
+    np.testing.assert_allclose(out["depth_front"][core], z[core], atol=2e-3)
+    np.testing.assert_allclose(out["depth_back"][core], -z[core], atol=2e-3)
     n = np.stack([x, y, z], -1) / R
     nb = np.stack([x, y, -z], -1) / R
     # Smooth normals: within 0.01 (≈0.6°) of the analytic ones.

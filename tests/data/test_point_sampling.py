@@ -1,10 +1,18 @@
 """Winding-number labels and PIFu point sampling."""
 
 import numpy as np
+import point_cloud_utils as pcu
 import pytest
 import trimesh
 
-from hdjax.data.sampling import label_points, sample_points, winding_number
+from hdjax.data import builder_lib
+from hdjax.data import camera as cam
+from hdjax.data.point_sampling import (
+    RECONSTRUCTION_CUBE,
+    label_points,
+    sample_points,
+    winding_number,
+)
 
 R = 0.5
 
@@ -50,14 +58,44 @@ def test_sample_points_pifu_rule(sphere):
     assert lab.shape == (n,) and lab.dtype == bool
     assert lab.sum() == n // 2  # plenty of inside candidates: exactly half inside
     np.testing.assert_array_equal(lab, label_points(sphere, pts))
-    lo, hi = sphere.bounds
     rho = np.linalg.norm(pts, axis=1)
-    # Most points are surface samples with N(0, σ²) offsets; the rest are uniform in the box.
+    # Most points are surface samples with N(0, σ²) offsets; the rest are uniform in the cube.
     near = np.abs(rho - R) < 4 * sigma
-    assert near.mean() > 0.9
+    assert 0.9 < near.mean() < 0.99
     assert np.std(rho[near] - R) == pytest.approx(sigma, rel=0.25)
-    box = np.all((pts >= lo - 1e-6) & (pts <= hi + 1e-6), axis=1)
-    assert (~near & ~box).sum() < 0.01 * n
+    assert np.all(np.abs(pts[~near]) <= 1 + 1e-6)
+
+
+def _far_share(mesh, pts):
+    d, _, _ = pcu.closest_points_on_mesh(
+        pts.astype(np.float64), np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    )
+    return float(np.mean(d > 1e-4))
+
+
+def test_uniform_points_survive_balancing_and_fill_the_cube():
+    """With σ → 0 only the uniform points leave the surface: PIFu keeps 1/17 of them."""
+    s = builder_lib.load_embedded_body("body_00")
+    mesh = cam.normalize_mesh(s.mesh, cam.pifu_normalization(s.mesh.vertices))
+    pts, lab = sample_points(mesh, np.random.default_rng(1), 20000, sigma=1e-7)
+    share = _far_share(mesh, pts)
+    assert 0.04 < share < 0.075, share  # 4·n/16 of 4.25·n candidates, ≈ 5.9 % of picks
+    # The cube, not the tight mesh box: the body is ~0.5 wide, the cube 2.
+    lo, hi = mesh.bounds
+    beyond = np.any((pts < lo - 0.2) | (pts > hi + 0.2), axis=1)
+    assert beyond.mean() > 0.02
+    assert np.all(np.abs(pts[beyond]) <= 1 + 1e-6)
+    assert not lab[beyond].any()
+
+
+def test_uniform_box_turns_with_the_view(sphere):
+    rot = cam.yaw_matrix(45.0)
+    pts, _ = sample_points(sphere, np.random.default_rng(4), 4000, 1e-7, RECONSTRUCTION_CUBE, rot)
+    uniform = np.abs(np.linalg.norm(pts, axis=1) - R) > 1e-3
+    view = pts[uniform] @ rot.T
+    assert np.all(np.abs(view) <= 1 + 1e-5)
+    # Corners of the view cube, outside the unrotated one, are reached.
+    assert np.any(np.abs(pts[uniform][:, [0, 2]]).max(1) > 1.05)
 
 
 def test_sample_points_is_seeded_and_keeps_few_inside(sphere):
@@ -65,8 +103,8 @@ def test_sample_points_is_seeded_and_keeps_few_inside(sphere):
     b = sample_points(sphere, np.random.default_rng(7), 500, 0.02)
     np.testing.assert_array_equal(a[0], b[0])
     # Uniform box far larger than the body: few inside candidates, all of them kept.
-    bounds = np.array([[-40.0] * 3, [40.0] * 3])
-    pts, lab = sample_points(sphere, np.random.default_rng(8), 400, 2.0, ratio=1, bounds=bounds)
+    box = np.array([[-40.0] * 3, [40.0] * 3])
+    pts, lab = sample_points(sphere, np.random.default_rng(8), 400, 2.0, box, ratio=1)
     assert 0 < lab.sum() < 200
     assert len(pts) == 400
     np.testing.assert_array_equal(lab, label_points(sphere, pts))

@@ -1,15 +1,25 @@
 """Occupancy training points for PIFuHD: PIFu's sampling, labelled by winding number.
 
-`sample_points(mesh, rng, n, sigma, ratio=16)` follows PIFu's ``select_sampling_method``:
+`sample_points(mesh, rng, n, sigma, box)` follows PIFu's ``select_sampling_method``:
 ``4n`` points sampled uniformly on the surface (area-weighted) plus isotropic Gaussian
-noise of standard deviation ``sigma``, and ``4n / ratio`` points uniform in a box (PIFu's
-16 : 1); every candidate is labelled, then the set is balanced: at most ``n/2`` inside
-points, the rest outside (PIFu keeps all inside points when there are fewer than ``n/2``).
-If there are too few candidates of either kind, more are drawn, so exactly ``n`` come back.
+noise of standard deviation ``sigma``, and ``4n / ratio`` points uniform in a fixed box
+(PIFu's 16 : 1). The candidates are shuffled, labelled, and split into inside and outside;
+the first ``n/2`` inside points are kept (all of them when there are fewer) and outside
+points fill the rest. The shuffle before the split is what keeps the uniform candidates:
+without it they sit at the end of both lists and a truncation drops every one of them,
+and the network is then never supervised far from the surface. About 1/17 of the points
+are uniform (≈ 5.5 %).
 
-Units: the mesh and ``sigma`` are in the normalised frame of `hdjax.data.camera`. The
-paper's σ = 5 cm (coarse) / 3 cm (fine) are `PIFU_SIGMA_COARSE` / `PIFU_SIGMA_FINE`
-(PIFu's 180-unit body is 1.7578 box units tall, so 1 cm = 1/102.4).
+The uniform box is the **reconstruction cube**, [−1, 1]³ of the view frame
+(`RECONSTRUCTION_CUBE`; the ortho camera's image spans x, y ∈ [−1, 1] and the PIFuHD query
+frame keeps z in the same range): every place the network is asked about at reconstruction
+time is supervised, and no point is wasted outside it. PIFu instead uses a fixed box in
+scan centimetres (B_MIN = (−128, −28, −128), B_MAX = (128, 228, 128)), which is its own
+dataset's framing of the same idea; a tight mesh box would leave the corners of the cube,
+where floating blobs appear, unsupervised. ``box_rotation`` turns box (view-frame)
+coordinates into the mesh frame, so each view's cube is covered whatever its yaw.
+
+Units: the mesh and ``sigma`` are in the normalised frame of `hdjax.data.camera`.
 
 `label_points(mesh, points)` is inside = generalised winding number > 0.5
 (point-cloud-utils' fast winding number), so scans with holes or several overlapping shells
@@ -22,24 +32,7 @@ import numpy as np
 import point_cloud_utils as pcu
 import trimesh
 
-from hdjax.data.camera import PIFU_SIGMA_COARSE, PIFU_SIGMA_FINE, PIFU_UNITS_PER_CM
-
-__all__ = [
-    "PIFU_SIGMA_COARSE",
-    "PIFU_SIGMA_FINE",
-    "PIFU_UNIFORM_BOUNDS",
-    "label_points",
-    "sample_points",
-    "winding_number",
-]
-
-# PIFu's fixed uniform-sample box, B_MIN = (−128, −28, −128) cm, B_MAX = (128, 228, 128) cm,
-# for RenderPeople scans standing on y = 0 near the x-z origin; moved into the normalised
-# frame assuming a 180 cm body (mid-height 90 cm). Pass as ``bounds`` to mimic PIFu; the
-# default box is the mesh's own bounds.
-PIFU_UNIFORM_BOUNDS = (
-    np.array([[-128.0, -28.0 - 90.0, -128.0], [128.0, 228.0 - 90.0, 128.0]]) * PIFU_UNITS_PER_CM
-)
+RECONSTRUCTION_CUBE = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 _CHUNK = 1 << 20  # bounds the memory of one pcu call
 
@@ -61,12 +54,12 @@ def label_points(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     return winding_number(mesh, points) > 0.5
 
 
-def _candidates(mesh, rng, n_surface, n_uniform, sigma, bounds):
+def _candidates(mesh, rng, n_surface, n_uniform, sigma, box, box_rotation):
     surface, _ = trimesh.sample.sample_surface(mesh, n_surface, seed=rng)
     surface = surface + rng.normal(scale=sigma, size=surface.shape)
-    lo, hi = bounds
-    uniform = rng.uniform(lo, hi, size=(n_uniform, 3))
-    return np.concatenate([surface, uniform], axis=0)
+    uniform = rng.uniform(box[0], box[1], size=(n_uniform, 3)) @ box_rotation
+    cand = np.concatenate([surface, uniform], axis=0)
+    return cand[rng.permutation(len(cand))]
 
 
 def sample_points(
@@ -74,8 +67,9 @@ def sample_points(
     rng: np.random.Generator,
     n: int,
     sigma: float,
+    box: np.ndarray = RECONSTRUCTION_CUBE,
+    box_rotation: np.ndarray | None = None,
     ratio: int = 16,
-    bounds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """PIFu training points with balanced occupancy labels.
 
@@ -84,8 +78,10 @@ def sample_points(
       rng: numpy random generator (all randomness comes from it).
       n: number of points to return.
       sigma: std of the Gaussian perturbation of surface samples, normalised units.
+      box: (2, 3) [min, max] of the uniform samples, in the box frame.
+      box_rotation: (3, 3) rotation from the mesh frame to the box frame (a camera's
+        yaw: box = R · mesh); identity by default.
       ratio: surface : uniform candidate ratio (PIFu: 16).
-      bounds: (2, 3) [min, max] box of the uniform samples; default the mesh's bounds.
 
     Returns:
       points (n, 3) float32 and labels (n,) bool (True inside), in random order;
@@ -93,13 +89,14 @@ def sample_points(
     """
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
-    box = np.asarray(mesh.bounds if bounds is None else bounds, np.float64)
+    box = np.asarray(box, np.float64)
+    rot = np.eye(3) if box_rotation is None else np.asarray(box_rotation, np.float64)
     inside_pts, outside_pts = [], []
     target_in = n_out = 0
     # PIFu's rule fixes the inside count on the first batch of candidates; later batches
     # only top up a shortfall of outside points (rare: tiny n or a box hugging the mesh).
     for attempt in range(16):
-        cand = _candidates(mesh, rng, 4 * n, max(1, (4 * n) // ratio), sigma, box)
+        cand = _candidates(mesh, rng, 4 * n, max(1, (4 * n) // ratio), sigma, box, rot)
         lab = label_points(mesh, cand)
         inside_pts.append(cand[lab])
         outside_pts.append(cand[~lab])
