@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -49,9 +48,9 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from hdjax.data import builder_lib as bl
 from hdjax.data import camera as C
 from hdjax.data import pipeline as pl
+from hdjax.data import records
 from hdjax.data.camera import PIFU_SIGMA_COARSE
 from hdjax.data.point_sampling import label_points, sample_points
 from hdjax.data.render import cast_rays, render
@@ -129,17 +128,6 @@ def render_rows(args: argparse.Namespace) -> tuple[list[Row], str]:
 # -------------------------------------------------------------------- write and read rates
 
 
-def _builder_module():
-    name = "synthetic_humans_dataset_builder"
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(REPO, "datasets", "synthetic_humans", name + ".py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
@@ -168,13 +156,14 @@ def dataset_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], dict[st
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()  # keep the output to the table
-    mod = _builder_module()
+    from datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
+
     rows: list[Row] = []
     read_rate: dict[str, float] = {}
     n = args.views
     for name, render_cfg, modes in (
-        ("pifuhd", bl.pifuhd_config(), ("pifuhd_fine", "pifuhd_coarse")),
-        ("twok2k", bl.twok2k_config(), ("twok2k",)),
+        ("pifuhd", records.pifuhd_config(), ("pifuhd_fine", "pifuhd_coarse")),
+        ("twok2k", records.twok2k_config(), ("twok2k",)),
     ):
         render_cfg = dataclasses.replace(
             render_cfg,

@@ -3,6 +3,8 @@
     python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
     python datasets/build.py scan_renders --config=twok2k --manual_dir=/path/to/scans
 
+(or ``python -m datasets.build ...`` from the repository root).
+
 Rerunning an interrupted build reuses the records it already rendered (see the builders).
 Apache Beam: a builder config with `beam=True` renders subjects in parallel through TFDS's
 Beam support (`tests/data/test_builder.py` builds one with the DirectRunner).
@@ -11,23 +13,22 @@ Beam support (`tests/data/test_builder.py` builds one with the DirectRunner).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import logging
 import os
 import sys
 
+if __package__ in (None, ""):  # run as a script: the repository root holds `datasets`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DATASETS = ("synthetic_humans", "scan_renders")
+
 
 def load_builder(name: str):
     """The `Builder` class of `datasets/<name>/<name>_dataset_builder.py`."""
-    module_name = f"{name}_dataset_builder"
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name, f"{module_name}.py")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: no dataset {name!r} ({path} does not exist)")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module.Builder
+    if name not in DATASETS:
+        raise SystemExit(f"error: no dataset {name!r} (one of {', '.join(DATASETS)})")
+    return importlib.import_module(f"datasets.{name}.{name}_dataset_builder").Builder
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 ``manual_dir`` holds one folder per scan: THuman2.0 ``<id>/<id>.obj`` (+ ``material0.mtl``
 and its texture) or RenderPeople ``<name>/<name>_100k.obj`` (+ ``tex/``); any folder with
-one OBJ/PLY/GLB works (see `hdjax.data.builder_lib.find_scan_file`). Scans must be +y up.
+one OBJ/PLY/GLB works (see `hdjax.data.subjects.find_scan_file`). Scans must be +y up.
 Unusable scans (fail to load, no faces, NaN vertices, absurdly large) are skipped; the
 reasons go to ``build_report_<split>.json`` next to the shards and the counts to the log.
 Every 10th scan (sorted by name) goes to `test`, the rest to `train`.
@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import builder_lib, tfds_base
+from hdjax.data import records, subjects, tfds_base
 from hdjax.errors import HdjaxError
 
 
@@ -70,17 +70,17 @@ class Builder(tfds_base.RenderBuilder):
     def _generate_examples(self, root, names, split):
         cfg = self.builder_config
         if cfg.beam:
-            load = functools.partial(builder_lib.load_named_scan, root, cfg.render)
+            load = functools.partial(subjects.load_named_scan, root, cfg.render)
             cache = self.render_cache_dir
-            return builder_lib.beam_records(load, names, cfg.render, cfg.seed, cache)
+            return tfds_base.beam_records(load, names, cfg.render, cfg.seed, cache)
         return self._generate_locally(root, names, split)
 
     def _generate_locally(self, root, names, split):
         cfg = self.builder_config
-        report = builder_lib.BuildReport()
-        subjects = builder_lib.scan_subjects(root, cfg.render, report, names=names)
-        yield from builder_lib.generate_records(
-            subjects, cfg.render, report, cfg.seed, self.render_cache_dir
+        report = subjects.BuildReport()
+        scans = subjects.scan_subjects(root, cfg.render, report, names=names)
+        yield from records.generate_records(
+            scans, cfg.render, report, cfg.seed, self.render_cache_dir
         )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
         logging.warning("scan_renders/%s %s: %s", cfg.name, split, report.summary())

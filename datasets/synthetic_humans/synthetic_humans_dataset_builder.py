@@ -3,7 +3,8 @@
     python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
 
 No download, no TensorFlow: the bodies are `hdjax/data/assets/bodies/*.npz` (see its NOTICE)
-and all logic is `hdjax.data.builder_lib`. Splits: the last body is `test`, the rest `train`.
+and all logic is in `hdjax.data` (`subjects`, `records`). Splits: the last body is `test`, the
+rest `train`.
 Caveat: naked-ish, hairless procedural bodies; numbers measured on them are not comparable
 to clothed-scan benchmarks.
 
@@ -24,7 +25,7 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import builder_lib, tfds_base
+from hdjax.data import records, subjects, tfds_base
 
 
 @dataclasses.dataclass
@@ -48,7 +49,7 @@ class Builder(tfds_base.RenderBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        names = self.builder_config.bodies or tuple(builder_lib.embedded_body_names())
+        names = self.builder_config.bodies or tuple(subjects.embedded_body_names())
         if len(names) < 2:
             return {"train": self._generate_examples(names, "train")}
         return {
@@ -59,17 +60,17 @@ class Builder(tfds_base.RenderBuilder):
     def _generate_examples(self, names, split):
         cfg = self.builder_config
         if cfg.beam:
-            load = builder_lib.load_embedded_body
+            load = subjects.load_embedded_body
             cache = self.render_cache_dir
-            return builder_lib.beam_records(load, names, cfg.render, cfg.seed, cache)
+            return tfds_base.beam_records(load, names, cfg.render, cfg.seed, cache)
         return self._generate_locally(names, split)
 
     def _generate_locally(self, names, split):
-        report = builder_lib.BuildReport()
-        subjects = (builder_lib.load_embedded_body(n) for n in names)
+        report = subjects.BuildReport()
+        bodies = (subjects.load_embedded_body(n) for n in names)
         cfg = self.builder_config
-        yield from builder_lib.generate_records(
-            subjects, cfg.render, report, cfg.seed, self.render_cache_dir
+        yield from records.generate_records(
+            bodies, cfg.render, report, cfg.seed, self.render_cache_dir
         )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
         logging.info("synthetic_humans/%s %s: %s", cfg.name, split, report.summary())

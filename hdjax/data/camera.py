@@ -33,9 +33,9 @@ pixel-centre image centre ((size − 1)/2, as trimesh's ``camera_rays``), camera
 (0, 0, +1) of the view frame looking down −z. Scan normalisation `twok2k_normalization`:
 minus the area-weighted centroid, divided by 2.8 · max|coord|. Yaws −30..30 step 10
 (`TWOK2K_YAWS`). Depth is the Euclidean **ray distance** r from the camera centre, stored as
-``d = (r − 1)·f + 1024`` (background 0), PNG ``uint16(d · 32)``, network units ``D = d/512``
-(`encode_ray_depth`, `decode_ray_depth`, `depth_to_png`, `png_to_depth`). `depth_to_points`
-is the official ``pers2pc``: back to the view frame, then divided by
+``d = (r − 1)·f + 1024`` (background 0), network units ``D = d/512`` (`encode_ray_depth`,
+`decode_ray_depth`; the PNG encoding ``uint16(d · 32)`` is `codecs.persp_depth_to_png`).
+`depth_to_points` is the official ``pers2pc``: back to the view frame, then divided by
 `TWOK2K_OUTPUT_DIVISOR` = 1.0367394227574303 (undocumented constant kept for output-scale
 parity; pass ``divisor=1`` for points on the rendered surface). Note: the official keypoint
 projector uses cx = cy = 1024 (half a pixel off the render rays) and multiplies the mesh by
@@ -65,7 +65,6 @@ TWOK2K_FOV_DEG = 50.0
 TWOK2K_YAWS = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
 TWOK2K_OUTPUT_DIVISOR = 1.0367394227574303
 TWOK2K_DEPTH_OFFSET = 1024.0  # d at r = camera distance
-TWOK2K_PNG_SCALE = 32.0
 TWOK2K_NETWORK_SCALE = 512.0  # D = d / 512
 TWOK2K_MIN_Z = 0.3  # pers2pc drops camera-frame z <= 0.3 (background)
 
@@ -331,18 +330,6 @@ def encode_ray_depth(r: np.ndarray, camera: PerspCamera, mask: np.ndarray | None
 def decode_ray_depth(d: np.ndarray, camera: PerspCamera) -> np.ndarray:
     """2K2K depth d -> (...) float64 ray distance r (meaningless where d = 0)."""
     return (np.asarray(d, np.float64) - TWOK2K_DEPTH_OFFSET) / camera.focal + camera.distance
-
-
-def depth_to_png(d: np.ndarray) -> np.ndarray:
-    """(H, W) d -> (H, W) uint16 ``round(d · 32)`` as in the 2K2K PNGs."""
-    return np.clip(np.rint(np.asarray(d, np.float64) * TWOK2K_PNG_SCALE), 0, 65535).astype(
-        np.uint16
-    )
-
-
-def png_to_depth(png: np.ndarray) -> np.ndarray:
-    """(H, W) uint16 PNG values -> (H, W) float32 d."""
-    return (np.asarray(png, np.float32) / TWOK2K_PNG_SCALE).astype(np.float32)
 
 
 def depth_to_network(d: np.ndarray) -> np.ndarray:

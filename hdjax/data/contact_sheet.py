@@ -3,7 +3,7 @@
     python -m hdjax.data.contact_sheet \
         --data_dir=~/tensorflow_datasets/synthetic_humans/pifuhd/1.0.0 --out=sheet.png --num=6
 
-Records are those of `hdjax.data.builder_lib`. Columns: image, mask, front normals, back
+Records are those of `hdjax.data.records`. Columns: image, mask, front normals, back
 normals, front depth, back depth (each depth map stretched over its own foreground range,
 near = bright), and the image with stored points projected in colour (inside green,
 outside red).
@@ -18,21 +18,17 @@ import cv2
 import numpy as np
 from absl import app, flags
 
+from hdjax.data.codecs import record_camera
 from hdjax.errors import HdjaxError
 
 INSIDE_RGB = (40, 220, 60)
 OUTSIDE_RGB = (230, 40, 40)
 
 
-def is_perspective(calib: np.ndarray) -> bool:
-    """Perspective calibs carry the focal length (pixels); ortho ones are rotations + flips."""
-    return float(np.linalg.norm(np.asarray(calib)[0, :3])) > 1.5
-
-
-def project_pixels(points: np.ndarray, calib: np.ndarray, size: int) -> np.ndarray:
+def project_pixels(points: np.ndarray, calib: np.ndarray, camera: str, size: int) -> np.ndarray:
     """(N, 3) normalised points -> (N, 2) float (col, row) pixels of a ``size``² record."""
     h = points @ calib[:3, :3].T + calib[:3, 3]
-    if is_perspective(calib):
+    if camera == "persp":
         return h[:, :2] / h[:, 2:3]
     return (h[:, :2] + 1.0) * (size - 1) / 2.0
 
@@ -68,10 +64,10 @@ def record_row(record: dict[str, Any], tile: int | None = None, max_points: int 
     size = image.shape[0]
     side = size if tile is None else tile
     mask = np.asarray(record["mask"]).reshape(size, size) > 127
-    persp = is_perspective(record["calib"])
+    camera = record_camera(record)
     depths = [
-        depth_tile(np.asarray(record[f"depth_{side_}"]).reshape(size, size), mask, not persp)
-        for side_ in ("front", "back")
+        depth_tile(np.asarray(record[f"depth_{s}"]).reshape(size, size), mask, camera == "ortho")
+        for s in ("front", "back")
     ]
     tiles = [
         image,
@@ -84,7 +80,7 @@ def record_row(record: dict[str, Any], tile: int | None = None, max_points: int 
     tiles = [_fit(t, side) for t in tiles]
     points = np.asarray(record["points_coarse"])[:max_points]
     labels = np.asarray(record["labels_coarse"])[:max_points]
-    px = project_pixels(points, np.asarray(record["calib"]), size)
+    px = project_pixels(points, np.asarray(record["calib"]), camera, size)
     # Pixel centres at integers on both grids: scale about the half-pixel corner.
     px = np.rint((px + 0.5) * side / size - 0.5).astype(int)
     overlay = tiles[-1]

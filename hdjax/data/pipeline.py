@@ -1,4 +1,4 @@
-"""Grain input pipeline over the TFDS array_record datasets of `hdjax.data.builder_lib`.
+"""Grain input pipeline over the TFDS array_record datasets of `hdjax.data.records`.
 
     source = open_source("~/tensorflow_datasets/synthetic_humans/pifuhd/1.0.0", "train")
     loader = make_loader(source, PipelineConfig(mode="pifuhd_fine", batch_size=4), seed=0)
@@ -8,11 +8,16 @@ Per record (`prepare`): decode; composite the subject over a random background (
 ``background_dir``, unreadable ones skipped with a warning; else procedural); colour jitter
 (brightness, contrast, saturation each × U(0.7, 1), as 2K2K); then per mode
 
-* ``pifuhd_coarse``: the whole image resized to ``coarse_size`` (512);
-* ``pifuhd_fine``: a random ``crop_size`` (512) crop of the stored 1024² image, with
-  ``calib`` re-targeted to the crop, plus the whole image at ``coarse_size`` and its calib
+* ``pifuhd_coarse``: the whole image resized to ``coarse_size`` (512), with its calib
+  ``calib_global`` (the coarse level's, named as in the official ``HGPIFuMRNet.query``);
+* ``pifuhd_fine``: a random ``crop_size`` (512) crop of the stored 1024² image and its calib
+  ``calib_local`` (the fine level's), plus the whole image at ``coarse_size`` and its calib
   (``image_global``, ``calib_global``) for the frozen coarse level;
-* ``twok2k``: the whole image at the stored size (2048² for the twok2k config);
+* ``twok2k``: the whole image at the stored size (2048² for the twok2k config) and its
+  perspective ``calib``;
+
+Every calib is exact for the image it comes with: a resize or crop is folded into it
+(`window_calib`), so points, keypoints and pixels agree to float precision.
 
 and ``num_points`` (8,000) points drawn from the stored ones (``points_coarse`` for the coarse
 mode, ``points_fine`` otherwise; in the fine mode points projecting into the crop first).
@@ -28,14 +33,17 @@ key                 shape           meaning
 ``normal_back``     (H, W, 3)
 ``depth_front``     (H, W, 1)       ortho: view-frame z; persp: 2K2K d (d/512 = network
 ``depth_back``      (H, W, 1)       units); 0 on the background
-``calib``           (4, 4)          normalised point -> image uv in [−1, 1]
-                                    (align_corners=True) for ortho, pixels for persp
+``calib_global``    (4, 4)          PIFuHD modes: normalised point -> uv in [−1, 1]
+                                    (align_corners=True) of the whole image (``image``
+                                    in the coarse mode, ``image_global`` in the fine one)
+``calib_local``     (4, 4)          fine mode only: the same for the crop (``image``)
+``calib``           (4, 4)          twok2k mode only: normalised point -> pixels
 ``points``          (N, 3)          normalised-frame points
 ``labels``          (N,)            1 inside, 0 outside
 ``keypoints``       (23, 3)         (u, v, visible) pixels of ``image``
 ``image_global``    (S, S, 3)       fine mode only: whole image at ``coarse_size``
-``calib_global``    (4, 4)          fine mode only
-``crop_offset``     (2,) int32      fine mode only: (col, row) of the crop's corner
+``crop_offset``     (2,) int32      fine mode only: (row, col) of the crop's corner in
+                                    the stored image's pixels
 ==================  ==============  ==================================================
 
 Determinism: grain seeds every record's generator from (seed, record position), so a seed
@@ -55,7 +63,8 @@ import cv2
 import grain.python as grain
 import numpy as np
 
-from hdjax.data import builder_lib
+from hdjax.data import codecs
+from hdjax.data.codecs import record_camera
 from hdjax.errors import HdjaxError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -181,30 +190,42 @@ def color_jitter(
     """Brightness, contrast and saturation × U(low, high) each: (H, W, 3) [0, 1] float32.
 
     torchvision's definitions (contrast about the mean grey, saturation about per-pixel
-    grey), applied in that fixed order.
+    grey), applied in that fixed order, each clamped to [0, 1] as torchvision does (which
+    matters once a factor exceeds 1).
     """
     b, c, s = (float(x) for x in rng.uniform(low, high, 3))
     img = np.asarray(image, np.float32)
-    # Brightness then contrast is one affine map: (b·x − m)·c + m with m = b · mean grey.
     # cv2 (grey conversion, weighted sums) is several times faster than numpy at 2048².
-    mean = b * float(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean())
-    img = cv2.addWeighted(img, b * c, img, 0.0, mean * (1.0 - c))
+    img = np.clip(img * b, 0.0, 1.0)
+    mean = float(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean())
+    img = np.clip(cv2.addWeighted(img, c, img, 0.0, mean * (1.0 - c)), 0.0, 1.0)
     gray = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     img = cv2.addWeighted(img, s, gray, 1.0 - s, 0.0)
     return np.clip(img, 0.0, 1.0, out=img)
 
 
-def crop_calib(calib: np.ndarray, full: int, crop: int, col: int, row: int) -> np.ndarray:
-    """Ortho calib of a ``full``² image -> calib of its ``crop``² window at (col, row).
+def window_pixels(px: np.ndarray, col: int, row: int, window: int, out: int) -> np.ndarray:
+    """(..., 2) (u, v) pixels of an image -> pixels of its ``window``² window at (col, row)
+    resized to ``out``² (centre-aligned, as `cv2.resize`: pixel centres at integers)."""
+    k = out / window
+    return ((np.asarray(px, np.float64) - (col, row) + 0.5) * k - 0.5).astype(np.float32)
 
-    uv are align_corners=True coordinates: pixel ``u = (uv + 1)(S − 1)/2``, so the crop's
-    ``uv' = ((uv + 1)(full − 1)/2 − col)·2/(crop − 1) − 1``, an affine map folded into calib.
+
+def window_calib(
+    calib: np.ndarray, size: int, col: int, row: int, window: int, out: int
+) -> np.ndarray:
+    """Ortho calib of a ``size``² image -> calib of its ``window``² window at (col, row)
+    resized to ``out``² (a crop: ``out = window``; a resize: the whole image as window).
+
+    uv are align_corners=True coordinates, pixel ``u = (uv + 1)(S − 1)/2``; the window's
+    pixel is `window_pixels` of it, so ``uv' = a·uv + b`` per axis, folded into calib.
     """
-    a = (full - 1) / (crop - 1)
+    k = out / window
+    a = (size - 1) * k / (out - 1)
     post = np.eye(4)
     post[0, 0] = post[1, 1] = a
-    post[0, 3] = a - 1.0 - 2.0 * col / (crop - 1)
-    post[1, 3] = a - 1.0 - 2.0 * row / (crop - 1)
+    post[0, 3] = ((size - 1) * k + (1 - 2 * col) * k - 1) / (out - 1) - 1
+    post[1, 3] = ((size - 1) * k + (1 - 2 * row) * k - 1) / (out - 1) - 1
     return (post @ np.asarray(calib, np.float64)).astype(np.float32)
 
 
@@ -247,20 +268,18 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return out.reshape(size, size, -1)
 
 
-def decode_maps(record: dict[str, Any], ortho: bool) -> dict[str, np.ndarray]:
+def decode_maps(record: dict[str, Any]) -> dict[str, np.ndarray]:
     """Stored uint8/uint16 maps -> float32 mask, normals and depths (module table units)."""
+    camera = record_camera(record)
     mask = (np.asarray(record["mask"]).reshape(*record["mask"].shape[:2], 1) > 127).astype(
         np.float32
     )
     out = {"mask": mask}
     for side in ("front", "back"):
-        n = builder_lib.uint8_to_normal(record[f"normal_{side}"])
+        n = codecs.uint8_to_normal(record[f"normal_{side}"])
         out[f"normal_{side}"] = n * mask
         png = np.asarray(record[f"depth_{side}"]).reshape(mask.shape)
-        if ortho:
-            d = builder_lib.png_to_ortho_depth(png)
-        else:
-            d = png.astype(np.float32) / 32.0
+        d = codecs.png_to_depth(png, camera)
         out[f"depth_{side}"] = np.where(mask > 0, d, 0.0).astype(np.float32)
     return out
 
@@ -275,8 +294,10 @@ def prepare(
     if config.mode not in MODES:
         raise ValueError(f"unknown mode {config.mode!r}; one of {MODES}")
     size = record["image"].shape[0]
-    ortho = config.mode != "twok2k"
-    maps = decode_maps(record, ortho)
+    camera = record_camera(record)
+    if camera != ("persp" if config.mode == "twok2k" else "ortho"):
+        raise HdjaxError(f"mode {config.mode!r} cannot train on records of the {camera} camera")
+    maps = decode_maps(record)
     background = None
     if backgrounds:
         background = image_background(backgrounds[rng.integers(len(backgrounds))], rng, size)
@@ -292,28 +313,29 @@ def prepare(
     prefer = None
 
     if config.mode == "pifuhd_coarse":
-        # calib stays: align_corners uv do not depend on resolution (up to the half-pixel
-        # shift of a centre-aligned resize, < 1e-3 uv at 1024 -> 512).
         s = config.coarse_size
         out = {k: _resize(v, s) for k, v in out.items()}
         out["mask"] = (out["mask"] > 0.5).astype(np.float32)
-        keypoints[:, :2] = (keypoints[:, :2] + 0.5) * (s / size) - 0.5
+        out["calib_global"] = window_calib(calib, size, 0, 0, size, s)
+        keypoints[:, :2] = window_pixels(keypoints[:, :2], 0, 0, size, s)
     elif config.mode == "pifuhd_fine":
-        c = config.crop_size
+        c, s = config.crop_size, config.coarse_size
         col, row = (int(rng.integers(0, size - c + 1)) for _ in range(2))
-        glob = _resize(out["image"], config.coarse_size)
+        glob = _resize(out["image"], s)
         out = {k: v[row : row + c, col : col + c] for k, v in out.items()}
         out["image_global"] = glob * 2.0 - 1.0
-        out["calib_global"] = calib
-        out["crop_offset"] = np.array([col, row], np.int32)
-        calib = crop_calib(calib, size, c, col, row)
-        keypoints[:, :2] -= (col, row)
-        uv = project_uv(points, calib)
+        out["calib_global"] = window_calib(calib, size, 0, 0, size, s)
+        out["calib_local"] = window_calib(calib, size, col, row, c, c)
+        out["crop_offset"] = np.array([row, col], np.int32)
+        keypoints[:, :2] = window_pixels(keypoints[:, :2], col, row, c, c)
+        uv = project_uv(points, out["calib_local"])
         prefer = np.all(np.abs(uv) <= 1.0, axis=1)
+    else:
+        out["calib"] = calib
 
     pts, lab = choose_points(points, labels, config.num_points, rng, prefer)
     out["image"] = out["image"] * 2.0 - 1.0
-    out.update(calib=calib, points=pts, labels=lab, keypoints=keypoints)
+    out.update(points=pts, labels=lab, keypoints=keypoints)
     return {k: np.asarray(v) for k, v in out.items()}
 
 

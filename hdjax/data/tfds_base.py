@@ -1,20 +1,24 @@
 """What the TFDS builders in `datasets/` share: config fields, the two camera configs,
-array_record output and the resumable render cache. Imports TFDS (not TensorFlow)."""
+array_record output, the resumable render cache and the Apache Beam route. Imports TFDS (not
+TensorFlow)."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable, Sequence
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import builder_lib
+from hdjax.data import records, render_cache
+from hdjax.data.subjects import BuildReport, ScanError, Subject
 
 
 @dataclasses.dataclass
 class RenderBuilderConfig(tfds.core.BuilderConfig):
     """A camera convention plus how to build (fields shared by every render dataset)."""
 
-    render: builder_lib.RenderConfig = dataclasses.field(default_factory=builder_lib.RenderConfig)
+    render: records.RenderConfig = dataclasses.field(default_factory=records.RenderConfig)
     seed: int = 0
     beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
     render_cache: bool = True  # cache rendered records so an interrupted build resumes
@@ -27,12 +31,12 @@ def camera_configs(config_cls: type[RenderBuilderConfig]) -> list[RenderBuilderC
         config_cls(
             name="pifuhd",
             description="Orthographic 1024², 12 yaws, PIFu normalisation.",
-            render=builder_lib.pifuhd_config(),
+            render=records.pifuhd_config(),
         ),
         config_cls(
             name="twok2k",
             description="Perspective 2048² (FOV 50°), yaw −30..30 step 10.",
-            render=builder_lib.twok2k_config(),
+            render=records.twok2k_config(),
         ),
     ]
 
@@ -49,7 +53,7 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """``<data_dir>/<name>/<config>/render_cache/<version>``, None if disabled."""
         if not self.builder_config.render_cache:
             return None
-        return builder_lib.builder_cache_dir(
+        return render_cache.builder_cache_dir(
             self.data_dir_root, self.name, self.builder_config.name, self.version
         )
 
@@ -58,12 +62,46 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         super().download_and_prepare(**kwargs)
         # Only reached when TFDS has written and renamed the complete dataset folder.
         if self.render_cache_dir and not self.builder_config.keep_render_cache:
-            builder_lib.remove_cache_dir(self.render_cache_dir)
+            render_cache.remove_cache_dir(self.render_cache_dir)
 
     def _info_for(self, description: str, **kwargs) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=description,
-            features=builder_lib.tfds_features(self.builder_config.render),
+            features=records.tfds_features(self.builder_config.render),
             **kwargs,
         )
+
+
+def beam_records(
+    load: Callable[[str], Subject],
+    names: Sequence[str],
+    config: records.RenderConfig,
+    seed: int = 0,
+    cache_dir: str | None = None,
+):
+    """The Beam version of `records.generate_records`: a PTransform of ``(key, record)``.
+
+    One Beam element per subject (``load(name) -> Subject``), so workers render subjects in
+    parallel. Skipped subjects are counted in the Beam metrics ``hdjax/skipped_subjects``
+    and logged with their reason (no report file: workers do not share one). ``cache_dir``
+    is `records.generate_records`'s; every worker must see it (local runner or a shared
+    mount).
+    """
+    import apache_beam as beam
+
+    def one(name: str):
+        report = BuildReport()
+        try:
+            subjects = [load(name)]
+        except ScanError as e:
+            subjects = []
+            report.skipped.append((name, str(e)))
+        yield from records.generate_records(subjects, config, report, seed, cache_dir)
+        for skipped, reason in report.skipped:
+            logging.warning("skipped subject %s: %s", skipped, reason)
+            beam.metrics.Metrics.counter("hdjax", "skipped_subjects").inc()
+        beam.metrics.Metrics.counter("hdjax", "records").inc(report.records)
+        beam.metrics.Metrics.counter("hdjax", "cached_records").inc(report.cached)
+
+    return beam.Create(list(names)) | beam.FlatMap(one)

@@ -1,9 +1,8 @@
-"""Dataset generation: builder_lib records, the TFDS builders (tiny), bad-scan reports."""
+"""Dataset generation: records, the render cache, the TFDS builders (tiny), bad-scan reports."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -12,40 +11,30 @@ import numpy as np
 import pytest
 import trimesh
 
-from hdjax.data import builder_lib as bl
+from datasets.scan_renders import scan_renders_dataset_builder
+from datasets.synthetic_humans import synthetic_humans_dataset_builder
 from hdjax.data import camera as cam
+from hdjax.data import codecs, records, render_cache, subjects
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {"size": 64, "yaws": (0.0, 90.0), "num_points": 1000}
-
-
-def load_builder_module(name: str):
-    """Import `datasets/<name>/<name>_dataset_builder.py` (TFDS names builders by module)."""
-    mod_name = f"{name}_dataset_builder"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    path = os.path.join(REPO, "datasets", name, f"{mod_name}.py")
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
-    mod = load_builder_module("synthetic_humans")
-    config = mod.Config(name="tiny", render=bl.pifuhd_config(**TINY), bodies=("body_00", "body_01"))
+    mod = synthetic_humans_dataset_builder
+    config = mod.Config(
+        name="tiny", render=records.pifuhd_config(**TINY), bodies=("body_00", "body_01")
+    )
     builder = mod.Builder(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")))
     builder.download_and_prepare()
     return builder
 
 
 def test_embedded_bodies_are_watertight_adults_with_keypoints():
-    names = bl.embedded_body_names()
+    names = subjects.embedded_body_names()
     assert len(names) >= 8
     for name in names:
-        s = bl.load_embedded_body(name)
+        s = subjects.load_embedded_body(name)
         assert s.mesh.is_watertight, name
         height = np.ptp(s.mesh.vertices[:, 1])
         assert 1.45 < height < 2.0, (name, height)
@@ -62,21 +51,25 @@ def test_depth_and_normal_encodings_round_trip():
     rng = np.random.default_rng(0)
     z = rng.uniform(-1, 1, (8, 8)).astype(np.float32)
     mask = rng.random((8, 8)) > 0.3
-    back = bl.png_to_ortho_depth(bl.decode_png(bl.png_bytes(bl.ortho_depth_to_png(z, mask))))
+    back = codecs.png_to_ortho_depth(
+        codecs.decode_png(codecs.png_bytes(codecs.ortho_depth_to_png(z, mask)))
+    )
     np.testing.assert_allclose(back[mask], z[mask], atol=1e-4)
-    assert np.all(bl.ortho_depth_to_png(z, mask)[~mask] == 0)
+    assert np.all(codecs.ortho_depth_to_png(z, mask)[~mask] == 0)
     n = rng.normal(size=(8, 8, 3))
     n /= np.linalg.norm(n, axis=-1, keepdims=True)
-    dec = bl.uint8_to_normal(bl.decode_png(bl.png_bytes(bl.normal_to_uint8(n, mask))))
+    dec = codecs.uint8_to_normal(
+        codecs.decode_png(codecs.png_bytes(codecs.normal_to_uint8(n, mask)))
+    )
     np.testing.assert_allclose(dec[mask], n[mask], atol=1 / 127.5)
 
 
 def test_records_match_camera_and_label_points_consistently():
-    subject = bl.load_embedded_body("body_00")
-    config = bl.pifuhd_config(**TINY)
-    rec = bl.render_record(subject, config, view=1)
+    subject = subjects.load_embedded_body("body_00")
+    config = records.pifuhd_config(**TINY)
+    rec = records.render_record(subject, config, view=1)
     np.testing.assert_array_equal(rec["calib"], cam.OrthoCamera(64, 90.0).calib)
-    mask = bl.decode_png(rec["mask"]) > 0
+    mask = codecs.decode_png(rec["mask"]) > 0
     assert 0.03 < mask.mean() < 0.6
     # Every inside point projects onto the silhouette (1-pixel tolerance at 64²).
     inside = rec["points_coarse"][rec["labels_coarse"] == 1]
@@ -89,19 +82,19 @@ def test_records_match_camera_and_label_points_consistently():
     assert grown[px[:, 1], px[:, 0]].mean() > 0.99
     assert 0.3 < rec["labels_coarse"].mean() <= 0.5
     # The same seed gives the same record; another view gives another one.
-    again = bl.render_record(subject, config, view=1)
+    again = records.render_record(subject, config, view=1)
     np.testing.assert_array_equal(again["points_fine"], rec["points_fine"])
     assert again["image"] == rec["image"]
-    assert bl.render_record(subject, config, view=0)["image"] != rec["image"]
+    assert records.render_record(subject, config, view=0)["image"] != rec["image"]
 
 
 def _sigma_m(subject, config):
     """RMS distance of a record's near-surface coarse points to the mesh, in scan metres."""
     import point_cloud_utils as pcu
 
-    norm = bl.normalization(subject, config)
+    norm = records.normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
-    points = bl.render_record(subject, config, view=0)["points_coarse"].astype(np.float64)
+    points = records.render_record(subject, config, view=0)["points_coarse"].astype(np.float64)
     dist, _, _ = pcu.closest_points_on_mesh(points, mesh.vertices, np.asarray(mesh.faces))
     near = dist[dist < 0.2 * norm.scale]  # drops the uniform points
     return float(np.sqrt(np.mean(near**2)) / norm.scale)
@@ -109,10 +102,10 @@ def _sigma_m(subject, config):
 
 def test_sigma_is_absolute_centimetres_when_the_scan_unit_is_known():
     """σ = 5 cm of the real body (metres here), not 5 cm of a body rescaled to 180 cm."""
-    subject = bl.load_embedded_body("body_03")
+    subject = subjects.load_embedded_body("body_03")
     height_m = float(np.ptp(subject.mesh.vertices[:, 1]))
     assert abs(height_m - 1.8) > 0.1, "a body whose height tells the two rules apart"
-    config = bl.pifuhd_config(size=32, yaws=(0.0,), num_points=4000, sigma_coarse_cm=5.0)
+    config = records.pifuhd_config(size=32, yaws=(0.0,), num_points=4000, sigma_coarse_cm=5.0)
     known = _sigma_m(subject, config)
     unknown = _sigma_m(dataclasses.replace(subject, unit_cm=None), config)
     # The RMS distance of N(0, σ²I) offsets to a flat surface is σ; thin limbs shrink it.
@@ -141,7 +134,8 @@ def test_tfds_build_reads_back_every_feature(tiny_synthetic):
         "labels_fine": ((1000,), np.uint8),
     }
     rec = source[0]
-    assert set(expected) | {"subject", "yaw"} == set(rec)
+    assert set(expected) | {"subject", "yaw", "camera"} == set(rec)
+    assert rec["camera"] in (b"ortho", "ortho")
     for key, (shape, dtype) in expected.items():
         assert rec[key].shape == shape, key
         assert rec[key].dtype == dtype, key
@@ -149,8 +143,8 @@ def test_tfds_build_reads_back_every_feature(tiny_synthetic):
     assert mask.any() and not mask.all()
     assert np.all(rec["depth_front"][~mask] == 0) and np.all(rec["depth_front"][mask] > 0)
     # Ortho depth: front surface nearer the camera (+z) than the back one.
-    zf = bl.png_to_ortho_depth(rec["depth_front"][..., 0])[mask]
-    zb = bl.png_to_ortho_depth(rec["depth_back"][..., 0])[mask]
+    zf = codecs.png_to_ortho_depth(rec["depth_front"][..., 0])[mask]
+    zb = codecs.png_to_ortho_depth(rec["depth_back"][..., 0])[mask]
     assert np.all(zf >= zb - 1e-3)
     assert rec["keypoints"][:, 2].all()  # all 23 keypoints inside the image
     report = json.load(open(os.path.join(tiny_synthetic.data_dir, "build_report_train.json")))
@@ -158,7 +152,7 @@ def test_tfds_build_reads_back_every_feature(tiny_synthetic):
 
 
 def _write_scans(root: str) -> None:
-    good = bl.load_embedded_body("body_03").mesh
+    good = subjects.load_embedded_body("body_03").mesh
     os.makedirs(os.path.join(root, "good"))
     good.export(os.path.join(root, "good", "good.ply"))
     os.makedirs(os.path.join(root, "corrupt"))
@@ -181,9 +175,11 @@ def _write_scans(root: str) -> None:
 def test_bad_scans_are_skipped_and_reported(tmp_path):
     scans = tmp_path / "scans"
     _write_scans(str(scans))
-    mod = load_builder_module("scan_renders")
+    mod = scan_renders_dataset_builder
     config = mod.Config(
-        name="tiny", render=bl.pifuhd_config(size=64, yaws=(0.0,), num_points=500), test_every=0
+        name="tiny",
+        render=records.pifuhd_config(size=64, yaws=(0.0,), num_points=500),
+        test_every=0,
     )
     builder = mod.Builder(config=config, data_dir=str(tmp_path / "tfds"))
     import tensorflow_datasets as tfds
@@ -205,23 +201,24 @@ def test_bad_scans_are_skipped_and_reported(tmp_path):
 
 
 def test_twok2k_config_renders_2k2k_depth_encoding():
-    subject = bl.load_embedded_body("body_01")
-    config = bl.twok2k_config(size=64, yaws=(-30.0,), num_points=200)
-    rec = bl.render_record(subject, config, view=0)
-    d = bl.decode_png(rec["depth_front"]).astype(np.float32) / 32.0
+    subject = subjects.load_embedded_body("body_01")
+    config = records.twok2k_config(size=64, yaws=(-30.0,), num_points=200)
+    rec = records.render_record(subject, config, view=0)
+    d = codecs.png_to_depth(codecs.decode_png(rec["depth_front"]), rec["camera"])
     fg = d > 0
     # 2K2K: d = (r − 1)·f + 1024 with the body within ±0.36 of the origin at r ≈ 1.
     f = cam.PerspCamera(64).focal
     assert np.all(np.abs(d[fg] - 1024) < 0.4 * f)
     np.testing.assert_array_equal(rec["calib"], cam.PerspCamera(64, -30.0).calib)
+    assert rec["camera"] == "persp"
 
 
 def test_beam_build_matches_local_records(tmp_path):
     beam = pytest.importorskip("apache_beam")
     import tensorflow_datasets as tfds
 
-    mod = load_builder_module("synthetic_humans")
-    render = bl.pifuhd_config(size=32, yaws=(0.0, 90.0), num_points=200)
+    mod = synthetic_humans_dataset_builder
+    render = records.pifuhd_config(size=32, yaws=(0.0, 90.0), num_points=200)
     config = mod.Config(name="tiny_beam", render=render, bodies=("body_04",), beam=True)
     builder = mod.Builder(config=config, data_dir=str(tmp_path))
     options = beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"])
@@ -229,16 +226,16 @@ def test_beam_build_matches_local_records(tmp_path):
     source = builder.as_data_source("train")
     assert len(source) == 2
     assert not os.path.exists(builder.render_cache_dir)  # workers wrote it; removed after
-    local = bl.render_record(bl.load_embedded_body("body_04"), render, view=1)
+    local = records.render_record(subjects.load_embedded_body("body_04"), render, view=1)
     rec = next(source[i] for i in range(2) if source[i]["yaw"] == 90.0)
     np.testing.assert_array_equal(rec["points_fine"], local["points_fine"])
-    np.testing.assert_array_equal(rec["image"], bl.decode_png(local["image"]))
+    np.testing.assert_array_equal(rec["image"], codecs.decode_png(local["image"]))
 
 
 # ------------------------------------------------------------------------ resumable builds
 
 CACHE_TINY = {"size": 32, "num_points": 200}
-_RENDER_RECORD = bl.render_record  # the real one, whatever a test has patched in since
+_RENDER_RECORD = records.render_record  # the real one, whatever a test has patched in since
 
 
 class _Interrupted(Exception):
@@ -246,7 +243,7 @@ class _Interrupted(Exception):
 
 
 class _CountingRender:
-    """Replaces `bl.render_record`: counts calls and raises `_Interrupted` after ``fail_after``."""
+    """Stands in for `records.render_record`: counts calls, raises `_Interrupted` later."""
 
     def __init__(self, fail_after: int | None = None):
         self.calls = 0
@@ -260,9 +257,9 @@ class _CountingRender:
 
 
 def _generate(names, config, cache_dir, seed=0):
-    report = bl.BuildReport()
-    subjects = (bl.load_embedded_body(n) for n in names)
-    return list(bl.generate_records(subjects, config, report, seed, cache_dir)), report
+    report = subjects.BuildReport()
+    bodies = (subjects.load_embedded_body(n) for n in names)
+    return list(records.generate_records(bodies, config, report, seed, cache_dir)), report
 
 
 def _assert_same_records(got, want):
@@ -280,20 +277,20 @@ def _assert_same_records(got, want):
 
 
 def test_interrupted_generation_resumes_from_the_render_cache(tmp_path, monkeypatch):
-    config = bl.pifuhd_config(yaws=(0.0, 120.0, 240.0), **CACHE_TINY)
+    config = records.pifuhd_config(yaws=(0.0, 120.0, 240.0), **CACHE_TINY)
     names = ("body_00", "body_01")
     want, _ = _generate(names, config, cache_dir=None)
     cache = str(tmp_path / "cache")
 
     # Killed during the 5th render: body_00's 3 views and body_01's first are finished.
-    monkeypatch.setattr(bl, "render_record", _CountingRender(fail_after=4))
+    monkeypatch.setattr(records, "render_record", _CountingRender(fail_after=4))
     with pytest.raises(_Interrupted):
         _generate(names, config, cache)
     assert len([f for f in os.listdir(cache) if f.endswith(".npz")]) == 4
     assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]  # no half-written file
 
     counter = _CountingRender()
-    monkeypatch.setattr(bl, "render_record", counter)
+    monkeypatch.setattr(records, "render_record", counter)
     got, report = _generate(names, config, cache)
     assert counter.calls == 2  # only body_01's last two views
     assert report.cached == 4 and report.records == 6
@@ -301,7 +298,7 @@ def test_interrupted_generation_resumes_from_the_render_cache(tmp_path, monkeypa
 
     # A finished cache renders nothing at all.
     counter = _CountingRender()
-    monkeypatch.setattr(bl, "render_record", counter)
+    monkeypatch.setattr(records, "render_record", counter)
     got, report = _generate(names, config, cache)
     assert counter.calls == 0 and report.cached == 6
     _assert_same_records(got, want)
@@ -309,49 +306,49 @@ def test_interrupted_generation_resumes_from_the_render_cache(tmp_path, monkeypa
 
 def test_changed_render_config_or_seed_never_reuses_cached_records(tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
-    config = bl.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
-    subject = bl.load_embedded_body("body_02")
+    config = records.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
+    subject = subjects.load_embedded_body("body_02")
     _generate(["body_02"], config, cache)
     for changed, seed in (
         (dataclasses.replace(config, sigma_fine_cm=2.0), 0),
         (dataclasses.replace(config, size=48), 0),
         (config, 1),
     ):
-        assert bl.render_cache_tag(changed, seed) != bl.render_cache_tag(config, 0)
+        assert records.cache_tag(changed, seed) != records.cache_tag(config, 0)
         counter = _CountingRender()
-        monkeypatch.setattr(bl, "render_record", counter)
+        monkeypatch.setattr(records, "render_record", counter)
         got, report = _generate(["body_02"], changed, cache, seed)
         assert counter.calls == 2 and report.cached == 0
         monkeypatch.undo()
         # What was yielded is the changed config's record, not a stale one.
-        fresh = bl.render_record(subject, changed, 0, seed)
+        fresh = records.render_record(subject, changed, 0, seed)
         _assert_same_records(got[:1], [("body_02_v000", fresh)])
     # The original config still finds its own files.
     counter = _CountingRender()
-    monkeypatch.setattr(bl, "render_record", counter)
+    monkeypatch.setattr(records, "render_record", counter)
     _generate(["body_02"], config, cache)
     assert counter.calls == 0
 
 
 def test_changed_record_code_never_reuses_cached_records(monkeypatch):
     """The tag hashes the source of the modules that make records (sampling, for one)."""
-    config = bl.pifuhd_config(**TINY)
-    before = bl.render_cache_tag(config, 0)
-    real = bl.inspect.getsource
+    config = records.pifuhd_config(**TINY)
+    before = records.cache_tag(config, 0)
+    real = records.inspect.getsource
 
     def edited(module):
         text = real(module)
-        return text + "\n# changed" if module is bl.point_sampling else text
+        return text + "\n# changed" if module is records.point_sampling else text
 
-    monkeypatch.setattr(bl.inspect, "getsource", edited)
-    assert bl.render_cache_tag(config, 0) != before
+    monkeypatch.setattr(records.inspect, "getsource", edited)
+    assert records.cache_tag(config, 0) != before
 
 
 def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch, caplog):
     cache = str(tmp_path / "cache")
-    config = bl.pifuhd_config(yaws=(0.0, 90.0, 180.0, 270.0), **CACHE_TINY)
+    config = records.pifuhd_config(yaws=(0.0, 90.0, 180.0, 270.0), **CACHE_TINY)
     want, _ = _generate(["body_03"], config, cache)
-    store = bl.RecordCache(cache, config)
+    store = render_cache.RecordCache(cache, records.cache_tag(config, 0))
     paths = [store.path(key) for key, _ in want]
     with open(paths[0], "r+b") as f:  # truncated: no zip central directory
         f.truncate(os.path.getsize(paths[0]) // 2)
@@ -363,7 +360,7 @@ def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch
     open(paths[2], "wb").close()  # empty
 
     counter = _CountingRender()
-    monkeypatch.setattr(bl, "render_record", counter)
+    monkeypatch.setattr(records, "render_record", counter)
     with caplog.at_level("WARNING"):
         got, report = _generate(["body_03"], config, cache)
     assert counter.calls == 3 and report.cached == 1
@@ -377,8 +374,8 @@ def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch
 
 
 def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
-    mod = load_builder_module("synthetic_humans")
-    render = bl.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
+    mod = synthetic_humans_dataset_builder
+    render = records.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
 
     def build(data_dir, **kw):
         config = mod.Config(name="tiny_resume", render=render, bodies=("body_05", "body_06"), **kw)
@@ -389,14 +386,14 @@ def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
     reference = build(tmp_path / "reference")
     assert not os.path.exists(reference.render_cache_dir)  # removed after success
 
-    monkeypatch.setattr(bl, "render_record", _CountingRender(fail_after=3))
+    monkeypatch.setattr(records, "render_record", _CountingRender(fail_after=3))
     with pytest.raises(_Interrupted):
         build(tmp_path / "resumed")
     cache_dir = os.path.join(tmp_path, "resumed", "synthetic_humans", "tiny_resume", "render_cache")
     assert len(os.listdir(os.path.join(cache_dir, "1.0.0"))) == 3
 
     counter = _CountingRender()
-    monkeypatch.setattr(bl, "render_record", counter)
+    monkeypatch.setattr(records, "render_record", counter)
     resumed = build(tmp_path / "resumed", keep_render_cache=True)
     assert counter.calls == 1  # 4 records in all, 3 finished before the interruption
     assert os.path.isdir(resumed.render_cache_dir)

@@ -7,6 +7,7 @@ import pytest
 import trimesh
 
 from hdjax.data import camera as C
+from hdjax.data import codecs
 
 
 def test_ortho_calib_is_pifuhd_eval_calib_at_yaw_zero():
@@ -58,9 +59,9 @@ def test_depth_encoding_round_trips():
     assert d[1] == pytest.approx(1024.0)
     assert C.depth_to_network(d)[1] == pytest.approx(2.0)
     np.testing.assert_allclose(C.decode_ray_depth(d, cam), r, atol=1e-6)
-    png = C.depth_to_png(d)
+    png = codecs.persp_depth_to_png(d)
     assert png.dtype == np.uint16
-    np.testing.assert_allclose(C.png_to_depth(png), d, atol=1 / 64 + 1e-4)
+    np.testing.assert_allclose(codecs.png_to_persp_depth(png), d, atol=1 / 64 + 1e-4)
     np.testing.assert_array_equal(C.encode_ray_depth(r, cam, mask=np.array([1, 0, 1], bool))[1], 0)
 
 

@@ -5,8 +5,8 @@ import point_cloud_utils as pcu
 import pytest
 import trimesh
 
-from hdjax.data import builder_lib
 from hdjax.data import camera as cam
+from hdjax.data import subjects
 from hdjax.data.point_sampling import (
     RECONSTRUCTION_CUBE,
     label_points,
@@ -75,7 +75,7 @@ def _far_share(mesh, pts):
 
 def test_uniform_points_survive_balancing_and_fill_the_cube():
     """With σ → 0 only the uniform points leave the surface: PIFu keeps 1/17 of them."""
-    s = builder_lib.load_embedded_body("body_00")
+    s = subjects.load_embedded_body("body_00")
     mesh = cam.normalize_mesh(s.mesh, cam.pifu_normalization(s.mesh.vertices))
     pts, lab = sample_points(mesh, np.random.default_rng(1), 20000, sigma=1e-7)
     share = _far_share(mesh, pts)

@@ -6,6 +6,7 @@ import pytest
 import trimesh
 
 from hdjax.data import camera as C
+from hdjax.data import codecs
 from hdjax.data.point_sampling import label_points
 from hdjax.data.render import render
 
@@ -148,7 +149,8 @@ def test_depth_to_points_lies_on_the_surface():
     cam = C.PerspCamera(size=128, yaw_deg=30.0)
     out = render(box, cam, _rng())
     for key in ("depth_front", "depth_back"):
-        d = C.png_to_depth(C.depth_to_png(out[key]))  # through the uint16 PNG encoding
+        # Through the uint16 PNG encoding.
+        d = codecs.png_to_persp_depth(codecs.persp_depth_to_png(out[key]))
         pts, pix = C.depth_to_points(d, cam, divisor=1.0)
         assert len(pts) == out["mask"].sum()
         assert np.array_equal(out["mask"][pix[:, 0], pix[:, 1]], np.ones(len(pix), bool))

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import numpy as np
 import trimesh
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _generate_module():
-    path = os.path.join(REPO, "datasets", "synthetic_humans", "generate.py")
-    spec = importlib.util.spec_from_file_location("synthetic_humans_generate", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module while being built
-    spec.loader.exec_module(module)
-    return module
+from datasets.synthetic_humans import generate as gen
 
 
 def test_largest_piece_keeps_the_biggest_closed_component():
-    gen = _generate_module()
     body = trimesh.creation.icosphere(subdivisions=2)
     eye = trimesh.creation.icosphere(subdivisions=0)
     eye.vertices += 3.0
@@ -35,7 +21,6 @@ def test_largest_piece_keeps_the_biggest_closed_component():
 
 
 def test_saved_frame_is_a_proper_rotation_to_y_up_facing_z():
-    gen = _generate_module()
     # anny: Z up, facing −Y. Saved: +y up, facing +z.
     up, forward = gen.to_saved_frame(np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]))
     np.testing.assert_allclose(up, [0, 1, 0])
@@ -45,7 +30,6 @@ def test_saved_frame_is_a_proper_rotation_to_y_up_facing_z():
 
 
 def test_wholebody_keypoint_order():
-    gen = _generate_module()
     order = gen.ANNY_TO_WHOLEBODY
     assert sorted(order) == list(range(23))
     # anny's feet: L big, R big, L small, R small, L heel, R heel.

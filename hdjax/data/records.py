@@ -1,0 +1,269 @@
+"""Records: rendered views of subjects, as the TFDS builders (`datasets/*`) store them.
+
+A *record* is one rendered view of a subject (`hdjax.data.subjects`). `generate_records`
+turns subjects into records whose values are exactly what the TFDS features take (PNG bytes
+for images, numpy arrays for tensors), so the TFDS classes only declare features and call it.
+
+Record (`H = W = config.size`, `P = config.num_points`, `J = 23`):
+
+====================  ===================  ===============================================
+key                   value                meaning
+====================  ===================  ===============================================
+``image``             PNG (H, W, 3) uint8  shaded render, background black
+``mask``              PNG (H, W, 1) uint8  255 on the subject
+``normal_front/back`` PNG (H, W, 3) uint8  view-frame unit normal n as round((n+1)·127.5),
+                                           background 0
+``depth_front/back``  PNG (H, W, 1) uint16 ortho: `codecs.ortho_depth_to_png` of view-frame
+                                           z; persp: the 2K2K ``d · 32``; background 0
+``camera``            str                  "ortho" (PIFuHD) or "persp" (2K2K)
+``calib``             (4, 4) float32       normalised point -> uv (ortho) / pixels (persp)
+``keypoints``         (J, 3) float32       (u, v, visible) pixels, COCO-WholeBody body+feet
+                                           order; all 0 when the subject has none
+``points_coarse``     (P, 3) float32       normalised-frame points, σ = ``sigma_coarse_cm``
+``labels_coarse``     (P,) uint8           1 inside (winding number), 0 outside
+``points_fine``       (P, 3) float32       same with σ = ``sigma_fine_cm``
+``labels_fine``       (P,) uint8
+``subject``           str                  subject name
+``yaw``               float32              degrees
+====================  ===================  ===============================================
+
+Sigmas are absolute centimetres (the paper's 5 cm / 3 cm) whenever the subject's scan unit
+is known (`Subject.unit_cm`: the embedded bodies are in metres; scans take
+`RenderConfig.scan_unit_cm`). For scans of unknown unit they fall back to centimetres of a
+180 cm body, PIFu's own assumption (its normalisation scales every scan to 180 units). The
+uniform points fill the view's reconstruction cube (`point_sampling`).
+
+Resumable builds: finished records go to a `render_cache.RecordCache` (``cache_dir`` of
+`generate_records`) under a tag (`cache_tag`) that hashes the `RenderConfig`, the seed and
+the source of the modules that make a record (this one, rendering, cameras, codecs, point
+sampling), so neither a changed config nor changed code ever reuses stale records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from hdjax.data import camera as cam
+from hdjax.data import codecs, point_sampling
+from hdjax.data import render as render_lib
+from hdjax.data.render_cache import RecordCache
+from hdjax.data.render_cache import cache_tag as _cache_tag
+from hdjax.data.subjects import BuildReport, ScanError, Subject
+
+NUM_KEYPOINTS = 23
+
+
+TWOK2K_POINT_BOX = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """What one builder config renders.
+
+    Attributes:
+      camera: "ortho" (PIFuHD, `OrthoCamera` + PIFu normalisation) or "persp" (2K2K).
+      size: image side in pixels.
+      yaws: view angles in degrees (rotation of the subject about +y).
+      num_points: stored training points per σ level and view (≥ 10× a step's 8,000).
+      sigma_coarse_cm, sigma_fine_cm: surface perturbation in cm (module docstring).
+      scan_unit_cm: the length of one scan unit in cm (100 for scans in metres such as
+        THuman2.0, 1 for RenderPeople); None = unknown (σ then assumes a 180 cm body).
+      max_faces: scans with more faces are skipped as absurdly large.
+      max_extent: scans whose bounding box is longer than this (scan units) are skipped.
+    """
+
+    camera: str = "ortho"
+    size: int = 1024
+    yaws: tuple[float, ...] = tuple(float(a) for a in range(0, 360, 30))
+    num_points: int = 100_000
+    sigma_coarse_cm: float = 5.0
+    sigma_fine_cm: float = 3.0
+    max_faces: int = 3_000_000
+    max_extent: float = 1.0e4
+    scan_unit_cm: float | None = None
+
+
+def pifuhd_config(**overrides: Any) -> RenderConfig:
+    """PIFuHD: orthographic 1024² (the pipeline derives the 512² coarse input), 12 yaws."""
+    return dataclasses.replace(RenderConfig(), **overrides)
+
+
+def twok2k_config(**overrides: Any) -> RenderConfig:
+    """2K2K: perspective 2048², yaw −30..30 step 10 (`camera.TWOK2K_YAWS`)."""
+    base = RenderConfig(camera="persp", size=cam.TWOK2K_SIZE, yaws=cam.TWOK2K_YAWS)
+    return dataclasses.replace(base, **overrides)
+
+
+def make_camera(config: RenderConfig, yaw: float) -> cam.Camera:
+    """The `OrthoCamera` / `PerspCamera` of one view."""
+    if config.camera == "ortho":
+        return cam.OrthoCamera(size=config.size, yaw_deg=yaw)
+    if config.camera == "persp":
+        return cam.PerspCamera(size=config.size, yaw_deg=yaw)
+    raise ValueError(f"unknown camera {config.camera!r} (ortho or persp)")
+
+
+def normalization(subject: Subject, config: RenderConfig) -> cam.Normalization:
+    """The scan -> normalised frame similarity of the config's convention."""
+    if config.camera == "ortho":
+        return cam.pifu_normalization(subject.mesh.vertices, up_axis=1)
+    return cam.twok2k_normalization(subject.mesh.vertices, subject.mesh.faces)
+
+
+def subject_rng(seed: int, name: str, view: int) -> np.random.Generator:
+    """A generator fixed by (seed, subject name, view index), independent of build order."""
+    key = [int(b) for b in name.encode("utf-8")]
+    return np.random.default_rng([seed, view, len(key), *key])
+
+
+def render_record(
+    subject: Subject, config: RenderConfig, view: int, seed: int = 0
+) -> dict[str, Any]:
+    """Render view ``view`` of a subject and sample its points: one record (module table)."""
+    yaw = float(config.yaws[view])
+    rng = subject_rng(seed, subject.name, view)
+    norm = normalization(subject, config)
+    mesh = cam.normalize_mesh(subject.mesh, norm)
+    camera = make_camera(config, yaw)
+    joints = None if subject.keypoints is None else norm.apply(subject.keypoints)
+    out = render_lib.render(mesh, camera, rng, joints=joints)
+    mask = out["mask"]
+    if not mask.any():
+        raise ScanError(f"view {view} (yaw {yaw:g}) renders no foreground pixel")
+    if config.camera == "ortho":
+        depth = [codecs.ortho_depth_to_png(out[k], mask) for k in ("depth_front", "depth_back")]
+    else:
+        depth = [
+            np.where(mask, codecs.persp_depth_to_png(out[k]), 0)
+            for k in ("depth_front", "depth_back")
+        ]
+    keypoints = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+    if joints is not None:
+        keypoints[:, :2] = out["keypoints"]
+        keypoints[:, 2] = out["keypoints_visible"]
+    if subject.unit_cm:
+        units_per_cm = norm.scale / subject.unit_cm
+    else:  # PIFu's assumption: every scan is a 180 cm body
+        units_per_cm = float(np.ptp(mesh.vertices[:, 1])) / 180.0
+    box = point_sampling.RECONSTRUCTION_CUBE if config.camera == "ortho" else TWOK2K_POINT_BOX
+    record = {
+        "image": codecs.png_bytes(out["image"]),
+        "mask": codecs.png_bytes((mask * 255).astype(np.uint8)[..., None]),
+        "normal_front": codecs.png_bytes(codecs.normal_to_uint8(out["normal_front"], mask)),
+        "normal_back": codecs.png_bytes(codecs.normal_to_uint8(out["normal_back"], mask)),
+        "depth_front": codecs.png_bytes(depth[0][..., None].astype(np.uint16)),
+        "depth_back": codecs.png_bytes(depth[1][..., None].astype(np.uint16)),
+        "camera": config.camera,
+        "calib": np.asarray(out["calib"], np.float32),
+        "keypoints": keypoints,
+        "subject": subject.name,
+        "yaw": np.float32(yaw),
+    }
+    for level, sigma_cm in (("coarse", config.sigma_coarse_cm), ("fine", config.sigma_fine_cm)):
+        pts, lab = point_sampling.sample_points(
+            mesh, rng, config.num_points, sigma_cm * units_per_cm, box, camera.rotation
+        )
+        record[f"points_{level}"] = pts.astype(np.float32)
+        record[f"labels_{level}"] = lab.astype(np.uint8)
+    return record
+
+
+def record_key(name: str, view: int) -> str:
+    """The example key (and cache file stem) of view ``view`` of subject ``name``."""
+    return f"{name}_v{view:03d}"
+
+
+def _record_code_digest() -> str:
+    """A hash of the source of every module whose code decides what a record holds."""
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], render_lib, cam, codecs, point_sampling):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
+
+
+def cache_tag(config: RenderConfig, seed: int) -> str:
+    """The render-cache tag fixed by all that decides a record's content: config, seed, code."""
+    return _cache_tag(
+        {"config": dataclasses.asdict(config), "seed": seed, "code": _record_code_digest()}
+    )
+
+
+def generate_records(
+    subjects: Iterable[Subject],
+    config: RenderConfig,
+    report: BuildReport,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(key, record)`` for every view of every subject, counting into ``report``.
+
+    A subject that fails while rendering (e.g. no foreground at all) is skipped and reported
+    like a scan that failed to load.
+
+    Args:
+      cache_dir: optional `RecordCache` folder: every rendered record is saved there, and
+        records already there (same config and seed) are read back instead of rendered, so
+        a rerun after an interruption only renders what is missing.
+    """
+    cache = None if cache_dir is None else RecordCache(cache_dir, cache_tag(config, seed))
+    for subject in subjects:
+        records = []
+        cached = 0
+        try:
+            for view in range(len(config.yaws)):
+                key = record_key(subject.name, view)
+                record = None if cache is None else cache.get(key)
+                if record is None:
+                    record = render_record(subject, config, view, seed)
+                    if cache is not None:
+                        cache.put(key, record)
+                else:
+                    cached += 1
+                records.append(record)
+        except (ScanError, ValueError, RuntimeError) as e:
+            report.skipped.append((subject.name, f"render failed: {e}"))
+            continue
+        report.used.append(subject.name)
+        report.cached += cached
+        for view, record in enumerate(records):
+            report.records += 1
+            yield record_key(subject.name, view), record
+
+
+def tfds_features(config: RenderConfig):
+    """The `tfds.features.FeaturesDict` of a record (TFDS imported here only; no TensorFlow).
+
+    Images are declared with explicit shapes and PNG encoding and receive PNG bytes: giving
+    `tfds.features.Image` a numpy array would import TensorFlow to encode it.
+    """
+    import tensorflow_datasets as tfds
+
+    s, p = config.size, config.num_points
+    image = tfds.features.Image
+    tensor = tfds.features.Tensor
+    return tfds.features.FeaturesDict(
+        {
+            "image": image(shape=(s, s, 3), encoding_format="png"),
+            "mask": image(shape=(s, s, 1), encoding_format="png"),
+            "normal_front": image(shape=(s, s, 3), encoding_format="png"),
+            "normal_back": image(shape=(s, s, 3), encoding_format="png"),
+            "depth_front": image(shape=(s, s, 1), dtype=np.uint16, encoding_format="png"),
+            "depth_back": image(shape=(s, s, 1), dtype=np.uint16, encoding_format="png"),
+            "camera": tfds.features.Text(),
+            "calib": tensor(shape=(4, 4), dtype=np.float32),
+            "keypoints": tensor(shape=(NUM_KEYPOINTS, 3), dtype=np.float32),
+            "points_coarse": tensor(shape=(p, 3), dtype=np.float32),
+            "labels_coarse": tensor(shape=(p,), dtype=np.uint8),
+            "points_fine": tensor(shape=(p, 3), dtype=np.float32),
+            "labels_fine": tensor(shape=(p,), dtype=np.uint8),
+            "subject": tfds.features.Text(),
+            "yaw": tensor(shape=(), dtype=np.float32),
+        }
+    )
