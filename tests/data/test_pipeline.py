@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -176,3 +178,14 @@ def test_color_jitter_matches_the_torchvision_definitions(low, high):
     ref = np.clip((ref - (ref @ grey)[..., None]) * s + (ref @ grey)[..., None], 0, 1)
     np.testing.assert_allclose(out, ref, atol=1e-5)
     np.testing.assert_allclose(pl.color_jitter(img, np.random.default_rng(0), 1, 1), img, atol=1e-6)
+
+
+def test_loader_imports_no_rendering_stack():
+    """A training host decodes records without embree, point-cloud-utils or trimesh."""
+    heavy = ("embreex", "point_cloud_utils", "trimesh", "hdjax.data.render", "hdjax.data.camera")
+    code = (
+        "import sys, hdjax.data.pipeline, hdjax.data.contact_sheet; "
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
