@@ -14,7 +14,7 @@ import mmap
 import os
 import struct
 import zipfile
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -142,47 +142,55 @@ def _zip_member_array(
 
 def load_legacy(src: MappedFile) -> Any:
     """Reads a legacy container (see the module docstring)."""
-    path = src.path
-    with open(path, "rb") as f:
-        try:
-            magic = unpickle(f, path, "magic number")
-        except HdjaxError as e:
-            if "refusing" in e.problem:
-                raise
-            raise HdjaxError(f"not a PyTorch checkpoint ({e.problem})", path) from None
-        if magic != _LEGACY_MAGIC:
-            raise HdjaxError("not a PyTorch checkpoint (bad legacy magic number)", path)
-        protocol = unpickle(f, path, "protocol version")
-        sys_info = unpickle(f, path, "sys info")
-        if protocol != _LEGACY_PROTOCOL:
-            raise HdjaxError(f"unsupported legacy protocol version {protocol!r:.40}", path)
-        if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
-            raise HdjaxError("unsupported big-endian checkpoint (little_endian=False)", path)
+    with open(src.path, "rb") as f:
+        _check_legacy_header(f, src.path)
         refs: dict[str, StorageRef] = {}
 
         def persistent(pid: Any) -> StorageRef:
-            key, dtype, numel = storage_record(pid, legacy=True, path=path)
+            key, dtype, numel = storage_record(pid, legacy=True, path=src.path)
             return refs.setdefault(key, StorageRef(key, dtype, numel))
 
-        obj = unpickle(f, path, "main pickle", persistent)
-        keys = unpickle(f, path, "storage key list")
+        obj = unpickle(f, src.path, "main pickle", persistent)
+        keys = unpickle(f, src.path, "storage key list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise HdjaxError("corrupt storage key list", path)
+            raise HdjaxError("corrupt storage key list", src.path)
         offset = f.tell()  # the unpickler stops right after each pickle's STOP opcode
     for key in keys:
-        ref = refs.get(key)
-        if ref is None:
-            raise HdjaxError(f"storage {key} is listed but never used by the pickle", path)
-        (numel,) = struct.unpack("<q", src.get(offset, 8, f"size header of storage {key}"))
-        if numel != ref.numel:
-            raise HdjaxError(
-                f"corrupt: storage {key} has {numel} elements on disk, pickle says {ref.numel}",
-                path,
-            )
-        nbytes = numel * ref.dtype.itemsize
-        ref.array = storage_array(src.get(offset + 8, nbytes, f"storage {key}"), ref.dtype)
-        offset += 8 + nbytes
+        if key not in refs:
+            raise HdjaxError(f"storage {key} is listed but never used by the pickle", src.path)
+        offset = _map_legacy_storage(src, refs[key], offset)
     missing = [k for k, r in refs.items() if r.array is None]
     if missing:
-        raise HdjaxError(f"storage {missing[0]} is used but missing from the file", path)
-    return resolve(obj, path)
+        raise HdjaxError(f"storage {missing[0]} is used but missing from the file", src.path)
+    return resolve(obj, src.path)
+
+
+def _check_legacy_header(f: BinaryIO, path: str) -> None:
+    """Reads the magic number, protocol version and sys info pickles."""
+    try:
+        magic = unpickle(f, path, "magic number")
+    except HdjaxError as e:
+        if "refusing" in e.problem:
+            raise
+        raise HdjaxError(f"not a PyTorch checkpoint ({e.problem})", path) from None
+    if magic != _LEGACY_MAGIC:
+        raise HdjaxError("not a PyTorch checkpoint (bad legacy magic number)", path)
+    protocol = unpickle(f, path, "protocol version")
+    sys_info = unpickle(f, path, "sys info")
+    if protocol != _LEGACY_PROTOCOL:
+        raise HdjaxError(f"unsupported legacy protocol version {protocol!r:.40}", path)
+    if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
+        raise HdjaxError("unsupported big-endian checkpoint (little_endian=False)", path)
+
+
+def _map_legacy_storage(src: MappedFile, ref: StorageRef, offset: int) -> int:
+    """Maps the storage whose int64 element count sits at `offset`; returns where it ends."""
+    (numel,) = struct.unpack("<q", src.get(offset, 8, f"size header of storage {ref.key}"))
+    if numel != ref.numel:
+        raise HdjaxError(
+            f"corrupt: storage {ref.key} has {numel} elements on disk, pickle says {ref.numel}",
+            src.path,
+        )
+    nbytes = numel * ref.dtype.itemsize
+    ref.array = storage_array(src.get(offset + 8, nbytes, f"storage {ref.key}"), ref.dtype)
+    return offset + 8 + nbytes
