@@ -44,7 +44,7 @@ if mode.startswith("torch"):
     import torch
 else:
     import numpy as np
-    from hdjax.checkpoint.torch_reader import load_torch_file
+    from hdjax.io.torch_pickle import load_torch_file
 base = hwm_kib()
 t0 = time.perf_counter()
 if mode == "torch":

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hdjax.checkpoint.torch_reader import release_pages
 from hdjax.errors import HdjaxError
+from hdjax.io.torch_pickle import release_pages
 from hdjax.models.pifuhd import LevelArch, PIFuHD, PIFuHDArch
 
 Params = dict[str, Any]

@@ -24,8 +24,8 @@ from hdjax.checkpoint.pifuhd import (
     load_converted,
     validate_state_dict,
 )
-from hdjax.checkpoint.torch_reader import load_torch_file
 from hdjax.errors import HdjaxError
+from hdjax.io.torch_pickle import load_torch_file
 from hdjax.models.pifuhd import PIFuHDArch
 
 

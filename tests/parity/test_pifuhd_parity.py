@@ -43,7 +43,7 @@ from official_pifuhd import (  # noqa: E402
 )
 
 from hdjax.checkpoint.pifuhd import arch_from_options, convert_state_dict  # noqa: E402
-from hdjax.checkpoint.torch_reader import load_torch_file  # noqa: E402
+from hdjax.io.torch_pickle import load_torch_file  # noqa: E402
 from hdjax.models.pifuhd import PIFuHD  # noqa: E402
 
 # One worker builds the official model once (with `--dist loadgroup`).

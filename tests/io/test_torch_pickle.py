@@ -1,19 +1,20 @@
-"""Tests for the torch-free checkpoint reader.
+"""Tests for the torch-free checkpoint reader `hdjax.io.torch_pickle`.
 
 Files are either written by real `torch.save` (parity tests, skipped without torch) or
-assembled here opcode by opcode (runs everywhere: happy path, byte order, malicious pickles).
+assembled here opcode by opcode (runs everywhere: happy path, refused content, malicious
+pickles).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import io
 import mmap
 import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from hdjax.checkpoint import torch_reader
-from hdjax.checkpoint.torch_reader import describe, flatten_state_dict, load_torch_file
 from hdjax.errors import HdjaxError
+from hdjax.io.torch_pickle import load_torch_file, release_pages
 
 # ------------------------------------------------------------------------------------------
 # A tiny pickle assembler, so container/security tests need no torch.
@@ -152,9 +152,8 @@ def _is_mapped(arr: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["zip", "legacy"])
-@pytest.mark.parametrize("use_mmap", [True, False])
-def test_handmade_file_roundtrip(tmp_path, kind, use_mmap):
-    out = load_torch_file(_simple_files(tmp_path)[kind], use_mmap=use_mmap)
+def test_handmade_file_roundtrip(tmp_path, kind):
+    out = load_torch_file(_simple_files(tmp_path)[kind])
     assert set(out) == {"w", "wt", "row", "n", "name", "epoch"}
     np.testing.assert_array_equal(out["w"], _W)
     np.testing.assert_array_equal(out["wt"], _W.T)
@@ -163,33 +162,50 @@ def test_handmade_file_roundtrip(tmp_path, kind, use_mmap):
     assert out["w"].dtype == np.float32 and out["n"].dtype == np.int64
     assert out["wt"].strides == (4, 16)  # the transpose stays a strided view
     assert np.shares_memory(out["w"], out["wt"]) and np.shares_memory(out["w"], out["row"])
-    assert _is_mapped(out["w"]) == use_mmap
+    assert _is_mapped(out["w"])
     assert not out["w"].flags.writeable
     assert out["name"] == "x" and out["epoch"] == 5
 
 
 @pytest.mark.parametrize("kind", ["zip", "legacy"])
-def test_big_endian_files(tmp_path, kind):
-    w = np.array([1.5, -2.0, 3.25], np.float32)
-    b = np.array([0.5, -8.0], ml_dtypes.bfloat16)
-    be_w = w.astype(">f4").tobytes()
-    be_b = b.view(np.uint16).astype(">u2").tobytes()
+def test_big_endian_files_are_refused(tmp_path, kind):
+    w_be = np.array([1.5, -2.0, 3.25], ">f4").tobytes()
     legacy = kind == "legacy"
-    body = _dict(
-        [
-            ("w", _tensor("0", 3, (3,), (1,), legacy=legacy)),
-            ("b", _tensor("1", 2, (2,), (1,), storage="BFloat16Storage", legacy=legacy)),
-        ]
-    )
+    body = _pickle(_dict([("w", _tensor("0", 3, (3,), (1,), legacy=legacy))]))
     path = tmp_path / "be.pt"
     if legacy:
-        _write_legacy(path, _pickle(body), {"0": (3, be_w), "1": (2, be_b)}, little=False)
+        _write_legacy(path, body, {"0": (3, w_be)}, little=False)
     else:
-        _write_zip(path, _pickle(body), {"0": be_w, "1": be_b}, order="big")
-    out = load_torch_file(path)
-    np.testing.assert_array_equal(out["w"], w)
-    assert out["b"].dtype == np.dtype(ml_dtypes.bfloat16)
-    np.testing.assert_array_equal(out["b"].astype(np.float32), b.astype(np.float32))
+        _write_zip(path, body, {"0": w_be}, order="big")
+    with pytest.raises(HdjaxError, match="unsupported big-endian checkpoint") as info:
+        load_torch_file(path)
+    assert info.value.path == str(path) and "\n" not in str(info.value)
+
+
+def test_pre_1_0_storage_view_is_refused(tmp_path):
+    # PyTorch < 1.0 legacy files could pickle a storage as a slice of another one.
+    view = _tuple(_str("1"), _int(2), _int(4))
+    pid = _tuple(_str("storage"), _global("torch", "FloatStorage"), _str("0"), _str("cpu"))
+    pid = pid[:-1] + _int(12) + view + b"t"
+    tensor = _global("torch._utils", "_rebuild_tensor_v2") + _tuple(
+        pid + b"Q", _int(0), _tuple(_int(4)), _tuple(_int(1)), b"\x89", b"}"
+    )
+    path = tmp_path / "old.pt"
+    _write_legacy(path, _pickle(_dict([("w", tensor + b"R")])), {"0": (12, _W.tobytes())})
+    with pytest.raises(HdjaxError, match=r"unsupported storage view \(a PyTorch < 1\.0"):
+        load_torch_file(path)
+
+
+def test_tar_container_is_refused(tmp_path):
+    # PyTorch < 0.4 wrote tar files; they are neither of the two containers read.
+    member = tmp_path / "sys_info"
+    member.write_bytes(b"x")
+    path = tmp_path / "ancient.pt"
+    with tarfile.open(path, "w") as tf:
+        tf.add(member, arcname="sys_info")
+    with pytest.raises(HdjaxError, match="neither a zip nor a legacy") as info:
+        load_torch_file(path)
+    assert info.value.path == str(path)
 
 
 def test_compressed_zip_member_falls_back_to_reading(tmp_path):
@@ -203,20 +219,11 @@ def test_compressed_zip_member_falls_back_to_reading(tmp_path):
     assert not _is_mapped(out["w"])
 
 
-def test_flatten_and_describe(tmp_path):
-    path = _simple_files(tmp_path)["zip"]
-    flat = flatten_state_dict({"a": load_torch_file(path), "l": [np.zeros(2)]})
-    assert list(flat) == ["a.w", "a.wt", "a.row", "a.n", "l.0"]
-    text = describe(path)
-    assert "w  (3, 4)  float32" in text and "epoch = 5" in text and "name = 'x'" in text
-    assert text.endswith("# 4 arrays, 2 other values")
-
-
 def test_reader_never_imports_torch(tmp_path):
     files = _simple_files(tmp_path)
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from hdjax.checkpoint.torch_reader import load_torch_file\n"
+        "from hdjax.io.torch_pickle import load_torch_file\n"
         f"for p in {[str(p) for p in files.values()]!r}:\n"
         "    assert load_torch_file(p)['w'].shape == (3, 4)\n"
         "print('ok')\n"
@@ -228,14 +235,11 @@ def test_reader_never_imports_torch(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def test_cli(tmp_path, capsys):
-    files = _simple_files(tmp_path)
-    assert torch_reader.main([str(files["legacy"])]) == 0
-    assert "n  (2,)  int64" in capsys.readouterr().out
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"hello")
-    assert torch_reader.main([str(bad)]) == 1
-    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+def test_release_pages_keeps_data_readable(tmp_path):
+    out = load_torch_file(_simple_files(tmp_path)["zip"])
+    release_pages(out["wt"])
+    release_pages(np.zeros(3))  # not mapped: nothing to do
+    np.testing.assert_array_equal(out["wt"], _W.T)
 
 
 # ------------------------------------------------------------------------------------------
@@ -265,10 +269,24 @@ def _exploit_stack_global(marker: Path) -> bytes:
     )
 
 
+def _exploit_stack_global_dup(marker: Path) -> bytes:
+    # DUP, POP between the name strings and STACK_GLOBAL: no literal pair for a scanner.
+    return b"\x80\x04\x8c\x02os\x8c\x06system20\x93" + _tuple(_str(f"touch {marker}")) + b"R."
+
+
+def _exploit_after_allowed(marker: Path) -> bytes:
+    # Allowed objects are built first: refusal must not depend on where the global sits.
+    ordered = _global("collections", "OrderedDict") + b")R"
+    call = _global("os", "system") + _tuple(_str(f"touch {marker}")) + b"R"
+    return _pickle(_dict([("a", ordered), ("b", call)]))
+
+
 _EXPLOITS = {
     "os.system": _exploit_system,
     "builtins.exec": _exploit_exec,
     "stack_global": _exploit_stack_global,
+    "stack_global_dup": _exploit_stack_global_dup,
+    "after_allowed": _exploit_after_allowed,
 }
 
 
@@ -300,43 +318,37 @@ def test_malicious_pickle_is_refused_without_side_effect(tmp_path, container, ex
     assert not marker.exists()
 
 
-def test_stack_global_from_non_literal_is_refused(tmp_path):
-    marker = tmp_path / "pwned"
-    # DUP makes the name operand something the scanner cannot see as a literal string.
-    payload = b"\x80\x04\x8c\x02os\x8c\x06system2\x93" + _tuple(_str(f"touch {marker}")) + b"R."
-    path = tmp_path / "evil.pt"
-    _write_zip(path, payload, {})
-    with pytest.raises(HdjaxError, match="STACK_GLOBAL"):
-        load_torch_file(path)
-    assert not marker.exists()
+def _namespace_file(path: Path, build: bytes = b"") -> Path:
+    """A zip whose pickle is {'opt': Namespace()}, with `build` run on the stub class first."""
+    namespace = _global("argparse", "Namespace")
+    _write_zip(path, _pickle(build + _dict([("opt", namespace + b")\x81")])), {})
+    return path
 
 
-@pytest.mark.parametrize("exploit", list(_EXPLOITS))
-def test_prescan_alone_refuses(tmp_path, exploit):
-    stream = io.BytesIO(_EXPLOITS[exploit](tmp_path / "pwned"))
-    with pytest.raises(HdjaxError, match="refusing"):
-        torch_reader._prescan(stream, "evil.pt", "data.pkl")
-
-
-def test_prescan_accepts_protocol_4_and_finds_the_end():
-    data = pickle.dumps(collections.OrderedDict(a=[1, "x", b"y", {2.5}]), protocol=4)
-    stream = io.BytesIO(data + b"trailing storage bytes")
-    assert torch_reader._prescan(stream, "ok.pt", "data.pkl") == len(data)
-
-
-def test_find_class_refuses_even_without_prescan(tmp_path):
-    marker = tmp_path / "pwned"
-    unpickler = torch_reader._RestrictedUnpickler(_exploit_system(marker), "evil.pt")
-    with pytest.raises(HdjaxError, match=r"os\.system"):
-        unpickler.load()
-    assert not marker.exists()
+@pytest.mark.parametrize(
+    ("target", "state"),
+    [
+        (_global("argparse", "Namespace"), b"N" + _dict([("fields", _dict([("x", _int(1))]))])),
+        (_global("torch", "FloatStorage"), _dict([("dtype", _global("torch", "int32"))])),
+    ],
+    ids=["namespace-class", "storage-type"],
+)
+def test_allowed_globals_cannot_be_modified(tmp_path, target, state):
+    # BUILD on an allowed global would otherwise change what later files load to.
+    slot_state = b"\x86" if state.startswith(b"N") else b""
+    build = target + state + slot_state + b"b0"  # BUILD, POP
+    with pytest.raises(HdjaxError, match=r"corrupt archive/data\.pkl"):
+        load_torch_file(_namespace_file(tmp_path / "poison.pt", build))
+    assert load_torch_file(_namespace_file(tmp_path / "clean.pt")) == {"opt": {}}
+    out = load_torch_file(_simple_files(tmp_path)["zip"])
+    assert out["w"].dtype == np.float32
 
 
 def test_unknown_storage_type_is_refused(tmp_path):
     body = _pickle(_dict([("q", _tensor("0", 4, (4,), (1,), storage="QInt8Storage"))]))
     path = tmp_path / "q.pt"
     _write_zip(path, body, {"0": bytes(4)})
-    with pytest.raises(HdjaxError, match=r"unsupported storage type 'torch\.QInt8Storage'"):
+    with pytest.raises(HdjaxError, match=r"unsupported tensor type 'torch\.QInt8Storage'"):
         load_torch_file(path)
 
 
@@ -420,7 +432,6 @@ def _torch_payload(torch: Any) -> dict[str, Any]:
         torch.int8,
         torch.uint8,
         torch.bool,
-        torch.complex64,
     ]
     tensors = {
         str(dt).removeprefix("torch."): (torch.randn(3, 5, generator=gen) * 50).to(dt)
@@ -498,7 +509,9 @@ def _assert_same(ours: Any, ref: Any, torch: Any, where: str = "") -> None:
 
 
 @pytest.mark.parametrize(
-    ("legacy", "protocol"), [(False, 2), (True, 2), (False, 4)], ids=["zip", "legacy", "zip-p4"]
+    ("legacy", "protocol"),
+    [(False, 2), (True, 2), (False, 4), (True, 4)],
+    ids=["zip", "legacy", "zip-p4", "legacy-p4"],
 )
 def test_matches_torch_load(tmp_path, legacy, protocol):
     torch = pytest.importorskip("torch")
@@ -523,23 +536,74 @@ def test_matches_torch_load(tmp_path, legacy, protocol):
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
-def test_new_dtypes_match_torch_load(tmp_path, legacy):
+def test_unsigned_dtypes_match_torch_load(tmp_path, legacy):
+    # Dtypes without a storage class: torch >= 2 pickles them with `_rebuild_tensor_v3`.
     torch = pytest.importorskip("torch")
     payload = {
         "u16": torch.tensor([0, 1, 65535], dtype=torch.int32).to(torch.uint16),
         "u32": torch.tensor([0, 7], dtype=torch.int64).to(torch.uint32),
-        "f8": torch.tensor([0.5, -2.0, 448.0]).to(torch.float8_e4m3fn),
-        "f8b": torch.tensor([0.25, 3.0]).to(torch.float8_e5m2),
     }
     path = tmp_path / "new.pt"
     torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
     ours = load_torch_file(path)
     for key, ref in payload.items():
-        as_bits = ref.view(torch.uint8) if ref.element_size() == 1 else ref.to(torch.int64)
-        got = ours[key].view(np.uint8) if ref.element_size() == 1 else ours[key].astype(np.int64)
-        np.testing.assert_array_equal(got, as_bits.numpy(), err_msg=key)
-    assert ours["f8"].dtype == np.dtype(ml_dtypes.float8_e4m3fn)
-    np.testing.assert_array_equal(ours["f8"].astype(np.float32), [0.5, -2.0, 448.0])
+        assert ours[key].dtype == np.dtype(f"u{ref.element_size()}"), key
+        np.testing.assert_array_equal(ours[key].astype(np.int64), ref.to(torch.int64).numpy())
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize(
+    ("dtype", "pickled"),
+    [("complex64", "torch.ComplexFloatStorage"), ("float8_e4m3fn", "torch.float8_e4m3fn")],
+)
+def test_unsupported_dtypes_name_the_file(tmp_path, legacy, dtype, pickled):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "odd.pt"
+    torch.save(
+        {"x": torch.ones(3).to(getattr(torch, dtype))},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+    )
+    with pytest.raises(HdjaxError) as info:
+        load_torch_file(path)
+    assert str(info.value) == (
+        f"{path}: unsupported tensor type '{pickled}' (only real float, integer and bool "
+        "tensors are read)"
+    )
+
+
+def test_2k2k_style_checkpoint_matches_torch(tmp_path):
+    # 2K2K's ckpt_bg_mask.pth.tar layout: a DataParallel state dict ('module.' keys), the
+    # optimiser state after a step (int and float tensors, Python numbers), an epoch.
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1)
+    )
+    wrapped = torch.nn.DataParallel(net)
+    opt = torch.optim.Adam(wrapped.parameters(), lr=1e-3)
+    wrapped(torch.randn(2, 3, 8, 8)).mean().backward()
+    opt.step()
+    path = tmp_path / "ckpt_bg_mask.pth.tar"
+    torch.save(
+        {
+            "model_state_dict": wrapped.state_dict(),
+            "optimizer_state_dict": opt.state_dict(),
+            "epoch": 3,
+        },
+        path,
+    )
+    ref = torch.load(path, weights_only=True)
+    ours = load_torch_file(path)
+    assert ours["epoch"] == 3
+    state = ours["model_state_dict"]
+    assert list(state) == list(ref["model_state_dict"])
+    assert all(k.startswith("module.") for k in state)
+    assert state["module.1.num_batches_tracked"].dtype == np.int64
+    opt_state = ours["optimizer_state_dict"]
+    assert opt_state["param_groups"][0]["lr"] == 1e-3
+    assert opt_state["param_groups"][0]["params"] == list(range(6))
+    _assert_same(ours, ref, torch)
 
 
 def test_module_pickle_is_refused(tmp_path):
