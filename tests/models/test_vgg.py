@@ -1,0 +1,72 @@
+"""VGG19 features from a torchvision-layout weights file, against torch."""
+
+import jax
+import numpy as np
+import pytest
+
+from hdjax.errors import HdjaxError
+from hdjax.models.vgg import VGG19Features, load_vgg19
+
+torch = pytest.importorskip("torch")
+
+
+def _torch_vgg19_features():
+    """torchvision's ``vgg19().features`` layout (configuration E), random weights."""
+    layers, cin = [], 3
+    for v in (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ):
+        if v == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers += [torch.nn.Conv2d(cin, v, 3, padding=1), torch.nn.ReLU(inplace=False)]
+            cin = v
+    return torch.nn.Sequential(*layers)
+
+
+def test_features_match_torch(tmp_path):
+    torch.manual_seed(0)
+    features = _torch_vgg19_features().eval()
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 4)  # ignored
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(state, path)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        h, want = torch.from_numpy(x.transpose(0, 3, 1, 2)), []
+        for i, layer in enumerate(features[:30]):
+            h = layer(h)
+            if i in (1, 6, 11, 20, 29):  # relu1_1 ... relu5_1
+                want.append(h.numpy().transpose(0, 2, 3, 1))
+    got = jax.jit(VGG19Features().apply)(load_vgg19(path), x)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want, strict=True):
+        # Measured ≤ 2e-7 of the activations' range; 1e-5 is far from any layout error.
+        assert np.abs(np.asarray(g) - w).max() <= 1e-5 * max(np.abs(w).max(), 1.0)
+
+
+def test_wrong_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
+    with pytest.raises(HdjaxError, match=r"other\.pth: not torchvision's VGG19: features\.0"):
+        load_vgg19(path)
