@@ -109,8 +109,7 @@ def run_hdjax(ckpt: str, image: str, resolution: int, octree_mode: str, colors_m
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2])
     )
-    timings: dict = {}
-    feats = recon.image_features(weights, fine, coarse, timings)
+    feats, timings = recon.image_features(weights, fine, coarse)
     res.update(
         normal_nets=timings["netF"] + timings["netB"],
         coarse_filter=timings["coarse"],

@@ -39,15 +39,6 @@ class GridStats:
     per_level: tuple[tuple[int, int], ...]
 
 
-def grid_points(resolution: int) -> np.ndarray:
-    """Coordinates of the grid nodes along one axis (official spacing 2/R).
-
-    Returns:
-      `(R,) float64`: −1 + i·2/R for i = 0..R−1 (not symmetric: the last node is 1 − 2/R).
-    """
-    return np.arange(resolution, dtype=np.float64) * (2.0 / resolution) - 1.0
-
-
 def indices_to_points(indices: np.ndarray, resolution: int) -> np.ndarray:
     """Maps integer grid indices to points of the network's query frame.
 
