@@ -86,10 +86,7 @@ def run_official_loop(resolution: int) -> float:
 def run(mode: str, resolution: int, init: int):
     field = TimedField(resolution)
     t = time.perf_counter()
-    if mode == "official":
-        grid, stats = octree.eval_grid_octree_stats(field, resolution, init_resolution=init)
-    else:
-        grid, stats = octree.eval_grid_narrowband_stats(field, resolution, init_resolution=init)
+    grid, stats = octree.eval_grid(field, resolution, method=mode, init_resolution=init)
     wall = time.perf_counter() - t - field.seconds
     return grid, stats, wall, field.calls
 
@@ -106,7 +103,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for r in args.resolutions:
-        ref, ref_stats, wall, calls = run("official", r, 64)
+        ref, ref_stats, wall, calls = run("octree", r, 64)
         ref_verts, _ = mesh.extract_mesh(ref, r)
         del ref
         tree = cKDTree(ref_verts)

@@ -109,8 +109,7 @@ def run_hdjax(ckpt: str, image: str, resolution: int, octree_mode: str, colors_m
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2])
     )
-    timings: dict = {}
-    feats = recon.image_features(weights, fine, coarse, timings)
+    feats, timings = recon.image_features(weights, fine, coarse)
     res.update(
         normal_nets=timings["netF"] + timings["netB"],
         coarse_filter=timings["coarse"],
@@ -151,25 +150,12 @@ def run_hdjax(ckpt: str, image: str, resolution: int, octree_mode: str, colors_m
     return res
 
 
-def run_official(ckpt: str, image: str, resolution: int) -> dict:
+def _official_features(net, net_g, image: str, res: dict) -> None:
+    """Runs the official normal nets and both filters on `image`, timing each in `res`."""
     import torch
-    from PIFuHD.mesh_util import save_obj_mesh_with_color
-    from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
-    from PIFuHD.sdf import create_grid, eval_grid_octree
-    from skimage import measure
 
     from hdjax.reconstruction import preprocess
 
-    torch.set_grad_enabled(False)
-    t_all = time.perf_counter()
-    t = time.perf_counter()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    net_g = HGPIFuNetwNML(state["opt_netG"], "orthogonal")
-    net = HGPIFuMRNet(state["opt"], net_g, "orthogonal")
-    net.load_state_dict(state["model_state_dict"])
-    del state
-    net.eval()
-    res = {"load": time.perf_counter() - t}
     img = preprocess.load_image(image)
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2])
@@ -190,7 +176,12 @@ def run_official(ckpt: str, image: str, resolution: int) -> dict:
     net.filter_local(x_f)
     res["fine_filter"] = time.perf_counter() - t
 
-    calib = torch.from_numpy(np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32))[None]
+
+def _official_grid(net, calib, resolution: int, res: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The official octree over the official grid; returns the grid and `calib⁻¹ @ mat`."""
+    import torch
+    from PIFuHD.sdf import create_grid, eval_grid_octree
+
     coords, mat = create_grid(resolution, resolution, resolution)
     calib_inv = np.linalg.inv(calib[0].numpy())
     coords = coords.reshape(3, -1).T
@@ -212,14 +203,14 @@ def run_official(ckpt: str, image: str, resolution: int) -> dict:
     res["octree"] = time.perf_counter() - t - timed.seconds
     res["grid_queries"] = timed.points
     res["grid_query_s"] = timed.seconds
-    t = time.perf_counter()
-    verts, faces, _, _ = measure.marching_cubes(sdf, 0.5)
-    trans = np.matmul(calib_inv, mat)
-    verts = (np.matmul(trans[:3, :3], verts.T) + trans[:3, 3:4]).T
-    faces = faces[:, ::-1]
-    res["marching_cubes"] = time.perf_counter() - t
-    del sdf
-    t = time.perf_counter()
+    res["us_per_query"] = 1e6 * timed.seconds / max(timed.points, 1)
+    return sdf, np.matmul(calib_inv, mat)
+
+
+def _official_normal_colors(net, calib, verts: np.ndarray) -> np.ndarray:
+    """The official `gen_mesh` colour loop (its last chunk leaves the final vertex black)."""
+    import torch
+
     verts_t = torch.from_numpy(verts.T).float()[None]
     color = np.zeros(verts.shape)
     step = 50000
@@ -228,13 +219,42 @@ def run_official(ckpt: str, image: str, resolution: int) -> dict:
         right = -1 if i == len(color) // step else (i + 1) * step
         net.calc_normal(verts_t[:, None, :, left:right], calib[:, None], calib)
         color[left:right] = (net.nmls.numpy()[0] * 0.5 + 0.5).T
+    return color
+
+
+def run_official(ckpt: str, image: str, resolution: int) -> dict:
+    import torch
+    from PIFuHD.mesh_util import save_obj_mesh_with_color
+    from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
+    from skimage import measure
+
+    torch.set_grad_enabled(False)
+    t_all = time.perf_counter()
+    t = time.perf_counter()
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    net_g = HGPIFuNetwNML(state["opt_netG"], "orthogonal")
+    net = HGPIFuMRNet(state["opt"], net_g, "orthogonal")
+    net.load_state_dict(state["model_state_dict"])
+    del state
+    net.eval()
+    res = {"load": time.perf_counter() - t}
+    _official_features(net, net_g, image, res)
+    calib = torch.from_numpy(np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32))[None]
+    sdf, trans = _official_grid(net, calib, resolution, res)
+    t = time.perf_counter()
+    verts, faces, _, _ = measure.marching_cubes(sdf, 0.5)
+    verts = (np.matmul(trans[:3, :3], verts.T) + trans[:3, 3:4]).T
+    faces = faces[:, ::-1]
+    res["marching_cubes"] = time.perf_counter() - t
+    del sdf
+    t = time.perf_counter()
+    color = _official_normal_colors(net, calib, verts)
     res["normal_colors"] = time.perf_counter() - t
     res["color_queries"] = 4 * len(verts)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         save_obj_mesh_with_color(os.path.join(d, "m.obj"), verts, faces, color)
     res["save"] = time.perf_counter() - t
-    res["us_per_query"] = 1e6 * timed.seconds / max(timed.points, 1)
     res["vertices"] = len(verts)
     res["total"] = time.perf_counter() - t_all
     return res
@@ -290,6 +310,54 @@ ROWS = [
 ]
 
 
+def _run_workers(args) -> dict:
+    """Runs every (implementation, R) in its own process; returns their results by key."""
+    import cv2
+
+    results = {}
+    with tempfile.TemporaryDirectory() as d:
+        image = os.path.join(d, "body.png")
+        cv2.imwrite(image, synthetic_image())
+        ckpt = os.path.join(d, "pifuhd_random.pt")
+        print("writing a random official-architecture checkpoint ...", flush=True)
+        if not _write_checkpoint(ckpt):
+            ckpt = ""
+            args.impls = [i for i in args.impls if i != "official"]
+            print("torch / pifu-hd not installed: hdjax only, random params", flush=True)
+        env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+        for r in args.resolutions:
+            for impl in args.impls:
+                cmd = [sys.executable, __file__, "--worker", "--repeat", str(args.repeat)]
+                cmd += ["--impl", impl, "--ckpt", ckpt, "--image", image, "--resolution", str(r)]
+                print(f"running {impl} at R={r} ...", flush=True)
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+                if out.returncode or not line:
+                    print(out.stderr[-3000:])
+                    continue
+                results[(impl, r)] = json.loads(line[0][7:])
+    return results
+
+
+def _print_table(results: dict, args) -> None:
+    """A markdown table of every stage, then the end-to-end speed-ups over the official code."""
+    cols = list(results)
+    head = "| stage | " + " | ".join(f"{i} R={r}" for i, r in cols) + " |"
+    print("\n" + head + "\n|" + "---|" * (len(cols) + 1))
+    for key, label in ROWS:
+        cells = []
+        for c in cols:
+            v = results[c].get(key)
+            cells.append("" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    for r in args.resolutions:
+        if ("official", r) in results:
+            for impl in args.impls:
+                if impl != "official" and (impl, r) in results:
+                    ratio = results[("official", r)]["total"] / results[(impl, r)]["total"]
+                    print(f"R={r}: {impl} is {ratio:.1f}x faster end to end than official")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
@@ -310,58 +378,7 @@ def main() -> None:
         _worker(args)
         return
 
-    import cv2
-
-    with tempfile.TemporaryDirectory() as d:
-        image = os.path.join(d, "body.png")
-        cv2.imwrite(image, synthetic_image())
-        ckpt = os.path.join(d, "pifuhd_random.pt")
-        print("writing a random official-architecture checkpoint ...", flush=True)
-        if not _write_checkpoint(ckpt):
-            ckpt = ""
-            args.impls = [i for i in args.impls if i != "official"]
-            print("torch / pifu-hd not installed: hdjax only, random params", flush=True)
-        results = {}
-        for r in args.resolutions:
-            for impl in args.impls:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    "--repeat",
-                    str(args.repeat),
-                    "--impl",
-                    impl,
-                    "--ckpt",
-                    ckpt,
-                    "--image",
-                    image,
-                    "--resolution",
-                    str(r),
-                ]
-                print(f"running {impl} at R={r} ...", flush=True)
-                env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-                if out.returncode or not line:
-                    print(out.stderr[-3000:])
-                    continue
-                results[(impl, r)] = json.loads(line[0][7:])
-    cols = list(results)
-    head = "| stage | " + " | ".join(f"{i} R={r}" for i, r in cols) + " |"
-    print("\n" + head + "\n|" + "---|" * (len(cols) + 1))
-    for key, label in ROWS:
-        cells = []
-        for c in cols:
-            v = results[c].get(key)
-            cells.append("" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
-        print(f"| {label} | " + " | ".join(cells) + " |")
-    for r in args.resolutions:
-        if ("official", r) in results:
-            for impl in args.impls:
-                if impl != "official" and (impl, r) in results:
-                    ratio = results[("official", r)]["total"] / results[(impl, r)]["total"]
-                    print(f"R={r}: {impl} is {ratio:.1f}x faster end to end than official")
+    _print_table(_run_workers(args), args)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ frame of the network (y up).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 
 import numpy as np
 from skimage import measure
+
+from hdjax.io.files import atomic_write
 
 
 def extract_mesh(
@@ -95,31 +96,6 @@ def vertex_normal_colors(
     return (n * np.float32(0.5) + np.float32(0.5)).astype(np.float32)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable) -> None:
-    """Writes through `write(binary_file)` to a temp file beside `path`, then renames it.
-
-    A crash or exception leaves any existing file untouched and no partial file at `path`.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the result ordinary permissions.
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _format_rows(fmt: str, rows: np.ndarray, chunk: int = 65536):
     """Yields `fmt`-formatted bytes for every row, one `%` per chunk instead of per line."""
     for start in range(0, rows.shape[0], chunk):
@@ -172,7 +148,7 @@ def save_obj(
         for part in _format_rows("f %d %d %d\n", frows):
             fh.write(part)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def save_ply(
@@ -218,4 +194,4 @@ def save_ply(
         fh.write(vdata.tobytes())
         fh.write(fdata.tobytes())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

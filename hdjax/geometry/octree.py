@@ -11,9 +11,11 @@ does (its `notprocessed` mask starts False there).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -35,20 +37,6 @@ class GridStats:
     resolution: int
     queries: int
     per_level: tuple[tuple[int, int], ...]
-
-    @property
-    def dense_queries(self) -> int:
-        """Points a dense evaluation of the whole grid would query: R³."""
-        return self.resolution**3
-
-
-def grid_points(resolution: int) -> np.ndarray:
-    """Coordinates of the grid nodes along one axis (official spacing 2/R).
-
-    Returns:
-      `(R,) float64`: −1 + i·2/R for i = 0..R−1 (not symmetric: the last node is 1 − 2/R).
-    """
-    return np.arange(resolution, dtype=np.float64) * (2.0 / resolution) - 1.0
 
 
 def indices_to_points(indices: np.ndarray, resolution: int) -> np.ndarray:
@@ -198,48 +186,6 @@ def _eval_octree(
     return sdf.astype(np.float32), stats
 
 
-def eval_grid_octree_stats(
-    eval_fn: EvalFn,
-    resolution: int,
-    init_resolution: int = 64,
-    threshold: float = 0.05,
-    max_batch: int | None = None,
-) -> tuple[np.ndarray, GridStats]:
-    """`eval_grid_octree` that also returns the query counts."""
-    return _eval_octree(eval_fn, resolution, init_resolution, threshold, max_batch)
-
-
-def eval_grid_octree(
-    eval_fn: EvalFn,
-    resolution: int,
-    init_resolution: int = 64,
-    threshold: float = 0.05,
-    max_batch: int | None = None,
-) -> np.ndarray:
-    """The official PIFuHD octree evaluation (`lib/sdf.py: eval_grid_octree`), vectorised.
-
-    Starting at stride R // init_resolution and halving to 1, evaluates the not-yet-processed
-    nodes of the stride lattice; then every lattice cell whose 8 corner values span less than
-    `threshold` and whose centre node is still unprocessed is filled (closed block, corners
-    overwritten, later cells in C order winning on shared faces) with the mean of its corner
-    min and max. The result equals the official grid cast to float32, bit for bit.
-
-    Args:
-      eval_fn: `(N, 3) int32` grid indices (C order of the grid) -> `(N,)` occupancy. Called
-        once per level (or per `max_batch` chunk); use `indices_to_points` for coordinates.
-      resolution: R.
-      init_resolution: resolution of the first, always fully evaluated lattice.
-      threshold: the official skip threshold on the corner value range.
-      max_batch: optional cap on the points per `eval_fn` call.
-
-    Returns:
-      `(R, R, R) float32` occupancy, indexed [x, y, z]; the last index of each axis is 0.
-      Working memory is float64 (8·R³ bytes, 1 GiB at R = 512) to reproduce the official
-      fill values exactly.
-    """
-    return _eval_octree(eval_fn, resolution, init_resolution, threshold, max_batch)[0]
-
-
 def _upsample2(a: np.ndarray, out_len: tuple[int, int, int]) -> np.ndarray:
     """Doubles the lattice density along each axis by linear interpolation.
 
@@ -269,6 +215,7 @@ def _upsample2(a: np.ndarray, out_len: tuple[int, int, int]) -> np.ndarray:
 
 
 _CORNERS = np.array(list(itertools.product((0, 1), repeat=3)), np.int64)  # (8, 3)
+_CUBE = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
 
 
 def _cells_straddle(vals: np.ndarray, cells: np.ndarray, level: float) -> np.ndarray:
@@ -287,6 +234,71 @@ def _unique_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def _evaluate_new(
+    vals: np.ndarray, done: np.ndarray, flat: np.ndarray, stride: int, query: EvalFn
+) -> np.ndarray:
+    """Evaluates the not-done nodes among sorted flat indices of the stride lattice.
+
+    `query` takes grid indices, so lattice indices are scaled by `stride`. Fills `vals` and
+    marks `done` in place; returns the flat indices evaluated.
+    """
+    flat = flat[~done.ravel()[flat]]
+    idx = np.stack(np.unravel_index(flat, vals.shape), axis=-1).astype(np.int32)
+    vals.ravel()[flat] = query(idx * stride)
+    done.ravel()[flat] = True
+    return flat
+
+
+def _pin_last(vals: np.ndarray, done: np.ndarray, last: int, stride: int) -> None:
+    """Sets the grid's last index along every axis to 0 and done, if on the stride lattice."""
+    if last % stride == 0:
+        k = last // stride
+        vals[k], vals[:, k], vals[:, :, k] = 0, 0, 0
+        done[k], done[:, k], done[:, :, k] = True, True, True
+
+
+def _block_nodes(cells: np.ndarray, n: int) -> np.ndarray:
+    """`(n, n, n) bool`: every node of the closed blocks of the masked coarse cells."""
+    need = np.zeros((n, n, n), bool)
+    c = cells.shape
+    for dx, dy, dz in itertools.product(range(3), repeat=3):
+        need[dx : dx + 2 * c[0] : 2, dy : dy + 2 * c[1] : 2, dz : dz + 2 * c[2] : 2] |= cells
+    return need
+
+
+def _follow_surface(
+    vals: np.ndarray,
+    done: np.ndarray,
+    seed: np.ndarray,
+    level: float,
+    stride: int,
+    query: EvalFn,
+) -> int:
+    """Evaluates the fine lattice along the surface, starting in the `seed` coarse cells.
+
+    Fine values start as trilinear interpolants of the coarse cell corners, so only sub-cells
+    of straddling coarse cells can straddle. Evaluate the corners of every straddling fine
+    cell; new values can make neighbouring cells straddle, so re-test the cells touching new
+    nodes until no straddling cell has an interpolated corner. The surface is then followed
+    across coarse-cell faces wherever it goes. Returns the number of nodes evaluated.
+    """
+    cell_shape = tuple(n - 1 for n in vals.shape)
+    coarse = np.argwhere(seed)
+    cells = _unique_rows((2 * coarse[:, None, :] + _CORNERS).reshape(-1, 3), cell_shape)
+    count = 0
+    while cells.shape[0]:
+        rows = np.stack(np.unravel_index(cells, cell_shape), axis=-1)
+        rows = rows[_cells_straddle(vals, rows, level)]
+        nodes = _unique_rows((rows[:, None, :] + _CORNERS).reshape(-1, 3), vals.shape)
+        new = _evaluate_new(vals, done, nodes, stride, query)
+        count += len(new)
+        if not len(new):
+            break
+        new_rows = np.stack(np.unravel_index(new, vals.shape), axis=-1)
+        cells = _unique_rows((new_rows[:, None, :] - _CORNERS).reshape(-1, 3), cell_shape)
+    return count
+
+
 def _eval_narrowband(
     eval_fn: EvalFn,
     resolution: int,
@@ -302,123 +314,103 @@ def _eval_narrowband(
             f"narrow band needs R divisible by init_resolution with a power-of-two ratio, "
             f"got R={r}, init_resolution={init_resolution}"
         )
+    query = functools.partial(_call, eval_fn, max_batch=max_batch)
     last = r - 1  # never evaluated, 0 (official convention)
-
-    def evaluate(vals, done, flat, stride):
-        """Evaluates the not-done nodes among sorted flat indices; returns them."""
-        flat = flat[~done.ravel()[flat]]
-        idx = np.stack(np.unravel_index(flat, vals.shape), axis=-1).astype(np.int32)
-        vals.ravel()[flat] = _call(eval_fn, idx * stride, max_batch)
-        done.ravel()[flat] = True
-        return flat
-
-    def pin_last(vals, done, stride):
-        if last % stride == 0:
-            k = last // stride
-            vals[k], vals[:, k], vals[:, :, k] = 0, 0, 0
-            done[k], done[:, k], done[:, :, k] = True, True, True
-
     n = (r + stride - 1) // stride
     vals = np.zeros((n, n, n), np.float32)
     done = np.zeros((n, n, n), bool)
-    pin_last(vals, done, stride)
-    per_level = [(stride, len(evaluate(vals, done, np.flatnonzero(~done), stride)))]
-    structure = ndimage.generate_binary_structure(3, 3)
+    _pin_last(vals, done, last, stride)
+    first = _evaluate_new(vals, done, np.flatnonzero(~done), stride, query)
+    per_level = [(stride, len(first))]
     while stride > 1:
         lo, hi = _corner_min_max(vals)
         seed = (lo <= level) & (hi >= level)
         del lo, hi
         stride //= 2
-        n2 = (r + stride - 1) // stride
-        vals = _upsample2(vals, (n2, n2, n2))
-        done2 = np.zeros((n2, n2, n2), bool)
-        done2[::2, ::2, ::2] = done
-        done = done2
-        pin_last(vals, done, stride)
+        n = (r + stride - 1) // stride
+        vals = _upsample2(vals, (n, n, n))
+        fine_done = np.zeros((n, n, n), bool)
+        fine_done[::2, ::2, ::2] = done
+        done = fine_done
+        _pin_last(vals, done, last, stride)
         count = 0
         if dilation > 0 and stride > 1 and seed.any():
             # Robust option: evaluate every node of the cells around straddling ones, which
             # catches features that dip into a cell without making its corners straddle.
-            seed = ndimage.binary_dilation(seed, structure, iterations=dilation)
-            need = np.zeros((n2, n2, n2), bool)
-            c = seed.shape
-            for dx, dy, dz in itertools.product(range(3), repeat=3):
-                need[dx : dx + 2 * c[0] : 2, dy : dy + 2 * c[1] : 2, dz : dz + 2 * c[2] : 2] |= seed
-            count += len(evaluate(vals, done, np.flatnonzero(need), stride))
-            del need
-        # Surface following on the fine lattice. Fine values start as trilinear interpolants
-        # of the coarse cell corners, so only sub-cells of straddling coarse cells can
-        # straddle. Evaluate the corners of every straddling fine cell; new values can make
-        # neighbouring cells straddle, so re-test the cells touching new nodes until no
-        # straddling cell has an interpolated corner. The surface is then followed across
-        # coarse-cell faces wherever it goes.
-        coarse = np.argwhere(seed)
-        cells = _unique_rows((2 * coarse[:, None, :] + _CORNERS).reshape(-1, 3), (n2 - 1,) * 3)
-        while cells.shape[0]:
-            rows = np.stack(np.unravel_index(cells, (n2 - 1,) * 3), axis=-1)
-            rows = rows[_cells_straddle(vals, rows, level)]
-            nodes = _unique_rows((rows[:, None, :] + _CORNERS).reshape(-1, 3), vals.shape)
-            new = evaluate(vals, done, nodes, stride)
-            count += len(new)
-            if not len(new):
-                break
-            new_rows = np.stack(np.unravel_index(new, vals.shape), axis=-1)
-            cells = _unique_rows((new_rows[:, None, :] - _CORNERS).reshape(-1, 3), (n2 - 1,) * 3)
+            seed = ndimage.binary_dilation(seed, _CUBE, iterations=dilation)
+            need = np.flatnonzero(_block_nodes(seed, n))
+            count += len(_evaluate_new(vals, done, need, stride, query))
+        count += _follow_surface(vals, done, seed, level, stride, query)
         per_level.append((stride, count))
     stats = GridStats(r, sum(k for _, k in per_level), tuple(per_level))
     return vals, stats
 
 
-def eval_grid_narrowband_stats(
+GridMethod = Literal["narrowband", "octree"]
+
+
+def eval_grid(
     eval_fn: EvalFn,
     resolution: int,
+    *,
+    method: GridMethod = "narrowband",
     init_resolution: int = 64,
+    threshold: float = 0.05,
     level: float = 0.5,
     dilation: int = 0,
     max_batch: int | None = None,
 ) -> tuple[np.ndarray, GridStats]:
-    """`eval_grid_narrowband` that also returns the query counts."""
-    return _eval_narrowband(eval_fn, resolution, init_resolution, level, dilation, max_batch)
+    """Evaluates an occupancy grid for marching cubes without querying every node.
 
+    `method="octree"` is the official PIFuHD octree (`lib/sdf.py: eval_grid_octree`),
+    vectorised: starting at stride R // init_resolution and halving to 1, it evaluates the
+    not-yet-processed nodes of the stride lattice; then every lattice cell whose 8 corner values
+    span less than `threshold` and whose centre node is still unprocessed is filled (closed
+    block, corners overwritten, later cells in C order winning on shared faces) with the mean
+    of its corner min and max. The result equals the official grid cast to float32, bit for
+    bit. Working memory is float64 (8·R³ bytes, 1 GiB at R = 512) to reproduce the official
+    fill values exactly.
 
-def eval_grid_narrowband(
-    eval_fn: EvalFn,
-    resolution: int,
-    init_resolution: int = 64,
-    level: float = 0.5,
-    dilation: int = 0,
-    max_batch: int | None = None,
-) -> np.ndarray:
-    """A faster grid evaluation that follows the `level` iso-surface instead of the octree.
-
-    Evaluates the whole stride R // init_resolution lattice, then halves the stride level by
-    level. A finer lattice starts as the trilinear interpolation of the coarser one (so a
-    node keeps the side of `level` of its coarse cell's corners and marching cubes sees no
-    surface in cells that do not straddle); then the surface is followed on the finer lattice:
-    the corners of every fine cell that straddles `level` (min ≤ level ≤ max) are evaluated,
-    the cells touching newly evaluated nodes are re-tested, and so on until every straddling
-    cell has only evaluated corners. The surface is therefore traced across coarse-cell faces
-    wherever it goes, and wherever marching cubes puts a vertex both edge ends are true network
-    values. `eval_fn` is called a few times per level (each time with all new nodes).
-
-    Differs from the official octree only where the two evaluate different nodes: a surface
-    component that crosses no edge of the first lattice is missed (the official code misses
-    it too unless a cell's corner values vary by ≥ its threshold; `dilation` > 0 adds
-    full-block evaluation of the cells around straddling ones at the coarse levels for more
-    safety), and where the official code fills a low-contrast straddling cell with a constant
-    this mode keeps the surface. On the analytic shapes of the tests and bench the meshes
-    coincide (max vertex distance < 0.01 voxel) with 0.3–0.7× the queries (bench/octree.py).
+    `method="narrowband"` follows the `level` iso-surface instead. It evaluates the whole
+    stride R // init_resolution lattice, then halves the stride level by level. A finer lattice
+    starts as the trilinear interpolation of the coarser one (so a node keeps the side of
+    `level` of its coarse cell's corners and marching cubes sees no surface in cells that do
+    not straddle); then the corners of every fine cell that straddles `level`
+    (min ≤ level ≤ max) are evaluated, the cells touching newly evaluated nodes are re-tested,
+    and so on until every straddling cell has only evaluated corners. The surface is therefore
+    traced across coarse-cell faces wherever it goes, and wherever marching cubes puts a vertex
+    both edge ends are true network values. It differs from the official octree only where the
+    two evaluate different nodes: a surface component that crosses no edge of the first
+    lattice is missed (the official code misses it too unless a cell's corner values vary by
+    ≥ its threshold; `dilation` > 0 adds full-block evaluation of the cells around straddling
+    ones at the coarse levels for more safety), and where the official code fills a
+    low-contrast straddling cell with a constant this mode keeps the surface. On the analytic
+    shapes of the tests and bench the meshes coincide (max vertex distance < 0.01 voxel) with
+    0.3–0.7× the queries (bench/octree.py).
 
     Args:
-      eval_fn: `(N, 3) int32` grid indices -> `(N,)` occupancy, as for `eval_grid_octree`.
-      resolution: R; R / init_resolution must be a power of two.
-      init_resolution: resolution of the first, fully evaluated lattice.
-      level: the iso-level marching cubes will extract.
-      dilation: cells of dilation around straddling cells whose whole blocks are evaluated at
-        the coarse levels (not at the finest); 0 disables it.
+      eval_fn: `(N, 3) int32` grid indices (C order of the grid) -> `(N,)` occupancy. Called a
+        few times per level (or per `max_batch` chunk); use `indices_to_points` for
+        coordinates.
+      resolution: R. For "narrowband", R / init_resolution must be a power of two.
+      method: "octree" (official, exact) or "narrowband" (fewer queries).
+      init_resolution: resolution of the first, always fully evaluated lattice.
+      threshold: "octree" only: the official skip threshold on the corner value range.
+      level: "narrowband" only: the iso-level marching cubes will extract.
+      dilation: "narrowband" only: cells of dilation around straddling cells whose whole
+        blocks are evaluated at the coarse levels (not at the finest); 0 disables it.
       max_batch: optional cap on the points per `eval_fn` call.
 
     Returns:
-      `(R, R, R) float32` occupancy; the last index of each axis is 0 (never evaluated).
+      grid: `(R, R, R) float32` occupancy, indexed [x, y, z]; the last index of each axis is 0
+        (never evaluated, as in the official code).
+      stats: the query counts.
+
+    Raises:
+      ValueError: unknown method, or a resolution the method cannot use.
     """
-    return _eval_narrowband(eval_fn, resolution, init_resolution, level, dilation, max_batch)[0]
+    if method == "octree":
+        return _eval_octree(eval_fn, resolution, init_resolution, threshold, max_batch)
+    if method == "narrowband":
+        return _eval_narrowband(eval_fn, resolution, init_resolution, level, dilation, max_batch)
+    raise ValueError(f"unknown grid method {method!r} (narrowband | octree)")

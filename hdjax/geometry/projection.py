@@ -1,16 +1,25 @@
-"""Camera projections of the PIFu family."""
+"""Camera projections of the PIFu family, for NumPy and JAX arrays alike."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 # The evaluation calib of PIFuHD: the query frame has y up, the image y axis points down.
 EVAL_CALIB = np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32)
 
+ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
 
-def orthogonal(points: jnp.ndarray, calib: jnp.ndarray) -> jnp.ndarray:
+
+def orthogonal(points: ArrayT, calib: ArrayT) -> ArrayT:
     """Orthographic projection xyz = R p + t.
+
+    Computed with NumPy when both inputs are NumPy arrays (data pipelines, no device
+    transfer), else with JAX (also under `jit`), where the product runs at
+    `precision="highest"`: full float32 on every backend, as the official float32 torch code.
 
     Args:
       points: (B, N, 3) points in the query (world) frame.
@@ -20,4 +29,8 @@ def orthogonal(points: jnp.ndarray, calib: jnp.ndarray) -> jnp.ndarray:
     """
     rot = calib[:, :3, :3]
     trans = calib[:, :3, 3]
-    return jnp.einsum("bij,bnj->bni", rot, points, precision="highest") + trans[:, None, :]
+    if isinstance(points, jax.Array) or isinstance(calib, jax.Array):
+        rotated = jnp.einsum("bij,bnj->bni", rot, points, precision="highest")
+    else:
+        rotated = np.einsum("bij,bnj->bni", rot, points)
+    return rotated + trans[:, None, :]

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from hdjax.geometry.grid_sample import grid_sample_align_corners
 from hdjax.geometry.projection import orthogonal
-from hdjax.geometry.sampling import grid_sample_align_corners
 from hdjax.models.hourglass import HGFilter
 from hdjax.models.implicit_mlp import ImplicitMLP
 from hdjax.models.layers import resize_align_corners

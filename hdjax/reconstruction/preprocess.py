@@ -8,8 +8,6 @@ Reproduces the official evaluation datasets (`EvalWPoseDataset`, `EvalWRectDatas
       whole_image_rect
     crop_image(img, rect)                 (h, w, C), black outside the image
     prepare_pifuhd_inputs(img, rect)      (1024, 1024, 3) and (512, 512, 3) float32 in [-1, 1]
-    crop_calib_world(rect, h, w)          (4, 4) float32 crop cube -> image NDC (unused by
-                                          the official mesh export)
 
 `find_inputs` pairs each image of a folder with its crop source, and `rect_for_item` turns
 that pairing into a rectangle. Everything here is NumPy/OpenCV; the batch axis is added by the
@@ -19,16 +17,17 @@ caller.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from hdjax.errors import HdjaxError
 
@@ -132,73 +131,47 @@ def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(color[:, :, ::-1])
 
 
+# The IEND chunk's type and (constant) CRC: Pillow stops at IEND's header without its CRC.
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def _checked_format(data: bytes) -> str | None:
+    """The format of `data` if it is one whose damage Pillow reports reliably, else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8"):
+        return "JPEG"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WebP"
+    return None  # TIFF and the rest: left to OpenCV alone
+
+
 def _truncation_problem(data: bytes) -> str | None:
-    """Returns why `data` is a cut-off PNG/JPEG/BMP/WebP file, or None if it looks complete.
+    """Returns why `data` is a cut-off or damaged PNG/JPEG/BMP/WebP file, or None.
 
     OpenCV happily returns a partially decoded image for a truncated JPEG (it only prints a
-    libjpeg warning), so container structure is checked before decoding.
+    libjpeg warning), so the file is first decoded by Pillow, which raises instead.
     """
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _png_problem(data)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_problem(data)
-    if data.startswith(b"BM") and len(data) >= 14:
-        declared = struct.unpack_from("<I", data, 2)[0]
-        if declared > len(data):
-            return f"truncated BMP file ({len(data)} of {declared} bytes)"
-    if data.startswith(b"RIFF") and data[8:12] == b"WEBP" and len(data) >= 12:
-        declared = struct.unpack_from("<I", data, 4)[0] + 8
-        if declared > len(data):
-            return f"truncated WebP file ({len(data)} of {declared} bytes)"
+    fmt = _checked_format(data)
+    if fmt is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()  # PNG: every chunk's CRC up to IEND
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Image.DecompressionBombError:
+        return None  # beyond Pillow's size guard, not damaged: OpenCV decides
+    except Image.UnidentifiedImageError:
+        return f"truncated or damaged {fmt} file (unreadable header)"
+    except Exception as e:  # Pillow's decoders raise many types on bad data
+        kind = "truncated" if "truncat" in str(e).lower() else "damaged"
+        return f"{kind} {fmt} file ({e})"
+    if fmt == "PNG" and _PNG_END not in data:
+        return "truncated PNG file (no complete IEND chunk)"
     return None
-
-
-def _png_problem(data: bytes) -> str | None:
-    """Walks the PNG chunks; the file is complete once IEND is reached."""
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        pos += 12 + length  # length, type, payload, CRC
-        if pos > len(data):
-            break
-        if kind == b"IEND":
-            return None
-    return "truncated PNG file (no IEND chunk)"
-
-
-def _jpeg_problem(data: bytes) -> str | None:
-    """Walks the JPEG markers (through every scan) until EOI; running off the end = truncated.
-
-    Searching for the last FF D9 is not enough: an EXIF thumbnail carries its own EOI, and
-    some cameras append data after the real one.
-    """
-    n = len(data)
-    pos = 2
-    while True:
-        # Find the next marker: FF followed by a byte other than 00 (stuffing), FF (fill) and
-        # D0..D7 (restart markers inside entropy-coded data).
-        while True:
-            pos = data.find(b"\xff", pos)
-            if pos < 0 or pos + 1 >= n:
-                return "truncated JPEG file (no end-of-image marker)"
-            code = data[pos + 1]
-            if code == 0x00 or code == 0xFF or 0xD0 <= code <= 0xD7:
-                pos += 1
-                continue
-            break
-        if code == 0xD9:
-            return None
-        if code == 0x01:  # TEM: no length field
-            pos += 2
-            continue
-        if pos + 4 > n:
-            return "truncated JPEG file (no end-of-image marker)"
-        length = struct.unpack_from(">H", data, pos + 2)[0]
-        # Segment payloads (APPn, DQT, SOS header, ...) are skipped whole so that an embedded
-        # thumbnail's markers are never mistaken for the image's own.
-        pos += 2 + length
-        if pos > n:
-            return "truncated JPEG file (segment runs past the end)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,27 +440,6 @@ def prepare_pifuhd_inputs(
     img_512 = cv2.resize(crop, (coarse_size, coarse_size), interpolation=cv2.INTER_LINEAR)
     img_1024 = cv2.resize(crop, (fine_size, fine_size), interpolation=cv2.INTER_LINEAR)
     return to_unit_range(img_1024), to_unit_range(img_512)
-
-
-def crop_calib_world(rect: Sequence[int], height: int, width: int) -> np.ndarray:
-    """The official `calib_world`: crop cube -> original-image NDC, for a (height, width) image.
-
-    Scale = width / rect_w on x, y and z (width for both axes, as official), translation from
-    the rect centre (integer halves) relative to the image centre, NDC unit = width // 2 pixels.
-    The official `gen_mesh` computes but never applies it; it is kept to place meshes back
-    into the photo.
-
-    Returns:
-      (4, 4) float32 matrix.
-    """
-    x, y, w, h = (int(v) for v in rect)
-    to_ndc = 1.0 / float(width // 2)
-    scale = width / w
-    calib = np.eye(4) * scale
-    calib[3, 3] = 1.0
-    calib[0, 3] = -scale * (x + w // 2 - width // 2) * to_ndc
-    calib[1, 3] = scale * (y + h // 2 - height // 2) * to_ndc
-    return calib.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.geometry import octree
 from hdjax.geometry.projection import EVAL_CALIB
+from hdjax.io.files import atomic_write
 from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
 from hdjax.reconstruction import preprocess, visualize
 
@@ -71,10 +72,16 @@ def _nest(names: tuple[str, ...], params):
 
 
 def image_features(
-    weights: Weights, image_fine: np.ndarray, image_coarse: np.ndarray, timings: dict
-) -> ImageFeatures:
-    """Runs the normal nets and both filters. Images: (F, F, 3) and (S, S, 3) in [-1, 1]."""
+    weights: Weights, image_fine: np.ndarray, image_coarse: np.ndarray
+) -> tuple[ImageFeatures, dict[str, float]]:
+    """Runs the normal nets and both filters. Images: (F, F, 3) and (S, S, 3) in [-1, 1].
+
+    Returns:
+      The features and the seconds each stage took (`netF`, `netB`, `coarse`, `fine`; the
+      normal nets only where the arch uses them).
+    """
     fns = _stage_fns(weights.arch)
+    timings: dict[str, float] = {}
     arch = weights.arch
     x_c = jnp.asarray(image_coarse)[None]
     x_f = jnp.asarray(image_fine)[None]
@@ -85,7 +92,7 @@ def image_features(
         params = _nest(names, weights.get(names))
         # Params live only inside this call: a normal net is 730 MB, two never coexist.
         out = jax.block_until_ready(fn(params, *args))
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
+        timings[stage] = time.perf_counter() - t
         return out
 
     normals = []
@@ -95,7 +102,7 @@ def image_features(
         normals.append(run("netB", x_c))
     coarse = run("coarse", x_c, normals)
     fine = run("fine", x_f, normals)
-    return ImageFeatures(coarse, fine, normals)
+    return ImageFeatures(coarse, fine, normals), timings
 
 
 def occupancy_fn(
@@ -126,20 +133,24 @@ def occupancy_fn(
     return evaluate
 
 
+# Config names of the two grid methods (`reconstruct.octree`).
+_GRID_METHODS = {"parity": "octree", "fast": "narrowband"}
+
+
 def occupancy_grid(
     evaluate: Callable[[np.ndarray], np.ndarray], cfg: ml_collections.ConfigDict
 ) -> tuple[np.ndarray, octree.GridStats]:
-    """Runs the configured octree: "parity" (official, exact) or "fast" (narrow band)."""
+    """Runs the configured grid: "parity" (official octree, exact) or "fast" (narrow band)."""
+    if cfg.octree not in _GRID_METHODS:
+        raise HdjaxError(f"unknown reconstruct.octree {cfg.octree!r} (parity | fast)")
     r = cfg.resolution
-
-    def eval_indices(idx: np.ndarray) -> np.ndarray:
-        return evaluate(octree.indices_to_points(idx, r))
-
-    if cfg.octree == "parity":
-        return octree.eval_grid_octree_stats(eval_indices, r, cfg.init_resolution, cfg.threshold)
-    if cfg.octree == "fast":
-        return octree.eval_grid_narrowband_stats(eval_indices, r, cfg.init_resolution)
-    raise HdjaxError(f"unknown reconstruct.octree {cfg.octree!r} (parity | fast)")
+    return octree.eval_grid(
+        lambda idx: evaluate(octree.indices_to_points(idx, r)),
+        r,
+        method=_GRID_METHODS[cfg.octree],
+        init_resolution=cfg.init_resolution,
+        threshold=cfg.threshold,
+    )
 
 
 def mesh_and_colors(
@@ -183,9 +194,8 @@ def reconstruct_image(
     Files are written only once the mesh exists, each atomically.
     """
     image_fine, image_coarse = _network_inputs(item, weights.arch, cfg.crop_type)
-    timings: dict = {}
     t0 = time.perf_counter()
-    feats = image_features(weights, image_fine, image_coarse, timings)
+    feats, timings = image_features(weights, image_fine, image_coarse)
     with tqdm(desc=f"{item.name}: queries", unit="pt", unit_scale=True, leave=False) as bar:
         evaluate = occupancy_fn(weights, feats, cfg.chunk, bar)
         t = time.perf_counter()
@@ -259,8 +269,9 @@ def query_points(weights: Weights, image_path: str, points_path: str, out_path: 
     if len(items) != 1:
         raise HdjaxError("query mode takes one image, not a folder", image_path)
     image_fine, image_coarse = _network_inputs(items[0], weights.arch, cfg.crop_type)
-    feats = image_features(weights, image_fine, image_coarse, {})
+    feats, _ = image_features(weights, image_fine, image_coarse)
     occ = occupancy_fn(weights, feats, cfg.chunk)(points)
-    tmp = out_path + ".tmp.npy"
-    np.save(tmp, occ)
-    os.replace(tmp, out_path)
+    try:
+        atomic_write(out_path, lambda f: np.save(f, occ))
+    except OSError as e:
+        raise HdjaxError(f"cannot write occupancies ({e.strerror or e})", out_path) from e

@@ -8,13 +8,12 @@ side by side, each mapped by ·0.5 + 0.5 and ×255 in float32, and lets `cv2.imw
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from hdjax.errors import HdjaxError
+from hdjax.io.files import atomic_write
 
 
 def normals_to_uint8(nml: np.ndarray) -> np.ndarray:
@@ -43,8 +42,8 @@ def save_normals_png(
     """Writes [image, front normals, back normals] side by side as an 8-bit PNG, atomically.
 
     Args:
-      path: output .png path; its folder must exist. Written via a temp file in the same
-        folder and `os.replace`, so readers never see a partial file.
+      path: output .png path; its folder must exist. Written with `atomic_write`, so readers
+        never see a partial file.
       img_512: (512, 512, 3) float in [-1, 1], RGB (the coarse network input).
       nml_front: (512, 512, 3) float in [-1, 1], RGB = xyz (netF output).
       nml_back: (512, 512, 3) float in [-1, 1], RGB = xyz (netB output).
@@ -62,27 +61,7 @@ def save_normals_png(
     if not ok:
         raise HdjaxError("OpenCV could not encode the PNG", path)
 
-    path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write(path, lambda f: f.write(encoded.tobytes()))
     except OSError as e:
         raise HdjaxError(f"cannot write PNG ({e.strerror or e})", path) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # mkstemp creates 0600; give the PNG the usual permissions of a written file.
-            os.fchmod(f.fileno(), 0o644)
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove_quietly(tmp)
-        raise HdjaxError(f"cannot write PNG ({e.strerror or e})", path) from e
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

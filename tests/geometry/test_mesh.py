@@ -72,7 +72,7 @@ def test_extract_mesh_matches_official_reconstruction_and_obj(tmp_path):
     ref_v, ref_f, _, _ = mesh_util.reconstruction(
         FakeNet(), "cpu", calib, r, None, None, use_octree=True, num_samples=50000
     )
-    grid = octree.eval_grid_octree(grid_eval_fn("two_spheres", r), r)
+    grid, _ = octree.eval_grid(grid_eval_fn("two_spheres", r), r, method="octree")
     verts, faces = mesh.extract_mesh(grid, r)
     assert verts.dtype == np.float32 and faces.dtype == np.int32
     assert verts.shape == ref_v.shape
@@ -99,7 +99,7 @@ def test_extract_mesh_matches_official_reconstruction_and_obj(tmp_path):
 
 def test_extract_mesh_orientation_and_frame():
     r = 64
-    grid = octree.eval_grid_octree(grid_eval_fn("sphere", r), r, init_resolution=16)
+    grid, _ = octree.eval_grid(grid_eval_fn("sphere", r), r, method="octree", init_resolution=16)
     verts, faces = mesh.extract_mesh(grid, r)
     radius = np.linalg.norm(verts, axis=1)
     np.testing.assert_allclose(radius, 0.5, atol=0.01)
@@ -118,8 +118,8 @@ def test_extract_mesh_without_surface_raises():
 def test_narrowband_mesh_within_one_voxel_of_official_mode(kind):
     r, init = 128, 32
     fn = grid_eval_fn(kind, r, width=0.01)
-    ref, st_ref = octree.eval_grid_octree_stats(fn, r, init_resolution=init)
-    nb, st = octree.eval_grid_narrowband_stats(fn, r, init_resolution=init)
+    ref, st_ref = octree.eval_grid(fn, r, method="octree", init_resolution=init)
+    nb, st = octree.eval_grid(fn, r, method="narrowband", init_resolution=init)
     assert st.queries < st_ref.queries
     v_ref, _ = mesh.extract_mesh(ref, r)
     v_nb, _ = mesh.extract_mesh(nb, r)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hdjax.geometry.sampling import grid_sample_align_corners
+from hdjax.geometry.grid_sample import grid_sample_align_corners
 from hdjax.models.hourglass import HGFilter
 from hdjax.models.implicit_mlp import ImplicitMLP
 from hdjax.models.pix2pixhd import ConvTranspose3x3, GlobalGenerator

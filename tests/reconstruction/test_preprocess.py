@@ -1,4 +1,4 @@
-"""Tests of PIFuHD preprocessing (hdjax.reconstruction.preprocess) and the normals PNG.
+"""Tests of PIFuHD preprocessing (hdjax.reconstruction.preprocess).
 
 Two kinds of reference:
   * hand values from spec/pifuhd.md §3.1 (run everywhere): crop rects worked out by hand,
@@ -26,7 +26,6 @@ import pytest
 
 from hdjax.errors import HdjaxError
 from hdjax.reconstruction import preprocess as pp
-from hdjax.reconstruction import visualize as vis
 
 # ----------------------------------------------------------------------------------------------
 # Official code loader
@@ -292,16 +291,6 @@ def test_read_rect_file(tmp_path):
         pp.read_rect_file(tmp_path / "missing_rect.txt")
 
 
-def test_crop_calib_world_by_hand():
-    """Image 200 wide, 100 high; rect (50, -20, 100, 100): scale 2, NDC unit 100 px."""
-    calib = pp.crop_calib_world((50, -20, 100, 100), 100, 200)
-    expected = np.diag([2.0, 2.0, 2.0, 1.0])
-    expected[0, 3] = -2.0 * (50 + 50 - 100) / 100  # rect centre x = image centre x
-    expected[1, 3] = 2.0 * (-20 + 50 - 50) / 100  # rect centre 20 px above the image centre
-    np.testing.assert_array_equal(calib, expected.astype(np.float32))
-    assert calib.dtype == np.float32 and calib[1, 3] == np.float32(-0.4)
-
-
 def test_whole_image_rect():
     assert pp.whole_image_rect(100, 60) == (-20, 0, 100, 100)
     assert pp.whole_image_rect(60, 100) == (0, -20, 100, 100)
@@ -402,8 +391,6 @@ def test_full_pipeline_matches_official_get_item(official, tmp_path, alpha):
     img_1024, img_512 = pp.prepare_pifuhd_inputs(pp.load_image(path), rect)
     np.testing.assert_array_equal(img_1024, ref["img"][0].permute(1, 2, 0).numpy())
     np.testing.assert_array_equal(img_512, ref["img_512"][0].permute(1, 2, 0).numpy())
-    calib = pp.crop_calib_world(rect, 180, 140)
-    np.testing.assert_array_equal(calib, ref["calib_world"][0].numpy())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,42 +528,3 @@ def test_rect_for_item(tmp_path):
     assert pp.rect_for_item(item, 10, 20) == (1, 2, 30, 30)
     whole = pp.InputItem(tmp_path / "b.png", "b", "whole")
     assert pp.rect_for_item(whole, 10, 20) == (0, -5, 20, 20)
-
-
-# ----------------------------------------------------------------------------------------------
-# Normals PNG
-# ----------------------------------------------------------------------------------------------
-
-
-def test_save_normals_png_matches_official_conversion(tmp_path):
-    """Official: float32 (x·0.5 + 0.5)[..., ::-1]·255 concatenated, cv2.imwrite -> uint8."""
-    rng = np.random.default_rng(11)
-    parts = [rng.uniform(-1.1, 1.1, (512, 512, 3)).astype(np.float32) for _ in range(3)]
-    parts[1][0, 0] = [-1.0, 0.0, 1.0]
-    path = tmp_path / "out.png"
-    vis.save_normals_png(path, *parts)
-
-    official_path = tmp_path / "official.png"
-    strip = np.concatenate([(p * 0.5 + 0.5)[:, :, ::-1] * 255.0 for p in parts], axis=1)
-    assert cv2.imwrite(str(official_path), strip)
-    ours = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    assert ours.shape == (512, 1536, 3) and ours.dtype == np.uint8
-    np.testing.assert_array_equal(ours, cv2.imread(str(official_path), cv2.IMREAD_UNCHANGED))
-    np.testing.assert_array_equal(ours[0, 512][::-1], [0, 128, 255])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["official.png", "out.png"]
-
-
-def test_normals_to_uint8_rounding_and_clipping():
-    # 0.0 -> 127.5 exactly, which rounds half to even (128) like OpenCV's saturate_cast.
-    x = np.array([[-2.0, -1.0, 1.0], [1.5, np.nan, 0.0]], np.float32)
-    np.testing.assert_array_equal(vis.normals_to_uint8(x), [[0, 0, 255], [255, 0, 128]])
-    with pytest.raises(ValueError):
-        vis.save_normals_png(
-            "/nonexistent/x.png", np.zeros((4, 4, 3)), np.zeros((4, 4, 3)), np.zeros((4, 5, 3))
-        )
-
-
-def test_save_normals_png_unwritable_folder_raises(tmp_path):
-    z = np.zeros((4, 4, 3), np.float32)
-    with pytest.raises(HdjaxError):
-        vis.save_normals_png(tmp_path / "missing" / "x.png", z, z, z)

@@ -1,0 +1,54 @@
+"""Writing files so that readers never see a partial one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any, Literal
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    write_fn: Callable[[IO[Any]], object],
+    mode: Literal["wb", "w"] = "wb",
+) -> None:
+    """Writes `path` through `write_fn(file)` so that it appears complete or not at all.
+
+    The data goes to a temp file in the same folder (so the rename cannot cross file
+    systems), is fsynced (durable before it is visible: a crash must not leave a renamed
+    empty file) and replaces `path` with `os.replace`. On any exception, KeyboardInterrupt
+    included, the temp file is removed and an existing `path` is left untouched.
+
+    Args:
+      path: the file to create or replace; its folder must exist.
+      write_fn: writes the whole content to the open file it is given.
+      mode: "wb" for a binary file, "w" for UTF-8 text.
+
+    Raises:
+      OSError: the folder does not exist or the file cannot be written; whatever
+        `write_fn` raises passes through.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600: keep a replaced file's permissions, else the usual 0644.
+        try:
+            permissions = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            permissions = 0o644
+        os.chmod(tmp, permissions)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
