@@ -10,10 +10,9 @@ last comment line, the sbatch command) without writing or submitting anything.
 How the processes find each other (`jax.distributed.initialize()` without arguments):
 - the coordinator address is set explicitly, `JAX_COORDINATOR_ADDRESS=<first node>:<port>`, with
   the first node from `scontrol show hostnames "$SLURM_JOB_NODELIST"`. JAX's own SLURM detection
-  derives it by parsing the node list string, which handles only simple `prefix[range]` forms,
-  and picks the port from the job id; scontrol is authoritative and `--port` lets a site choose
-  a port its firewall opens. Process 0 (the coordinator) runs on that node because srun's default
-  block distribution gives task 0 to the first node.
+  parses the node list string itself and drops anything after a bracketed range (`gpu[1-4]-ib`
+  gives `gpu1`); scontrol is authoritative. `--port` is for sites that open only some ports.
+  Process 0 (the coordinator) runs on that node: srun's block distribution gives it task 0.
 - the process count and id come from JAX's SLURM auto-detection: srun sets `SLURM_NTASKS`,
   `SLURM_PROCID` and `SLURM_LOCALID` in every task; they are per task, so a value exported by
   the batch script could not carry them.
