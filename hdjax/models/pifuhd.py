@@ -198,21 +198,21 @@ class PIFuHD(nn.Module):
         """(B, S, S, 3) whole image + normal maps -> per-stack [(B, S/4, S/4, hg_dim)]."""
         return self.netG.features(image_coarse, normals)
 
-    def fine_features(
+    def fine_input(
         self,
         image_fine: jnp.ndarray,
         normals: Sequence[jnp.ndarray],
         crop_offset: jnp.ndarray | None = None,
-    ) -> list[jnp.ndarray]:
-        """Fine image (B, h, w, 3) + normal maps (B, S, S, 3) -> per-stack [(B, h/2, w/2, C)].
+    ) -> jnp.ndarray:
+        """The fine filter's input (B, h, w, 3 + 3 * num_normals): image ⊕ upsampled normals.
 
         As the official `filter_local(images, rect)`: the normal maps are upsampled
         bilinearly (align_corners=True) to `arch.fine_size`² and the window of the fine image
         is cut out of them at `crop_offset`.
 
         Args:
-          image_fine: the fine-level image, the whole (resized) image or a training crop.
-          normals: the coarse level's normal maps of the whole image.
+          image_fine: (B, h, w, 3), the whole (resized) image or a training crop of it.
+          normals: the coarse level's normal maps of the whole image, each (B, S, S, 3).
           crop_offset: (B, 2) int (row, col) of the crop's top-left corner in `fine_size`
             pixels (the official rect's (y1, x1)); offsets past the border are clamped.
             None: the fine image is the whole image, the normals are resized to its size.
@@ -223,13 +223,23 @@ class PIFuHD(nn.Module):
         else:
             big = (self.arch.fine_size, self.arch.fine_size)
             whole = jnp.concatenate([resize_align_corners(n, big, "bilinear") for n in normals], -1)
-            offset = jnp.asarray(crop_offset, jnp.int32)
-            window = jax.vmap(
-                lambda x, o: jax.lax.dynamic_slice(x, (o[0], o[1], 0), (h, w, x.shape[-1]))
-            )(whole, offset)
-            up = [window]
-        x = jnp.concatenate([image_fine, *up], axis=-1).astype(self.numerics.jnp_dtype)
-        return self.image_filter(x)[0]
+            up = [
+                jax.vmap(
+                    lambda x, o: jax.lax.dynamic_slice(x, (o[0], o[1], 0), (h, w, x.shape[-1]))
+                )(whole, jnp.asarray(crop_offset, jnp.int32))
+            ]
+        return jnp.concatenate([image_fine, *up], axis=-1)
+
+    def fine_features(
+        self,
+        image_fine: jnp.ndarray,
+        normals: Sequence[jnp.ndarray],
+        crop_offset: jnp.ndarray | None = None,
+    ) -> list[jnp.ndarray]:
+        """Fine image (B, h, w, 3) + whole-image normal maps -> per-stack [(B, h/2, w/2, C)];
+        `crop_offset` as in `fine_input`."""
+        x = self.fine_input(image_fine, normals, crop_offset)
+        return self.image_filter(x.astype(self.numerics.jnp_dtype))[0]
 
     def coarse_query(self, coarse_feats, points, *, calib_global, phi_only: bool = False):
         """Coarse level at points (B, N, 3) with the whole-image calibration (B, 4, 4).

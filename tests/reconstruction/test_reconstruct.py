@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from hdjax.checkpoint.pifuhd import load_converted, save_converted
-from hdjax.checkpoint.weights import open_weights, random_params
-from hdjax.errors import HdjaxError
+from configs.pifuhd import get_config
 from hdjax.geometry import octree
-from hdjax.models.pifuhd import PIFuHDArch
+from hdjax.models.pifuhd import PIFuHDArch, init_params
 from hdjax.reconstruction import reconstruct as recon
+from hdjax.reconstruction.weights import open_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-from configs.pifuhd import get_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +29,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def weights(cfg):
-    return open_weights("", PIFuHDArch.from_config(cfg.model), seed=0)
+    return open_weights("", PIFuHDArch.from_config(cfg.model.arch), seed=0)
 
 
 def _image(path, size=(90, 60)):
@@ -102,24 +99,6 @@ def test_bad_image_in_folder_is_reported_and_others_done(tmp_path, cfg, weights)
     assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 1
     names = sorted(os.listdir(tmp_path / "out" / "reconstruct"))
     assert names == ["good.obj", "good_normals.png"]
-
-
-def test_converted_checkpoint_round_trip(tmp_path, cfg):
-    arch = PIFuHDArch.from_config(cfg.model)
-    params = random_params(arch, seed=3)
-    save_converted(tmp_path / "conv", params, arch)
-    arch2, params2 = load_converted(tmp_path / "conv")
-    assert arch2 == arch
-    a = params["netG"]["mlp"]["filters_0"]["kernel"]
-    np.testing.assert_array_equal(
-        np.asarray(a), np.asarray(params2["netG"]["mlp"]["filters_0"]["kernel"])
-    )
-    with pytest.raises(HdjaxError, match="not a converted hdjax checkpoint"):
-        load_converted(tmp_path)
-    before = sorted(os.listdir(tmp_path / "conv"))
-    with pytest.raises(HdjaxError, match="refusing to overwrite"):
-        save_converted(tmp_path / "conv", params, arch)
-    assert sorted(os.listdir(tmp_path / "conv")) == before
 
 
 def _main(tmp_path, *args):
@@ -211,10 +190,10 @@ def test_main_bad_input_is_one_clear_line(tmp_path, case, pattern):
 
 def _tiny_checkpoint(torch, path, wrong_arch=False, seed=1):
     """The tiny config's random params saved in the official checkpoint layout."""
-    from hdjax.checkpoint.pifuhd import arch_to_options, params_to_state_dict
+    from hdjax.models.pifuhd_official import arch_to_options, params_to_state_dict
 
-    arch = PIFuHDArch.from_config(get_config("tiny").model)
-    params = random_params(arch, seed)
+    arch = PIFuHDArch.from_config(get_config("tiny").model.arch)
+    params = init_params(arch, seed)
     sd = {k: torch.from_numpy(np.array(v)) for k, v in params_to_state_dict(params, arch).items()}
     opt, opt_netG = arch_to_options(arch)
     if wrong_arch:
@@ -226,14 +205,11 @@ def _tiny_checkpoint(torch, path, wrong_arch=False, seed=1):
 def test_tiny_checkpoint_round_trips_through_official_layout(tmp_path):
     torch = pytest.importorskip("torch")
     arch, params = _tiny_checkpoint(torch, tmp_path / "t.pt")
-    w = open_weights(str(tmp_path / "t.pt"), PIFuHDArch.from_config(get_config().model))
+    w = open_weights(str(tmp_path / "t.pt"), PIFuHDArch.from_config(get_config().model.arch))
     assert w.arch == arch  # the file's options decide, not the config
     for names in [("netG", "netF"), ("netG", "image_filter"), ("mlp",)]:
         got = w.get(names)
         want = params
         for k in names:
             want = want[k]
-        for a, b in zip(
-            jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
-        ):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
