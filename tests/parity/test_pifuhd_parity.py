@@ -32,9 +32,10 @@ from official_pifuhd import (  # noqa: E402
     run_official,
 )
 
-from hdjax.checkpoint.pifuhd import arch_from_options, convert_state_dict  # noqa: E402
 from hdjax.checkpoint.torch_reader import load_torch_file  # noqa: E402
+from hdjax.models.layers import Numerics  # noqa: E402
 from hdjax.models.pifuhd import PIFuHD  # noqa: E402
+from hdjax.models.pifuhd_official import arch_from_options, convert_state_dict  # noqa: E402
 
 FULL = os.environ.get("HDJAX_PARITY_FULL") == "1"
 N_POINTS = 10_000
@@ -68,12 +69,12 @@ def _nhwc(x):
     return jnp.asarray(np.transpose(x, (0, 2, 3, 1)))
 
 
-def _run_hdjax(path, official):
+def _run_hdjax(path, official, numerics=None):
     ckpt = load_torch_file(path)
     assert isinstance(ckpt["opt"], dict) and isinstance(ckpt["opt_netG"], dict)
     arch = arch_from_options(ckpt["opt"], ckpt["opt_netG"], str(path))
     params = convert_state_dict(ckpt["model_state_dict"], arch, path=str(path))
-    model = PIFuHD(arch)
+    model = PIFuHD(arch, numerics or Numerics())
     img_c, img_f = _nhwc(official["img_coarse"]), _nhwc(official["img_fine"])
     points = jnp.asarray(official["points"].transpose(0, 2, 1))
     calib = jnp.asarray(np.diag([1.0, -1.0, 1.0, 1.0]), jnp.float32)[None]
@@ -85,10 +86,11 @@ def _run_hdjax(path, official):
     ff = jax.jit(lambda v, x, n: model.apply(v, x, n, method=PIFuHD.fine_features))(
         v, img_f, normals
     )
-    out = jax.jit(lambda v, c, f, p: model.apply(v, c, f, p, calib, method=PIFuHD.query))(
+    calibs = dict(calib_global=calib, calib_local=calib)
+    out = jax.jit(lambda v, c, f, p: model.apply(v, c, f, p, **calibs, method=PIFuHD.query))(
         v, cf, ff, points
     )
-    occ = jax.jit(lambda v, c, f, p: model.apply(v, c, f, p, calib, method=PIFuHD.occupancy))(
+    occ = jax.jit(lambda v, c, f, p: model.apply(v, c, f, p, **calibs, method=PIFuHD.occupancy))(
         v, cf[-1], ff[-1], points
     )
     return dict(normals=normals, coarse_feats=cf, fine_feats=ff, occupancy=occ, **out)
@@ -148,3 +150,18 @@ def test_wrong_architecture_names_key_and_shapes(official):
     shapes = r"has shape \(\d+, \d+, 1, 1\), .* expects \(\d+, \d+, 1, 1\)"
     with pytest.raises(HdjaxError, match=r"x\.pt: tensor netG\.image_filter\.\S+ " + shapes):
         convert_state_dict(ckpt["model_state_dict"], arch, path="x.pt")
+
+
+@pytest.mark.parametrize("conv_impl", ["xla", "cpu"])
+def test_conv_implementations_match_official(official, conv_impl):
+    """Both conv implementations (they differ in the normal nets only) against the official
+    normal maps and occupancies, with `test_matches_official`'s tolerances."""
+    ref = official["ref"]
+    got = _run_hdjax(official["paths"]["zip"], official, Numerics(conv_impl=conv_impl))
+    errs = [
+        np.abs(np.asarray(ours[0]).transpose(2, 0, 1) - theirs).max()
+        for ours, theirs in zip(got["normals"], (ref["nmlF"], ref["nmlB"]), strict=True)
+    ]
+    occ_err = np.abs(np.asarray(got["occupancy"][0]) - ref["occ"]).max()
+    print(f"{conv_impl}: normals max abs err {max(errs):.3g}, occupancy {occ_err:.3g}")
+    assert max(errs) <= 1e-4 and occ_err <= 1e-4
