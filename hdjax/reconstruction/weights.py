@@ -14,7 +14,7 @@ from typing import Any
 
 from hdjax.models import pifuhd_official
 from hdjax.models.layers import Numerics
-from hdjax.models.pifuhd import Params, PIFuHD, PIFuHDArch, init_params
+from hdjax.models.pifuhd import Params, PIFuHD, PIFuHDArch, init_params, numerics_from_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +44,13 @@ def open_weights(
 ) -> Weights:
     """Opens `checkpoint` ('' = random weights for `arch`, `init_params`).
 
+    `numerics` None: the reconstruction default, float32 with the CPU kernels on a CPU
+    backend and `nn.Conv` elsewhere.
+
     A `.pt` file's or converted directory's architecture wins over `arch`; a `.pt`'s keys
     and shapes are all validated up front, before any tensor is read.
     """
-    numerics = numerics or Numerics()
+    numerics = numerics or numerics_from_config({"conv_impl": "auto"})
     if not checkpoint:
         return Weights(
             PIFuHD(arch, numerics),

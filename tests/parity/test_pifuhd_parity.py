@@ -155,7 +155,7 @@ def test_wrong_architecture_names_key_and_shapes(official):
 @pytest.mark.parametrize("conv_impl", ["xla", "cpu"])
 def test_conv_implementations_match_official(official, conv_impl):
     """Both conv implementations (they differ in the normal nets only) against the official
-    normal maps and occupancies, with `test_matches_official`'s tolerances."""
+    normal maps and occupancies."""
     ref = official["ref"]
     got = _run_hdjax(official["paths"]["zip"], official, Numerics(conv_impl=conv_impl))
     errs = [
@@ -164,4 +164,4 @@ def test_conv_implementations_match_official(official, conv_impl):
     ]
     occ_err = np.abs(np.asarray(got["occupancy"][0]) - ref["occ"]).max()
     print(f"{conv_impl}: normals max abs err {max(errs):.3g}, occupancy {occ_err:.3g}")
-    assert max(errs) <= 1e-4 and occ_err <= 1e-4
+    assert max(errs) <= 1e-4 and occ_err <= 3e-4  # >= 5x the measured 1.7e-5, 5.5e-5
