@@ -122,7 +122,8 @@ def _mlp(level: LevelArch, numerics: Numerics, name: str) -> ImplicitMLP:
 
 
 def _sample(feat: jnp.ndarray, xy: jnp.ndarray) -> jnp.ndarray:
-    return grid_sample_align_corners(feat, xy.astype(feat.dtype))
+    # Sample positions stay float32: a bfloat16 uv would snap to 1/128 of the map.
+    return grid_sample_align_corners(feat, xy).astype(feat.dtype)
 
 
 class CoarseLevel(nn.Module):

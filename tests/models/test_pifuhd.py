@@ -163,3 +163,23 @@ def test_init_params_subtree_equals_the_full_tree():
     assert not np.array_equal(other["filters_0"]["kernel"], full["mlp"]["filters_0"]["kernel"])
     shapes = jax.tree_util.tree_map(lambda s: s.shape, param_shapes(arch))
     assert shapes == jax.tree_util.tree_map(lambda x: x.shape, full)
+
+
+def test_bfloat16_model_tracks_float32(tiny):
+    """bfloat16 computation, float32 params and occupancy; logits follow float32's (measured:
+    correlation 0.997, max error 9 % of the range, with these sharp random weights)."""
+    arch, v, img_c, img_f, pts = tiny
+    outs = []
+    for dtype in ("float32", "bfloat16"):
+        model = PIFuHD(arch, Numerics(dtype=dtype))
+        outs.append(
+            jax.jit(
+                lambda v, m=model: m.apply(
+                    v, img_c, img_f, pts, calib_global=EVAL, calib_local=EVAL
+                )
+            )(v)
+        )
+    assert outs[1]["fine_logits"].dtype == jnp.bfloat16 and outs[1]["occ"].dtype == jnp.float32
+    for key in ("coarse_logits", "fine_logits"):
+        a, b = (np.asarray(o[key], np.float32).ravel() for o in outs)
+        assert np.corrcoef(a, b)[0, 1] > 0.95
