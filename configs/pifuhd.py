@@ -1,12 +1,18 @@
-"""PIFuHD: the official architecture and reconstruction settings.
+"""PIFuHD: a whole run in one tree (model, input, render, reconstruct).
 
 --config=configs/pifuhd.py          the released model (1024² input, R = 512)
 --config=configs/pifuhd.py:tiny     a small random-weight variant for CPU smoke tests
+--config=configs/pifuhd.py:parity   the official octree and finite-difference colours
+
+Sections become the dataclasses modules take in one place (`hdjax.configlib.build`):
+model.arch -> PIFuHDArch, model.numerics -> Numerics, input.pipeline -> PipelineConfig,
+render -> RenderConfig. `hdjax.main` validates every choice after command-line overrides.
 """
 
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 import hdjax
 
@@ -18,14 +24,12 @@ def _level(**kw) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(hg_width=256, groups=32, **kw))
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-
-    # Architecture. A checkpoint's stored options override these (and are checked against
-    # its tensor shapes); without a checkpoint the model starts from random weights.
-    m = c.model = ml_collections.ConfigDict()
-    m.coarse = _level(
+def _model() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    # Architecture (PIFuHDArch). A checkpoint's stored options override it (and are checked
+    # against its tensor shapes); without a checkpoint the model starts from random weights.
+    a = m.arch = ml_collections.ConfigDict()
+    a.coarse = _level(
         num_stack=4,
         hg_depth=2,
         hg_dim=256,
@@ -34,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mlp_res_layers=[2, 3, 4],
         merge_layer=2,
     )
-    m.fine = _level(
+    a.fine = _level(
         num_stack=1,
         hg_depth=4,
         hg_dim=16,
@@ -43,21 +47,60 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mlp_res_layers=[1, 2],
         merge_layer=-1,
     )
-    m.use_front_normal = True
-    m.use_back_normal = True
-    m.normal_ngf = 64
-    m.normal_n_down = 4
-    m.normal_n_blocks = 9
-    m.coarse_size = 512
-    m.fine_size = 1024
-    m.z_size = 200.0
+    a.use_front_normal = True
+    a.use_back_normal = True
+    a.normal_ngf = 64
+    a.normal_n_down = 4
+    a.normal_n_blocks = 9
+    a.coarse_size = 512  # opt_netG.loadSize
+    a.fine_size = 1024  # opt.loadSizeBig
+    a.z_size = 200.0
+    # How the layers compute (Numerics); no parameter depends on it.
+    n = m.numerics = ml_collections.ConfigDict()
+    n.conv_impl = "auto"  # xla: nn.Conv; cpu: matmul kernels for XLA:CPU; auto: by backend
+    n.dtype = "float32"  # float32 | bfloat16 | float16 (computation; params stay float32)
+    n.precision = "highest"  # default | high | highest
+    return m
 
-    # Weights: a PyTorch checkpoint (pifuhd.pt) or an orbax directory written by
-    # `--mode=convert`; empty = random init from `seed` (N(0, 0.02) as the official init).
-    c.checkpoint = ""
 
+def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    i = ml_collections.ConfigDict()
+    i.dataset = ml_collections.ConfigDict(dict(data_dir="", split="train"))
+    # PipelineConfig (hdjax/data/pipeline.py), field for field.
+    p = i.pipeline = ml_collections.ConfigDict()
+    p.mode = "pifuhd_coarse"  # pifuhd_coarse | pifuhd_fine | twok2k
+    p.batch_size = 2
+    p.num_points = 8000
+    p.coarse_size = arch.get_ref("coarse_size")
+    p.crop_size = 512  # opt.loadSizeLocal: the fine level's training crop
+    p.background_dir = config_dict.placeholder(str)
+    p.jitter = (0.7, 1.0)
+    p.num_epochs = config_dict.placeholder(int)
+    p.worker_count = 0
+    p.read_threads = 2
+    p.read_prefetch = 8
+    return i
+
+
+def _render(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    # RenderConfig (hdjax/data/records.py), field for field: the PIFuHD builds.
+    r = ml_collections.ConfigDict()
+    r.camera = "ortho"  # ortho (PIFuHD) | persp (2K2K)
+    r.size = arch.get_ref("fine_size")
+    r.yaws = tuple(float(a) for a in range(0, 360, 30))
+    r.num_points = 100_000
+    r.sigma_coarse_cm = 5.0
+    r.sigma_fine_cm = 3.0
+    r.max_faces = 3_000_000
+    r.max_extent = 1.0e4
+    # cm per scan unit (100: metres, 1: centimetres); unset: σ assumes a 180 cm body.
+    r.scan_unit_cm = config_dict.placeholder(float)
+    return r
+
+
+def _reconstruct() -> ml_collections.ConfigDict:
     # Reconstruction (`--mode=reconstruct`) and field queries (`--mode=query`).
-    r = c.reconstruct = ml_collections.ConfigDict()
+    r = ml_collections.ConfigDict()
     r.input = EXAMPLES  # image file or folder; crops: {name}_keypoints.json / {name}_rect.txt
     r.crop_type = "fullbody"  # OpenPose crop rule: fullbody | upperbody | face
     r.resolution = 512  # marching-cubes grid R (official default 512)
@@ -72,10 +115,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # network: the official finite differences of the field (4 queries per vertex); none.
     r.colors = "grid"
     r.points = ""  # --mode=query: (N, 3) .npy in the normalised frame
+    return r
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = _model()
+    # Weights: a PyTorch checkpoint (pifuhd.pt) or an orbax directory written by
+    # `--mode=convert`; empty = random init from `seed` (the official N(0, 0.02)).
+    c.checkpoint = ""
+    c.input = _input(c.model.arch)
+    c.render = _render(c.model.arch)
+    c.reconstruct = _reconstruct()
     if arg == "tiny":
         _tiny(c)
     elif arg == "parity":
-        r.octree, r.colors = "parity", "network"
+        c.reconstruct.octree, c.reconstruct.colors = "parity", "network"
     elif arg not in (None, ""):
         raise ValueError(f"unknown config variant {arg!r} (expected 'tiny', 'parity' or none)")
     return c
@@ -83,17 +139,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
     """Same structure, a fraction of the width: runs in seconds on a laptop CPU."""
-    m = c.model
-    for level in (m.coarse, m.fine):
+    a = c.model.arch
+    for level in (a.coarse, a.fine):
         level.hg_width = 32
         level.groups = 4
-    m.coarse.update(num_stack=2, hg_depth=2, hg_dim=32, mlp_dim=[33, 64, 32, 16, 8, 1])
-    m.fine.update(hg_depth=2, hg_dim=8, mlp_dim=[24, 32, 16, 8, 1])
-    m.normal_ngf = 8
-    m.normal_n_down = 2
-    m.normal_n_blocks = 1
-    m.coarse_size = 64
-    m.fine_size = 128
+    a.coarse.update(num_stack=2, hg_depth=2, hg_dim=32, mlp_dim=[33, 64, 32, 16, 8, 1])
+    a.fine.update(hg_depth=2, hg_dim=8, mlp_dim=[24, 32, 16, 8, 1])
+    a.normal_ngf = 8
+    a.normal_n_down = 2
+    a.normal_n_blocks = 1
+    a.coarse_size = 64
+    a.fine_size = 128
+    c.input.pipeline.crop_size = 64
     c.reconstruct.resolution = 64
     c.reconstruct.init_resolution = 16
     c.reconstruct.chunk = 4096

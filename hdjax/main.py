@@ -11,9 +11,11 @@ import os
 import sys
 
 import jax
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from hdjax import configlib
 from hdjax.errors import HdjaxError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
@@ -35,17 +37,40 @@ _CACHE = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _run(mode: str, cfg, workdir: str) -> int:
-    from hdjax.checkpoint.pifuhd import save_converted
-    from hdjax.checkpoint.weights import open_weights
-    from hdjax.models.pifuhd import PIFuHDArch
-    from hdjax.reconstruction import reconstruct as recon
+# Choices of the config sections that stay ConfigDicts; the dataclass sections validate
+# their own fields when built.
+CHOICES = {
+    "reconstruct.crop_type": ("fullbody", "upperbody", "face"),
+    "reconstruct.octree": ("parity", "fast"),
+    "reconstruct.colors": ("network", "grid", "none"),
+    "reconstruct.mesh_format": ("obj", "ply", "both"),
+    "model.numerics.conv_impl": ("auto", "xla", "cpu"),
+}
 
+
+def validate_config(cfg: ml_collections.ConfigDict):
+    """Checks every choice once, after command-line overrides; returns (arch, numerics).
+
+    Raises:
+      HdjaxError: one line naming the config field.
+    """
+    from hdjax.models.pifuhd import PIFuHDArch, numerics_from_config
+
+    configlib.check_choices(cfg, CHOICES)
+    return PIFuHDArch.from_config(cfg.model.arch), numerics_from_config(cfg.model.numerics)
+
+
+def _run(mode: str, cfg, workdir: str) -> int:
+    from hdjax.models.pifuhd_official import save_converted
+    from hdjax.reconstruction import reconstruct as recon
+    from hdjax.reconstruction.weights import open_weights
+
+    arch, numerics = validate_config(cfg)
     if mode == "train":
         raise HdjaxError(
             "training is not implemented yet; use --mode=reconstruct, query or convert"
         )
-    weights = open_weights(cfg.checkpoint, PIFuHDArch.from_config(cfg.model), cfg.seed)
+    weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics)
     logging.info("weights: %s", weights.source)
     if mode == "reconstruct":
         if not cfg.reconstruct.input:

@@ -12,7 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hdjax.models.layers import avg_pool2x, group_norm, upsample2x_bicubic
+from hdjax.models.layers import Numerics, avg_pool2x, upsample2x_bicubic
+
+DOWN_TYPES = ("ave_pool", "no_down")
 
 
 class ConvBlock(nn.Module):
@@ -24,21 +26,23 @@ class ConvBlock(nn.Module):
 
     features: int
     groups: int = 32
+    numerics: Numerics = Numerics()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        f = self.features
+        f, nx = self.features, self.numerics
 
-        def conv(ch: int, name: str) -> nn.Conv:
-            return nn.Conv(ch, (3, 3), padding=1, use_bias=False, name=name)
+        def branch(y: jnp.ndarray, ch: int, i: int) -> jnp.ndarray:
+            y = jax.nn.relu(nx.group_norm(self.groups, f"bn{i}")(y))
+            return nx.conv(ch, 3, f"conv{i}", padding=1, use_bias=False)(y)
 
-        out1 = conv(f // 2, "conv1")(jax.nn.relu(group_norm(self.groups, "bn1")(x)))
-        out2 = conv(f // 4, "conv2")(jax.nn.relu(group_norm(self.groups, "bn2")(out1)))
-        out3 = conv(f // 4, "conv3")(jax.nn.relu(group_norm(self.groups, "bn3")(out2)))
+        out1 = branch(x, f // 2, 1)
+        out2 = branch(out1, f // 4, 2)
+        out3 = branch(out2, f // 4, 3)
         residual = x
         if x.shape[-1] != f:
-            residual = jax.nn.relu(group_norm(self.groups, "bn4")(x))
-            residual = nn.Conv(f, (1, 1), use_bias=False, name="downsample")(residual)
+            residual = jax.nn.relu(nx.group_norm(self.groups, "bn4")(x))
+            residual = nx.conv(f, 1, "downsample", use_bias=False)(residual)
         return jnp.concatenate([out1, out2, out3], axis=-1) + residual
 
 
@@ -48,9 +52,10 @@ class HourGlass(nn.Module):
     depth: int
     features: int = 256
     groups: int = 32
+    numerics: Numerics = Numerics()
 
     def _block(self, name: str) -> ConvBlock:
-        return ConvBlock(self.features, self.groups, name=name)
+        return ConvBlock(self.features, self.groups, self.numerics, name=name)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -77,6 +82,7 @@ class HGFilter(nn.Module):
       down_type: "ave_pool" (coarse PIFuHD: H/4 output) or "no_down" (fine: H/2 output).
       width: hourglass width (256 in the official models); the stem uses width/4, /2, /2, 1.
       groups: GroupNorm groups.
+      numerics: conv implementation, dtype and precision.
     """
 
     num_stack: int
@@ -85,34 +91,31 @@ class HGFilter(nn.Module):
     down_type: str = "ave_pool"
     width: int = 256
     groups: int = 32
+    numerics: Numerics = Numerics()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> tuple[Sequence[jnp.ndarray], jnp.ndarray]:
         """(B, H, W, C_in) -> ([num_stack x (B, h, w, last_ch)], normx (B, h, w, width/2))."""
-        w, g = self.width, self.groups
-        x = nn.Conv(w // 4, (7, 7), strides=2, padding=3, name="conv1")(x)
-        x = jax.nn.relu(group_norm(g, "bn1")(x))
-        x = ConvBlock(w // 2, g, name="conv2")(x)
+        w, g, nx = self.width, self.groups, self.numerics
+        if self.down_type not in DOWN_TYPES:
+            raise ValueError(f"unsupported down_type {self.down_type!r}")
+        x = nx.conv(w // 4, 7, "conv1", strides=2, padding=3)(x)
+        x = jax.nn.relu(nx.group_norm(g, "bn1")(x))
+        x = ConvBlock(w // 2, g, nx, name="conv2")(x)
         if self.down_type == "ave_pool":
             x = avg_pool2x(x)
-        elif self.down_type != "no_down":
-            raise ValueError(f"unsupported down_type {self.down_type!r}")
         normx = x
-        x = ConvBlock(w // 2, g, name="conv3")(x)
-        previous = ConvBlock(w, g, name="conv4")(x)
+        x = ConvBlock(w // 2, g, nx, name="conv3")(x)
+        previous = ConvBlock(w, g, nx, name="conv4")(x)
 
         outputs = []
         for i in range(self.num_stack):
-            ll = HourGlass(self.depth, w, g, name=f"m{i}")(previous)
-            ll = ConvBlock(w, g, name=f"top_m_{i}")(ll)
-            ll = nn.Conv(w, (1, 1), name=f"conv_last{i}")(ll)
-            ll = jax.nn.relu(group_norm(g, f"bn_end{i}")(ll))
-            out = nn.Conv(self.last_ch, (1, 1), name=f"l{i}")(ll)
+            ll = HourGlass(self.depth, w, g, nx, name=f"m{i}")(previous)
+            ll = ConvBlock(w, g, nx, name=f"top_m_{i}")(ll)
+            ll = nx.conv(w, 1, f"conv_last{i}")(ll)
+            ll = jax.nn.relu(nx.group_norm(g, f"bn_end{i}")(ll))
+            out = nx.conv(self.last_ch, 1, f"l{i}")(ll)
             outputs.append(out)
             if i < self.num_stack - 1:
-                previous = (
-                    previous
-                    + nn.Conv(w, (1, 1), name=f"bl{i}")(ll)
-                    + nn.Conv(w, (1, 1), name=f"al{i}")(out)
-                )
+                previous = previous + nx.conv(w, 1, f"bl{i}")(ll) + nx.conv(w, 1, f"al{i}")(out)
         return outputs, normx

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hdjax.models.layers import Numerics
+
 
 class ImplicitMLP(nn.Module):
     """Point features -> occupancy logit and the embedding phi.
@@ -20,11 +22,13 @@ class ImplicitMLP(nn.Module):
       channels: e.g. (257, 1024, 512, 256, 128, 1) for the coarse PIFuHD level.
       res_layers: layers that also receive the input feature.
       merge_layer: phi is the activated output of this layer (<= 0: len(channels) // 2).
+      numerics: dtype and precision.
     """
 
     channels: Sequence[int]
     res_layers: Sequence[int] = ()
     merge_layer: int = -1
+    numerics: Numerics = Numerics()
 
     @property
     def phi_layer(self) -> int:
@@ -42,7 +46,7 @@ class ImplicitMLP(nn.Module):
         for i in range(n_layers):
             if i in self.res_layers:
                 y = jnp.concatenate([y, feature], axis=-1)
-            y = nn.Dense(self.channels[i + 1], name=f"filters_{i}")(y)
+            y = self.numerics.dense(self.channels[i + 1], f"filters_{i}")(y)
             if i != n_layers - 1:
                 y = jax.nn.leaky_relu(y, 0.01)
             if i == self.phi_layer:

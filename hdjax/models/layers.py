@@ -1,17 +1,111 @@
-"""Small layers and resampling ops shared by the models (NHWC throughout).
+"""Layers, initialisers and resampling ops shared by the models (NHWC throughout).
 
 PyTorch's `interpolate(..., align_corners=True)` and `ReflectionPad2d` have no exact
-counterpart in `jax.image`, so they are written here as separable interpolation matrices
-(built with numpy at trace time, applied as matmuls, which XLA runs fast on every backend).
+counterpart in `jax.image`, so they are written here as separable interpolation taps (built
+with numpy at trace time). `Numerics` carries the accelerator choices every module takes:
+plain `nn.Conv` ("xla") or matmul kernels that XLA:CPU runs faster ("cpu"), the computation
+dtype and the matmul precision. Parameters are float32 and named alike in both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+
+CONV_IMPLS = ("xla", "cpu")
+DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("default", "high", "highest")
+
+# The official `init_net`: Conv/Linear weights N(0, 0.02), biases 0; norm affines stay 1 / 0.
+KERNEL_INIT = nn.initializers.normal(0.02)
+BIAS_INIT = nn.initializers.zeros
+
+
+@dataclasses.dataclass(frozen=True)
+class Numerics:
+    """How the layers compute (not what): nothing here changes a parameter.
+
+    Attributes:
+      conv_impl: "xla": `nn.Conv` everywhere (GPU/TPU); "cpu": the few convolutions XLA:CPU
+        runs slowly become matmuls (`ThinConv`, `Im2colConv`), same parameters and result.
+      dtype: computation dtype (parameters stay float32).
+      precision: matmul/conv precision; "highest" keeps float32 accuracy on GPU/TPU.
+    """
+
+    conv_impl: str = "xla"
+    dtype: str = "float32"
+    precision: str = "highest"
+
+    def __post_init__(self):
+        for field, allowed in (
+            ("conv_impl", CONV_IMPLS),
+            ("dtype", DTYPES),
+            ("precision", PRECISIONS),
+        ):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"{field}={getattr(self, field)!r}: expected one of {allowed}")
+
+    @property
+    def jnp_dtype(self) -> Any:
+        return jnp.dtype(self.dtype)
+
+    def conv(self, features: int, kernel_size: int, name: str, **kw: Any) -> nn.Conv:
+        """`nn.Conv` with the official init, this dtype and precision."""
+        return nn.Conv(
+            features,
+            (kernel_size, kernel_size),
+            kernel_init=KERNEL_INIT,
+            bias_init=BIAS_INIT,
+            dtype=self.jnp_dtype,
+            precision=self.precision,
+            name=name,
+            **kw,
+        )
+
+    def dense(self, features: int, name: str) -> nn.Dense:
+        return nn.Dense(
+            features,
+            kernel_init=KERNEL_INIT,
+            bias_init=BIAS_INIT,
+            dtype=self.jnp_dtype,
+            precision=self.precision,
+            name=name,
+        )
+
+    def valid_conv(self, features: int, kernel_size: int, name: str, cpu_kernel: str) -> nn.Module:
+        """A stride-1 VALID conv; on "cpu" the matmul kernel `cpu_kernel` ("thin" for few
+        output channels, "im2col" for small maps)."""
+        if self.conv_impl == "xla":
+            return self.conv(features, kernel_size, name, padding="VALID")
+        cls = {"thin": ThinConv, "im2col": Im2colConv}[cpu_kernel]
+        return cls(features, kernel_size, self, name=name)
+
+    def group_norm(self, groups: int, name: str) -> nn.GroupNorm:
+        """`nn.GroupNorm(groups, C)` with PyTorch's eps and two-pass variance."""
+        return nn.GroupNorm(
+            num_groups=groups,
+            epsilon=1e-5,
+            use_fast_variance=False,
+            dtype=self.jnp_dtype,
+            name=name,
+        )
+
+    def instance_norm(self, name: str) -> nn.InstanceNorm:
+        """Affine-free `nn.InstanceNorm2d` (biased two-pass variance, eps 1e-5)."""
+        return nn.InstanceNorm(
+            epsilon=1e-5,
+            use_scale=False,
+            use_bias=False,
+            use_fast_variance=False,
+            dtype=self.jnp_dtype,
+            name=name,
+        )
+
 
 # PyTorch's bicubic convolution constant.
 _CUBIC_A = -0.75
@@ -53,8 +147,8 @@ def _resize_axis(x: jnp.ndarray, axis: int, n_out: int, kind: str) -> jnp.ndarra
     shape = [1] * x.ndim
     shape[axis] = n_out
     out = None
-    # A few gathered taps per output, not a dense (n_out, n_in) matmul: at 512² x 256
-    # channels the dense form cost ~50x the arithmetic (0.95 s per hourglass upsample).
+    # A few gathered taps per output, not a dense (n_out, n_in) matmul, which would cost
+    # n_in / taps times the arithmetic.
     for idx, w in zip(index, weights, strict=True):
         term = jnp.take(x, jnp.asarray(idx), axis=axis) * jnp.asarray(w, x.dtype).reshape(shape)
         out = term if out is None else out + term
@@ -81,9 +175,7 @@ def upsample2x_bicubic(x: jnp.ndarray) -> jnp.ndarray:
 
 def avg_pool2x(x: jnp.ndarray) -> jnp.ndarray:
     """(B, H, W, C) -> (B, H/2, W/2, C) 2x2 mean (`F.avg_pool2d(x, 2, 2)`; odd edges dropped)."""
-    b, h, w, c = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
 def reflect_pad(x: jnp.ndarray, p: int) -> jnp.ndarray:
@@ -91,44 +183,34 @@ def reflect_pad(x: jnp.ndarray, p: int) -> jnp.ndarray:
     return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
 
 
-def group_norm(groups: int, name: str) -> nn.GroupNorm:
-    """`nn.GroupNorm(groups, C)` with PyTorch's eps and two-pass variance."""
-    return nn.GroupNorm(num_groups=groups, epsilon=1e-5, use_fast_variance=False, name=name)
-
-
-def instance_norm(x: jnp.ndarray) -> jnp.ndarray:
-    """Affine-free `nn.InstanceNorm2d` (biased variance, eps 1e-5) on (B, H, W, C)."""
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
-    return (x - mean) * jnp.reciprocal(jnp.sqrt(var + 1e-5))
-
-
 def _conv_params(module: nn.Module, k: int, cin: int, cout: int):
-    """`kernel` (k, k, cin, cout) and `bias` (cout,), named and initialised as `nn.Conv`'s."""
-    kernel = module.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, cout), jnp.float32)
-    return kernel, module.param("bias", nn.initializers.zeros, (cout,), jnp.float32)
+    """`kernel` (k, k, cin, cout) and `bias` (cout,), named and initialised as `Numerics.conv`."""
+    kernel = module.param("kernel", KERNEL_INIT, (k, k, cin, cout), jnp.float32)
+    bias = module.param("bias", BIAS_INIT, (cout,), jnp.float32)
+    dtype = module.numerics.jnp_dtype
+    return kernel.astype(dtype), bias.astype(dtype)
 
 
 class ThinConv(nn.Module):
-    """A stride-1 k x k convolution with few output channels (RGB heads), as one matmul.
+    """A stride-1 k x k VALID convolution with few output channels (RGB heads), as one matmul.
 
-    XLA's CPU convolution runs at a few GFLOP/s when the output has a handful of channels
-    (the 7x7 64 -> 3 head of the normal nets took 1.3 s at 512², PyTorch 0.16 s). Here the
-    matmul comes first (every tap's contribution at once, (B, H, W, k, k, F)) and the taps are
-    then shift-added: 0.14 s. Same parameters and result as
-    `nn.Conv(features, (k, k), padding="VALID")`.
+    XLA:CPU's convolution is slow when the output has a handful of channels; here the matmul
+    comes first (every tap's contribution at once, (B, H, W, k, k, F)) and the taps are then
+    shift-added. Same parameters and result as `nn.Conv(features, (k, k), padding="VALID")`.
     """
 
     features: int
     kernel_size: int
+    numerics: Numerics = Numerics()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """(B, H, W, C) -> (B, H - k + 1, W - k + 1, features)."""
         k = self.kernel_size
         kernel, bias = _conv_params(self, k, x.shape[-1], self.features)
+        x = x.astype(kernel.dtype)
         h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
-        per_tap = jnp.einsum("bhwc,ijco->bhwijo", x, kernel, precision="highest")
+        per_tap = jnp.einsum("bhwc,ijco->bhwijo", x, kernel, precision=self.numerics.precision)
         y = sum(per_tap[:, dy : dy + h, dx : dx + w, dy, dx] for dy in range(k) for dx in range(k))
         return y + bias
 
@@ -136,23 +218,28 @@ class ThinConv(nn.Module):
 class Im2colConv(nn.Module):
     """A stride-1 k x k VALID convolution as im2col + one matmul, for small feature maps.
 
-    At 32² x 1024 channels (the normal nets' residual blocks, 18 convs) XLA's CPU convolution
-    of a padded input took 0.40 s per conv, im2col + matmul 0.16 s (PyTorch: 0.11 s). The
-    patch matrix is k²·C·H·W floats (37 MB there), so use it only on small maps. Same
-    parameters and result as `nn.Conv(features, (k, k), padding="VALID")`.
+    XLA:CPU convolves wide, small maps (the normal nets' 1024-channel residual blocks) slower
+    than one matmul over the patch matrix, which holds k²·C·H·W values: use it on small maps
+    only. Same parameters and result as `nn.Conv(features, (k, k), padding="VALID")`.
     """
 
     features: int
     kernel_size: int = 3
+    numerics: Numerics = Numerics()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """(B, H, W, C) -> (B, H - k + 1, W - k + 1, features)."""
         k, cin = self.kernel_size, x.shape[-1]
         kernel, bias = _conv_params(self, k, cin, self.features)
+        x = x.astype(kernel.dtype)
         h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
         patches = jnp.concatenate(
             [x[:, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)], axis=-1
         )
-        y = jnp.dot(patches, kernel.reshape(k * k * cin, self.features), precision="highest")
+        y = jnp.dot(
+            patches,
+            kernel.reshape(k * k * cin, self.features),
+            precision=self.numerics.precision,
+        )
         return y + bias

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hdjax.models.layers import Im2colConv, ThinConv, instance_norm, reflect_pad
+from hdjax.models.layers import Numerics, reflect_pad
 
 
 class ConvTranspose3x3(nn.Module):
@@ -17,24 +17,28 @@ class ConvTranspose3x3(nn.Module):
     """
 
     features: int
+    numerics: Numerics = Numerics()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Conv(
-            self.features, (3, 3), padding=((1, 2), (1, 2)), input_dilation=2, name="conv"
-        )(x)
+        conv = self.numerics.conv(
+            self.features, 3, "conv", padding=((1, 2), (1, 2)), input_dilation=2
+        )
+        return conv(x)
 
 
 class ResnetBlock(nn.Module):
     """x + [pad, conv3x3, IN, ReLU, pad, conv3x3, IN](x); (B, H, W, C) -> (B, H, W, C)."""
 
+    numerics: Numerics = Numerics()
+
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        c = x.shape[-1]
-        y = Im2colConv(c, name="conv0")(reflect_pad(x, 1))
-        y = jax.nn.relu(instance_norm(y))
-        y = Im2colConv(c, name="conv1")(reflect_pad(y, 1))
-        return x + instance_norm(y)
+        c, nx = x.shape[-1], self.numerics
+        y = nx.valid_conv(c, 3, "conv0", cpu_kernel="im2col")(reflect_pad(x, 1))
+        y = jax.nn.relu(nx.instance_norm("norm0")(y))
+        y = nx.valid_conv(c, 3, "conv1", cpu_kernel="im2col")(reflect_pad(y, 1))
+        return x + nx.instance_norm("norm1")(y)
 
 
 class GlobalGenerator(nn.Module):
@@ -48,18 +52,24 @@ class GlobalGenerator(nn.Module):
     ngf: int = 64
     n_down: int = 4
     n_blocks: int = 9
+    numerics: Numerics = Numerics()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = nn.Conv(self.ngf, (7, 7), padding="VALID", name="conv_in")(reflect_pad(x, 3))
-        x = jax.nn.relu(instance_norm(x))
+        nx = self.numerics
+
+        def norm_relu(y: jnp.ndarray, name: str) -> jnp.ndarray:
+            return jax.nn.relu(nx.instance_norm(name)(y))
+
+        x = nx.conv(self.ngf, 7, "conv_in", padding="VALID")(reflect_pad(x, 3))
+        x = norm_relu(x, "norm_in")
         for i in range(self.n_down):
-            x = nn.Conv(self.ngf * 2 ** (i + 1), (3, 3), strides=2, padding=1, name=f"down{i}")(x)
-            x = jax.nn.relu(instance_norm(x))
+            x = nx.conv(self.ngf * 2 ** (i + 1), 3, f"down{i}", strides=2, padding=1)(x)
+            x = norm_relu(x, f"norm_down{i}")
         for i in range(self.n_blocks):
-            x = ResnetBlock(name=f"res{i}")(x)
+            x = ResnetBlock(nx, name=f"res{i}")(x)
         for i in range(self.n_down):
-            x = ConvTranspose3x3(self.ngf * 2 ** (self.n_down - i - 1), name=f"up{i}")(x)
-            x = jax.nn.relu(instance_norm(x))
-        x = ThinConv(self.out_ch, 7, name="conv_out")(reflect_pad(x, 3))
+            x = ConvTranspose3x3(self.ngf * 2 ** (self.n_down - i - 1), nx, name=f"up{i}")(x)
+            x = norm_relu(x, f"norm_up{i}")
+        x = nx.valid_conv(self.out_ch, 7, "conv_out", cpu_kernel="thin")(reflect_pad(x, 3))
         return jnp.tanh(x)

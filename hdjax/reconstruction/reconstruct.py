@@ -21,7 +21,6 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from hdjax.checkpoint.weights import Weights
 from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.geometry import octree
@@ -29,6 +28,7 @@ from hdjax.geometry.projection import EVAL_CALIB
 from hdjax.io.files import atomic_write
 from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
 from hdjax.reconstruction import preprocess, visualize
+from hdjax.reconstruction.weights import Weights
 
 
 @dataclasses.dataclass
@@ -45,21 +45,22 @@ class ImageFeatures:
 
 
 @functools.lru_cache(maxsize=4)
-def _stage_fns(arch: PIFuHDArch):
-    model = PIFuHD(arch)
-
+def _stage_fns(model: PIFuHD):
     def wrap(method, subtree):
         fn = jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=method))
         return fn, subtree
 
+    calib = dict(
+        calib_global=jnp.asarray(EVAL_CALIB)[None], calib_local=jnp.asarray(EVAL_CALIB)[None]
+    )
     return dict(
-        netF=wrap(lambda m, x: m.netG.netF(x), ("netG", "netF")),
-        netB=wrap(lambda m, x: m.netG.netB(x), ("netG", "netB")),
+        netF=wrap(PIFuHD.front_normal, ("netG", "netF")),
+        netB=wrap(PIFuHD.back_normal, ("netG", "netB")),
         coarse=wrap(lambda m, x, n: m.coarse_features(x, n)[-1], ("netG", "image_filter")),
         fine=wrap(lambda m, x, n: m.fine_features(x, n)[-1], ("image_filter",)),
         occupancy=jax.jit(
             lambda p, c, f, pts: model.apply(
-                {"params": p}, c, f, pts, jnp.asarray(EVAL_CALIB)[None], method=PIFuHD.occupancy
+                {"params": p}, c, f, pts, **calib, method=PIFuHD.occupancy
             )
         ),
     )
@@ -80,7 +81,7 @@ def image_features(
       The features and the seconds each stage took (`netF`, `netB`, `coarse`, `fine`; the
       normal nets only where the arch uses them).
     """
-    fns = _stage_fns(weights.arch)
+    fns = _stage_fns(weights.model)
     timings: dict[str, float] = {}
     arch = weights.arch
     x_c = jnp.asarray(image_coarse)[None]
@@ -112,7 +113,7 @@ def occupancy_fn(
 
     Every call uses the same padded (1, chunk, 3) shape, so it compiles once.
     """
-    fn = _stage_fns(weights.arch)["occupancy"]
+    fn = _stage_fns(weights.model)["occupancy"]
     params = {"netG": {"mlp": weights.get(("netG", "mlp"))}, "mlp": weights.get(("mlp",))}
 
     def evaluate(points: np.ndarray) -> np.ndarray:

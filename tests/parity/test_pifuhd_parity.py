@@ -42,9 +42,10 @@ from official_pifuhd import (  # noqa: E402
     run_official,
 )
 
-from hdjax.checkpoint.pifuhd import arch_from_options, convert_state_dict  # noqa: E402
 from hdjax.io.torch_pickle import load_torch_file  # noqa: E402
+from hdjax.models.layers import Numerics  # noqa: E402
 from hdjax.models.pifuhd import PIFuHD  # noqa: E402
+from hdjax.models.pifuhd_official import arch_from_options, convert_state_dict  # noqa: E402
 
 # One worker builds the official model once (with `--dist loadgroup`).
 pytestmark = pytest.mark.xdist_group("parity")
@@ -103,10 +104,11 @@ def _nhwc(x):
 
 
 @functools.cache
-def _forward(arch):
-    """One jitted program per architecture: every call below reuses its compilation."""
-    model = PIFuHD(arch)
+def _forward(arch, numerics=None):
+    """One jitted program per model: every call below reuses its compilation."""
+    model = PIFuHD(arch, numerics or Numerics())
     calib = jnp.asarray(np.diag([1.0, -1.0, 1.0, 1.0]), jnp.float32)[None]
+    calibs = dict(calib_global=calib, calib_local=calib)
 
     @jax.jit
     def run(params, img_c, img_f, points):
@@ -114,16 +116,16 @@ def _forward(arch):
         normals = model.apply(v, img_c, method=PIFuHD.normals)
         cf = model.apply(v, img_c, normals, method=PIFuHD.coarse_features)
         ff = model.apply(v, img_f, normals, method=PIFuHD.fine_features)
-        out = model.apply(v, cf, ff, points, calib, method=PIFuHD.query)
-        occ = model.apply(v, cf[-1], ff[-1], points, calib, method=PIFuHD.occupancy)
+        out = model.apply(v, cf, ff, points, **calibs, method=PIFuHD.query)
+        occ = model.apply(v, cf[-1], ff[-1], points, **calibs, method=PIFuHD.occupancy)
         return dict(normals=normals, coarse_feats=cf, fine_feats=ff, occupancy=occ, **out)
 
     return run
 
 
-def _run_hdjax(arch, params, official):
+def _run_hdjax(arch, params, official, numerics=None):
     points = jnp.asarray(official["points"].transpose(0, 2, 1))
-    run = _forward(arch)
+    run = _forward(arch, numerics)
     return run(params, _nhwc(official["img_coarse"]), _nhwc(official["img_fine"]), points)
 
 
@@ -178,13 +180,17 @@ def _over_tolerance(err: dict[str, float]) -> dict[str, str]:
     return {k: f"{v:.3g} > {TOLERANCES[k]:g}" for k, v in err.items() if not v <= TOLERANCES[k]}
 
 
-@pytest.mark.parametrize("container", ["legacy", "zip"])
-def test_matches_official(official, container):
+@pytest.mark.parametrize(
+    "container, conv_impl", [("legacy", "xla"), ("zip", "xla"), ("zip", "cpu")]
+)
+def test_matches_official(official, container, conv_impl):
+    """Both containers; both conv implementations (XLA's and the CPU matmul kernels)."""
     ref = official["ref"]
     assert ref["occ"].std() > 0.1, "random weights should give the field contrast"
     live = (ref["occ"] > _SATURATED) & (ref["occ"] < 1 - _SATURATED)
     assert live.mean() > 0.5, "most occupancies should be unsaturated, so logits are compared"
-    got = _run_hdjax(*_load(official["paths"][container]), official)
+    numerics = Numerics(conv_impl=conv_impl)
+    got = _run_hdjax(*_load(official["paths"][container]), official, numerics)
     err = _errors(got, official)
     assert set(err) == set(TOLERANCES)
     assert not _over_tolerance(err), _over_tolerance(err)

@@ -1,29 +1,27 @@
-"""The official PIFuHD checkpoint (`pifuhd.pt`) -> hdjax params, and back.
+"""Foreign weights for `PIFuHD`: the official checkpoint (`pifuhd.pt`) -> params, and back.
 
 The layout conversion (OIHW -> HWIO, transposed-conv flip, Conv1d -> Dense) and the official
 key names live here and nowhere else. The stored options `opt` / `opt_netG` choose the
 architecture; every tensor is then checked against the shape that architecture expects.
+`load` opens either a `.pt` or a directory written by `save_converted`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hdjax import configlib
 from hdjax.errors import HdjaxError
-from hdjax.io.torch_pickle import release_pages
-from hdjax.models.pifuhd import LevelArch, PIFuHD, PIFuHDArch
-
-Params = dict[str, Any]
+from hdjax.io.torch_pickle import load_torch_file, release_pages
+from hdjax.models.pifuhd import LevelArch, Params, PIFuHDArch, param_shapes
 
 # Keys the official state dict stores that no computation reads: `bn4` of blocks without a
 # projection, and `downsample.0`, the same GroupNorm object as `bn4` stored twice.
@@ -36,61 +34,69 @@ def _opt_get(opt: Mapping[str, Any], field: str, name: str, path: str | None) ->
     return opt[field]
 
 
+# LevelArch fields stored under their own name in opt / opt_netG; the widths the official
+# code hard-codes are stored by hdjax-written checkpoints as extra `hdjax_*` options.
+_LEVEL_OPTIONS = ("num_stack", "hg_depth", "hg_dim", "hg_down", "mlp_dim", "mlp_res_layers")
+_LEVEL_EXTRAS = ("hg_width", "groups")
+# PIFuHDArch field -> (official option, default when absent); all read from opt_netG but
+# fine_size (opt.loadSizeBig).
+_ARCH_OPTIONS = {
+    "use_front_normal": ("use_front_normal", False),
+    "use_back_normal": ("use_back_normal", False),
+    "normal_ngf": ("hdjax_normal_ngf", 64),
+    "normal_n_down": ("hdjax_normal_n_down", 4),
+    "normal_n_blocks": ("hdjax_normal_n_blocks", 9),
+    "coarse_size": ("loadSize", None),
+    "z_size": ("z_size", None),
+}
+
+
 def arch_from_options(
     opt: Mapping[str, Any], opt_netG: Mapping[str, Any], path: str | None = None
 ) -> PIFuHDArch:
     """Architecture from the checkpoint's stored `opt` (fine) and `opt_netG` (coarse)."""
-
-    def get(o, f, name="opt"):
-        return _opt_get(o, f, name, path)
-
     for o, name in ((opt, "opt"), (opt_netG, "opt_netG")):
-        if get(o, "norm", name) != "group":
+        if _opt_get(o, "norm", name, path) != "group":
             raise HdjaxError(f"{name}.norm={o['norm']!r} is not supported (only 'group')", path)
         if o.get("mlp_norm", "none") not in ("none", None):
             raise HdjaxError(f"{name}.mlp_norm={o['mlp_norm']!r} is not supported", path)
 
-    def ints(v) -> tuple[int, ...]:
-        return tuple(int(x) for x in v)
+    def level(o: Mapping[str, Any], name: str, **fixed: Any) -> dict:
+        fields = ("merge_layer", *_LEVEL_OPTIONS) if not fixed else _LEVEL_OPTIONS
+        d = {f: _opt_get(o, f, name, path) for f in fields if f not in fixed}
+        d |= {f: o[f"hdjax_{f}"] for f in _LEVEL_EXTRAS if f"hdjax_{f}" in o}
+        return d | fixed
 
-    coarse = LevelArch(
-        num_stack=int(get(opt_netG, "num_stack", "opt_netG")),
-        hg_depth=int(get(opt_netG, "hg_depth", "opt_netG")),
-        hg_dim=int(get(opt_netG, "hg_dim", "opt_netG")),
-        hg_down=str(get(opt_netG, "hg_down", "opt_netG")),
-        mlp_dim=ints(get(opt_netG, "mlp_dim", "opt_netG")),
-        mlp_res_layers=ints(get(opt_netG, "mlp_res_layers", "opt_netG")),
-        merge_layer=int(get(opt_netG, "merge_layer", "opt_netG")),
-        hg_width=int(opt_netG.get("hdjax_hg_width", 256)),
-        groups=int(opt_netG.get("hdjax_groups", 32)),
+    arch: dict[str, Any] = dict(
+        coarse=level(opt_netG, "opt_netG"),
+        # The official fine level ignores opt.hg_down and forces merge_layer -1.
+        fine=level(opt, "opt", hg_down="no_down", merge_layer=-1),
+        fine_size=opt.get("loadSizeBig", 1024),
     )
-    fine = LevelArch(
-        num_stack=int(get(opt, "num_stack")),
-        hg_depth=int(get(opt, "hg_depth")),
-        hg_dim=int(get(opt, "hg_dim")),
-        hg_down="no_down",  # the official fine level ignores opt.hg_down
-        mlp_dim=ints(get(opt, "mlp_dim")),
-        mlp_res_layers=ints(get(opt, "mlp_res_layers")),
-        merge_layer=-1,  # forced by HGPIFuMRNet
-        hg_width=int(opt.get("hdjax_hg_width", 256)),
-        groups=int(opt.get("hdjax_groups", 32)),
-    )
-    if coarse.hg_down not in ("ave_pool", "no_down"):
-        raise HdjaxError(f"opt_netG.hg_down={coarse.hg_down!r} is not supported", path)
-    return PIFuHDArch(
-        coarse=coarse,
-        fine=fine,
-        use_front_normal=bool(opt_netG.get("use_front_normal", False)),
-        use_back_normal=bool(opt_netG.get("use_back_normal", False)),
-        # Widths the official code hard-codes; hdjax-written small models store them as
-        # extra `hdjax_*` options so they round-trip through the official layout.
-        normal_ngf=int(opt_netG.get("hdjax_normal_ngf", 64)),
-        normal_n_down=int(opt_netG.get("hdjax_normal_n_down", 4)),
-        normal_n_blocks=int(opt_netG.get("hdjax_normal_n_blocks", 9)),
-        coarse_size=int(get(opt_netG, "loadSize", "opt_netG")),
-        fine_size=int(opt.get("loadSizeBig", 1024)),
-        z_size=float(get(opt_netG, "z_size", "opt_netG")),
-    )
+    for field, (option, default) in _ARCH_OPTIONS.items():
+        arch[field] = (
+            _opt_get(opt_netG, option, "opt_netG", path)
+            if default is None
+            else opt_netG.get(option, default)
+        )
+    try:
+        return configlib.build(PIFuHDArch, arch, "checkpoint options")
+    except HdjaxError as e:
+        raise HdjaxError(e.problem, path) from None
+
+
+def arch_to_options(arch: PIFuHDArch) -> tuple[dict, dict]:
+    """(opt, opt_netG) for `arch`, as the official code would store them (inverse of
+    `arch_from_options`; non-official widths go into `hdjax_*` fields)."""
+
+    def level(a: LevelArch) -> dict:
+        d = {f: configlib.to_dict(a)[f] for f in ("merge_layer", *_LEVEL_OPTIONS)}
+        d |= {f"hdjax_{f}": getattr(a, f) for f in _LEVEL_EXTRAS}
+        return d | dict(norm="group", mlp_norm="none", z_size=arch.z_size)
+
+    opt_netG = level(arch.coarse) | {o: getattr(arch, f) for f, (o, _) in _ARCH_OPTIONS.items()}
+    opt = level(arch.fine) | dict(loadSize=arch.fine_size, loadSizeBig=arch.fine_size)
+    return opt, opt_netG
 
 
 def _generator_index(parts: list[str], n_down: int, n_blocks: int) -> list[str]:
@@ -156,22 +162,6 @@ def _to_torch_layout(x: np.ndarray, kind: str) -> np.ndarray:
     return x
 
 
-@functools.lru_cache(maxsize=8)
-def expected_shapes(arch: PIFuHDArch) -> Params:
-    """Shape tree of the full model's params (no computation, no memory). Do not mutate."""
-    model = PIFuHD(arch)
-    c, f = arch.coarse_size, arch.fine_size
-    tree = jax.eval_shape(
-        model.init,
-        jax.random.PRNGKey(0),
-        jnp.zeros((1, c, c, 3)),
-        jnp.zeros((1, f, f, 3)),
-        jnp.zeros((1, 1, 3)),
-        jnp.eye(4)[None],
-    )
-    return flax.core.unfreeze(tree["params"])
-
-
 def _shape_only(shape) -> np.ndarray:
     """A zero-byte array of `shape`, to push shapes through the layout functions."""
     return np.broadcast_to(np.zeros((), np.int8), tuple(shape))
@@ -208,7 +198,7 @@ def validate_state_dict(
         _check_tensor(state_dict, key, kind, shape.shape, path)
         used.add(key)
 
-    jax.tree_util.tree_map_with_path(check, expected_shapes(arch))
+    jax.tree_util.tree_map_with_path(check, param_shapes(arch))
     extra = sorted(k for k in state_dict if k not in used and not _UNUSED_KEY.search(k))
     if extra:
         more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
@@ -241,7 +231,7 @@ def convert_state_dict(
     """
     if not subtree:
         validate_state_dict(state_dict, arch, path)
-    shapes = expected_shapes(arch)
+    shapes = param_shapes(arch)
     for k in subtree:
         shapes = shapes[k]
 
@@ -274,38 +264,6 @@ def params_to_state_dict(params: Params, arch: PIFuHDArch) -> dict[str, np.ndarr
     return out
 
 
-def arch_to_options(arch: PIFuHDArch) -> tuple[dict, dict]:
-    """(opt, opt_netG) for `arch`, as the official code would store them (inverse of
-    `arch_from_options`; non-official widths go into `hdjax_*` fields)."""
-
-    def level(a: LevelArch) -> dict:
-        return dict(
-            num_stack=a.num_stack,
-            hg_depth=a.hg_depth,
-            hg_dim=a.hg_dim,
-            hg_down=a.hg_down,
-            mlp_dim=list(a.mlp_dim),
-            mlp_res_layers=list(a.mlp_res_layers),
-            merge_layer=a.merge_layer,
-            norm="group",
-            mlp_norm="none",
-            z_size=arch.z_size,
-            hdjax_hg_width=a.hg_width,
-            hdjax_groups=a.groups,
-        )
-
-    opt_netG = level(arch.coarse) | dict(
-        use_front_normal=arch.use_front_normal,
-        use_back_normal=arch.use_back_normal,
-        loadSize=arch.coarse_size,
-        hdjax_normal_ngf=arch.normal_ngf,
-        hdjax_normal_n_down=arch.normal_n_down,
-        hdjax_normal_n_blocks=arch.normal_n_blocks,
-    )
-    opt = level(arch.fine) | dict(loadSize=arch.fine_size, loadSizeBig=arch.fine_size)
-    return opt, opt_netG
-
-
 def save_converted(directory: str | os.PathLike, params: Params, arch: PIFuHDArch) -> None:
     """Write params with orbax plus `arch.json`, so later runs skip the .pt conversion."""
     import orbax.checkpoint as ocp
@@ -319,24 +277,51 @@ def save_converted(directory: str | os.PathLike, params: Params, arch: PIFuHDArc
     checkpointer.wait_until_finished()
     tmp = os.path.join(directory, "arch.json.tmp")
     with open(tmp, "w") as f:
-        json.dump(arch.to_config().to_dict(), f, indent=1)
+        json.dump(configlib.to_dict(arch), f, indent=1)
     os.replace(tmp, os.path.join(directory, "arch.json"))
 
 
 def load_converted(directory: str | os.PathLike) -> tuple[PIFuHDArch, Params]:
     """Inverse of `save_converted`."""
-    import ml_collections
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(directory)
     arch_file = os.path.join(directory, "arch.json")
     try:
         with open(arch_file) as f:
-            arch = PIFuHDArch.from_config(ml_collections.ConfigDict(json.load(f)))
-    except (OSError, ValueError, KeyError) as e:
+            arch = configlib.build(PIFuHDArch, json.load(f), "arch.json")
+    except (OSError, ValueError, HdjaxError) as e:
         raise HdjaxError(f"not a converted hdjax checkpoint ({e})", arch_file) from None
     target = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), expected_shapes(arch)
+        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), param_shapes(arch)
     )
     params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"), target)
     return arch, params
+
+
+def open_official(path: str) -> tuple[PIFuHDArch, Mapping[str, Any]]:
+    """A `pifuhd.pt` (either PyTorch container), memory-mapped: its architecture (from the
+    stored options) and its state dict, every key and shape validated, no tensor read yet."""
+    ckpt = load_torch_file(path)
+    if not isinstance(ckpt, Mapping):
+        raise HdjaxError("not a PIFuHD checkpoint (top level is not a dict)", path)
+    missing = [k for k in ("model_state_dict", "opt", "opt_netG") if k not in ckpt]
+    if missing:
+        raise HdjaxError(f"not a PIFuHD checkpoint (no {', '.join(missing)} entry)", path)
+    for k in ("opt", "opt_netG"):
+        if not isinstance(ckpt[k], Mapping):
+            raise HdjaxError(f"not a PIFuHD checkpoint ({k} is not an options object)", path)
+    arch = arch_from_options(ckpt["opt"], ckpt["opt_netG"], path)
+    state_dict = ckpt["model_state_dict"]
+    validate_state_dict(state_dict, arch, path)
+    return arch, state_dict
+
+
+def load(path: str | os.PathLike) -> tuple[PIFuHDArch, Params]:
+    """All params of a `.pt` or of a directory written by `save_converted`, and the
+    architecture they fill (the file's, whatever the config says)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return load_converted(path)
+    arch, state_dict = open_official(path)
+    return arch, convert_state_dict(state_dict, arch, path=path)
