@@ -239,15 +239,16 @@ def step_rows(args: argparse.Namespace, level: str) -> tuple[list[Row], float, s
     import jax.numpy as jnp
 
     from configs.pifuhd import get_config
-    from hdjax.checkpoint.weights import random_params
-    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
+    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
 
     # get_config() is the official (released) architecture; "tiny" a smoke-test variant.
-    arch = PIFuHDArch.from_config(get_config("tiny" if args.step_arch == "tiny" else None).model)
+    arch = PIFuHDArch.from_config(
+        get_config("tiny" if args.step_arch == "tiny" else None).model.arch
+    )
     c = args.coarse_size or arch.coarse_size
     f = args.fine_size or arch.fine_size
     model = PIFuHD(arch)
-    params = random_params(arch, 0)
+    params = init_params(arch, 0)
     rng = np.random.default_rng(0)
     n = args.step_points
     img_c = jnp.asarray(rng.uniform(-1, 1, (1, c, c, 3)), jnp.float32)
@@ -267,7 +268,15 @@ def step_rows(args: argparse.Namespace, level: str) -> tuple[list[Row], float, s
             normals = sg(model.apply(p, img_c, method=PIFuHD.normals))
             coarse = sg(model.apply(p, img_c, normals, method=PIFuHD.coarse_features))
             fine = model.apply(p, img_f, normals, method=PIFuHD.fine_features)
-            out = model.apply(p, coarse, fine, points, calib, method=PIFuHD.query)
+            out = model.apply(
+                p,
+                coarse,
+                fine,
+                points,
+                calib_global=calib,
+                calib_local=calib,
+                method=PIFuHD.query,
+            )
             return _bce(out["fine_logits"], labels)
 
         what = f"fine level, {c}²/{f}²"
@@ -282,7 +291,7 @@ def step_rows(args: argparse.Namespace, level: str) -> tuple[list[Row], float, s
             normals = sg(model.apply(p, img_c, method=PIFuHD.normals))
             feats = model.apply(p, img_c, normals, method=PIFuHD.coarse_features)
             logits, _, _ = model.apply(
-                p, feats, points, calib, method=lambda m, *a: m.netG.query(*a)
+                p, feats, points, calib_global=calib, method=PIFuHD.coarse_query
             )
             return _bce(logits, labels)
 

@@ -92,18 +92,18 @@ def run_hdjax(ckpt: str, image: str, resolution: int, octree_mode: str, colors_m
     import ml_collections
 
     from configs.pifuhd import get_config
-    from hdjax.checkpoint.weights import open_weights
     from hdjax.geometry import mesh as mesh_lib
     from hdjax.models.pifuhd import PIFuHDArch
     from hdjax.reconstruction import preprocess
     from hdjax.reconstruction import reconstruct as recon
+    from hdjax.reconstruction.weights import open_weights
 
     cfg = get_config()
     rc: ml_collections.ConfigDict = cfg.reconstruct
     rc.resolution, rc.octree = resolution, octree_mode
     t_all = time.perf_counter()
     t = time.perf_counter()
-    weights = open_weights(ckpt, PIFuHDArch.from_config(cfg.model), 0)
+    weights = open_weights(ckpt, PIFuHDArch.from_config(cfg.model.arch), 0)
     res = {"load": time.perf_counter() - t}
     img = preprocess.load_image(image)
     fine, coarse = preprocess.prepare_pifuhd_inputs(
