@@ -68,7 +68,9 @@ TOLERANCES = {
 _SATURATED = 1e-4
 
 
-@pytest.fixture(scope="module")
+# Session scope: pytest tears a module fixture down whenever the worker switches modules,
+# and building the official model costs ~35 s.
+@pytest.fixture(scope="session")
 def official(tmp_path_factory):
     opt, opt_netG = official_options(small_images=not FULL)
     net = build_official(opt, opt_netG, seed=0)
