@@ -65,11 +65,15 @@ def _model() -> ml_collections.ConfigDict:
 
 def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     i = ml_collections.ConfigDict()
-    i.dataset = ml_collections.ConfigDict(dict(data_dir="", split="train"))
+    # A built dataset folder; empty: the embedded synthetic humans, built on first use as
+    # the `synthetic_humans` builder config `config` (with the `render` section) in `root`.
+    i.dataset = ml_collections.ConfigDict(
+        dict(data_dir="", split="train", config="pifuhd", root="~/tensorflow_datasets")
+    )
     # PipelineConfig (hdjax/data/pipeline.py), field for field.
     p = i.pipeline = ml_collections.ConfigDict()
     p.mode = "pifuhd_coarse"  # pifuhd_coarse | pifuhd_fine | twok2k
-    p.batch_size = 2
+    p.batch_size = 8  # per process (paper: 8)
     p.num_points = 8000
     p.coarse_size = arch.get_ref("coarse_size")
     p.crop_size = 512  # opt.loadSizeLocal: the fine level's training crop
@@ -118,6 +122,40 @@ def _reconstruct() -> ml_collections.ConfigDict:
     return r
 
 
+def _train() -> ml_collections.ConfigDict:
+    # Training (`--mode=train`, hdjax/train/train.py): stages run in order, each training only
+    # its own subtree (normals: the pix2pixHD nets; coarse; fine, with the coarse level frozen).
+    t = ml_collections.ConfigDict()
+    t.stages = ("normals", "coarse", "fine")
+    t.steps = (50_000, 100_000, 100_000)
+    t.num_steps = 0  # > 0: rescale the stages' steps to this total
+    t.lr = 1e-3  # RMSprop (paper)
+    t.lr_decay_at = (0.8,)  # × 0.1 at these fractions of each stage (paper: step decay)
+    t.l1_weight = 5.0  # normal nets: λ_VGG·L_VGG + 5·L1 (paper)
+    t.vgg19 = ""  # torchvision vgg19-*.pth; empty: L1 + (1 - SSIM) instead of L_VGG
+    t.coarse_normals = "predicted"  # predicted (as at test time) | ground_truth
+    t.log_every = 100
+    t.checkpoint_every = 5000
+    t.keep_checkpoints = 3
+    t.eval_at_end = True  # score the last checkpoint (the `eval` section) when done
+    return t
+
+
+def _eval() -> ml_collections.ConfigDict:
+    # Evaluation (`--mode=eval`, hdjax/eval/evaluate.py).
+    e = ml_collections.ConfigDict()
+    e.step = -1  # checkpoint step to score; -1: the latest
+    e.watch = False  # keep scoring new checkpoints until training's last step
+    e.poll_seconds = 30.0
+    e.scans = ""  # a folder of meshes to score on instead of the dataset's test subjects
+    e.yaws = (0.0,)  # views rendered per subject
+    e.resolution = 256  # marching-cubes grid of the evaluated meshes
+    e.normal_size = 512  # normal renders of the normal-consistency metric (PIFuHD: 512)
+    e.iou_resolution = 128
+    e.num_samples = 10_000  # surface samples of P2S / Chamfer (PIFuHD: 10,000)
+    return e
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -128,6 +166,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.input = _input(c.model.arch)
     c.render = _render(c.model.arch)
     c.reconstruct = _reconstruct()
+    c.train = _train()
+    c.eval = _eval()
     if arg == "tiny":
         _tiny(c)
     elif arg == "parity":
@@ -151,6 +191,17 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     a.coarse_size = 64
     a.fine_size = 128
     c.input.pipeline.crop_size = 64
+    c.input.pipeline.batch_size = 4
+    c.input.pipeline.num_points = 2048
+    c.input.dataset.config = "pifuhd_tiny"
+    c.render.num_points = 20_000
+    c.train.steps = (400, 3000, 1200)
+    c.train.log_every = 50
+    c.train.checkpoint_every = 500
+    c.eval.resolution = 64
+    c.eval.normal_size = 128
+    c.eval.iou_resolution = 64
+    c.eval.num_samples = 5000
     c.reconstruct.resolution = 64
     c.reconstruct.init_resolution = 16
     c.reconstruct.chunk = 4096

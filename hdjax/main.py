@@ -1,7 +1,10 @@
 """hdjax entry point: `python -m hdjax.main --config=configs/pifuhd.py --workdir=DIR --mode=…`.
 
-Modes: reconstruct (images -> meshes), query (occupancy at given points), convert (.pt ->
-orbax), train (not implemented yet). Input errors end with one line and a non-zero exit.
+Modes: train (the default: the config's stages, resumable, then an eval of the last
+checkpoint), eval (score checkpoints of WORKDIR), reconstruct (images -> meshes), query
+(occupancy at given points), convert (.pt -> orbax). Input errors end with one line and exit
+status 2. Several processes (a TPU pod slice, SLURM tasks, or JAX_COORDINATOR_ADDRESS set)
+join one `jax.distributed` run before anything else touches the devices.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from hdjax.errors import HdjaxError
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs.")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "reconstruct", "query", "convert"], "What to run."
+    "mode", "train", ["train", "eval", "reconstruct", "query", "convert"], "What to run."
 )
 _OUTPUT = flags.DEFINE_string(
     "output",
@@ -44,6 +47,7 @@ CHOICES = {
     "reconstruct.octree": ("parity", "fast"),
     "reconstruct.colors": ("network", "grid", "none"),
     "reconstruct.mesh_format": ("obj", "ply", "both"),
+    "train.coarse_normals": ("predicted", "ground_truth"),
     "model.numerics.conv_impl": ("auto", "xla", "cpu"),
 }
 
@@ -66,10 +70,18 @@ def _run(mode: str, cfg, workdir: str) -> int:
     from hdjax.reconstruction.weights import open_weights
 
     arch, numerics = validate_config(cfg)
-    if mode == "train":
-        raise HdjaxError(
-            "training is not implemented yet; use --mode=reconstruct, query or convert"
-        )
+    if mode in ("train", "eval"):
+        from hdjax.eval import evaluate
+        from hdjax.train import train
+
+        if mode == "train":
+            train.train_and_evaluate(cfg, workdir)
+            if jax.process_index() != 0 or not cfg.train.eval_at_end:
+                return 0
+            cfg = cfg.copy_and_resolve_references()
+            cfg.eval.step, cfg.eval.watch = -1, False
+        evaluate.evaluate(cfg, workdir)
+        return 0
     weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics)
     logging.info("weights: %s", weights.source)
     if mode == "reconstruct":
@@ -94,14 +106,28 @@ def _run(mode: str, cfg, workdir: str) -> int:
     return 0
 
 
+def _multi_process() -> bool:
+    """Whether this process is one of several: a Cloud TPU VM pod slice (several worker
+    hosts), SLURM with several tasks, or an explicit coordinator address."""
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in env:
+        return True
+    return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if _multi_process():
+        jax.distributed.initialize()
     logging.info("JAX devices: %s", jax.devices())
-    os.makedirs(_WORKDIR.value, exist_ok=True)
+    if "://" not in _WORKDIR.value:  # bucket paths (gs://) need no folder
+        os.makedirs(_WORKDIR.value, exist_ok=True)
     try:
         code = _run(_MODE.value, _CONFIG.value, _WORKDIR.value)
     except HdjaxError as e:

@@ -52,3 +52,26 @@ def atomic_write(
         except FileNotFoundError:
             pass
         raise
+
+
+def write_png(path: str | os.PathLike, rgb: Any) -> None:
+    """Writes an (H, W, 3) uint8 RGB or (H, W) grey array as a PNG, atomically.
+
+    Raises:
+      HdjaxError: the image cannot be encoded or the file cannot be written.
+    """
+    import cv2
+    import numpy as np
+
+    from hdjax.errors import HdjaxError
+
+    img = np.asarray(rgb)
+    if img.ndim == 3:
+        img = img[..., ::-1]  # OpenCV writes BGR
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(img))
+    if not ok:
+        raise HdjaxError("OpenCV could not encode the PNG", path)
+    try:
+        atomic_write(path, lambda f: f.write(encoded.tobytes()))
+    except OSError as e:
+        raise HdjaxError(f"cannot write PNG ({e.strerror or e})", path) from e

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 
-import cv2
 import numpy as np
 
-from hdjax.errors import HdjaxError
-from hdjax.io.files import atomic_write
+from hdjax.io.files import write_png
 
 
 def normals_to_uint8(nml: np.ndarray) -> np.ndarray:
@@ -56,12 +54,4 @@ def save_normals_png(
     shape = parts[0].shape
     if len(shape) != 3 or shape[2] != 3 or any(p.shape != shape for p in parts):
         raise ValueError(f"expected three (H, W, 3) arrays, got {[p.shape for p in parts]}")
-    strip = normals_to_uint8(np.concatenate(parts, axis=1))
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(strip[:, :, ::-1]))
-    if not ok:
-        raise HdjaxError("OpenCV could not encode the PNG", path)
-
-    try:
-        atomic_write(path, lambda f: f.write(encoded.tobytes()))
-    except OSError as e:
-        raise HdjaxError(f"cannot write PNG ({e.strerror or e})", path) from e
+    write_png(path, normals_to_uint8(np.concatenate(parts, axis=1)))

@@ -1,0 +1,291 @@
+"""Evaluation job: reconstructs held-out subjects with a training checkpoint and scores them.
+
+    python -m hdjax.main --config=C --workdir=W --mode=eval                  # latest checkpoint
+    python -m hdjax.main ... --mode=eval --config.eval.step=S               # one checkpoint
+    python -m hdjax.main ... --mode=eval --config.eval.watch=True           # beside training
+    python -m hdjax.main ... --mode=eval --config.eval.scans=DIR            # your own meshes
+
+Subjects: the test split of the embedded synthetic humans (their meshes are at hand), or
+``eval.scans``: a folder with one mesh file (OBJ/PLY/GLB/...) per subject or one sub-folder
+per subject (as `scan_renders` reads them), in metres unless ``render.scan_unit_cm`` says
+otherwise. Each subject is rendered on the fly by the data renderer at the config's render
+settings, from ``eval.yaws``, so the input is exactly what training images look like.
+
+Alignment: none is needed. The whole rendered image is the network input with the official
+evaluation calib, so the reconstruction comes out in the view frame of the normalised scan,
+where the ground truth is the normalised mesh turned by the view's yaw: both meshes are in
+one frame, and `hdjax.eval.metrics` scores them there (no ICP, no rescaling). Distances are
+true centimetres when the scan unit is known (the embedded bodies are in metres), else
+PIFu's "cm of a 180 cm body".
+
+Outputs, ``W/eval/step_<S>/``: ``metrics.json`` (``p2s_cm``, ``chamfer_cm``, ``normal_l2``,
+``iou``: means over subjects, plus ``subjects``: the per-subject list; a subject without a
+surface counts in ``failed`` and its distances are null), ``metrics.md`` (the table),
+``<subject>.obj`` and ``<subject>.png`` (input | prediction | ground truth, normal-shaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import cv2
+import jax
+import ml_collections
+import numpy as np
+import trimesh
+
+from hdjax import configlib
+from hdjax.data import camera as cam
+from hdjax.data import codecs, records, subjects
+from hdjax.errors import HdjaxError
+from hdjax.eval import metrics
+from hdjax.geometry import mesh as mesh_lib
+from hdjax.io.files import atomic_write, write_png
+from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config, param_shapes
+from hdjax.reconstruction import preprocess
+from hdjax.reconstruction import reconstruct as recon
+from hdjax.reconstruction.weights import Weights
+from hdjax.train import checkpointing, input_pipeline
+
+
+@dataclasses.dataclass
+class View:
+    """One evaluation input: the rendered image and its ground truth in the view frame."""
+
+    name: str
+    image: np.ndarray  # (S, S, 3) uint8 RGB, the subject over 0.5 grey (as an RGBA photo)
+    gt: trimesh.Trimesh  # the normalised mesh turned into the view frame
+    units_per_cm: float
+
+
+def eval_subjects(cfg: ml_collections.ConfigDict, workdir: str) -> list[subjects.Subject]:
+    """``eval.scans`` (one mesh file or sub-folder each), else the dataset's test subjects."""
+    render = configlib.build(records.RenderConfig, cfg.render, "render")
+    if cfg.eval.scans:
+        root = os.path.expanduser(cfg.eval.scans)
+        if not os.path.isdir(root):
+            raise HdjaxError("eval.scans is not a folder", root)
+        out, report = [], subjects.BuildReport()
+        for entry in sorted(os.listdir(root)):
+            path = os.path.join(root, entry)
+            if os.path.isdir(path):
+                out.extend(subjects.scan_subjects(root, render, report, names=[entry]))
+            elif entry.lower().endswith(subjects.MESH_EXTS):
+                out.append(_mesh_file_subject(path, render))
+        for name, reason in report.skipped:
+            logging.warning("eval: skipping %s: %s", name, reason)
+        if not out:
+            raise HdjaxError("no usable mesh in eval.scans", root)
+        return out
+    if cfg.input.dataset.data_dir:
+        raise HdjaxError(
+            "scoring needs the subjects' meshes: set --config.eval.scans=DIR (the dataset's "
+            "test subjects are only at hand for the embedded synthetic humans)"
+        )
+    source = input_pipeline.train_source(cfg, workdir, split="test")
+    names = sorted({_text(source[i]["subject"]) for i in range(len(source))})
+    return [subjects.load_embedded_body(n) for n in names]
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _mesh_file_subject(path: str, render: records.RenderConfig) -> subjects.Subject:
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as e:  # trimesh raises many types for corrupt files
+        raise HdjaxError(f"cannot load mesh ({type(e).__name__}: {e})", path) from None
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise HdjaxError("not a triangle mesh", path)
+    try:
+        subjects.validate_mesh(mesh, render)
+    except subjects.ScanError as e:
+        raise HdjaxError(str(e), path) from None
+    name = os.path.splitext(os.path.basename(path))[0]
+    return subjects.Subject(name, mesh, unit_cm=render.scan_unit_cm)
+
+
+def render_views(cfg: ml_collections.ConfigDict, subject: subjects.Subject) -> list[View]:
+    """The subject rendered from every ``eval.yaws`` as training renders it."""
+    render = configlib.build(records.RenderConfig, cfg.render, "render")
+    render = dataclasses.replace(render, yaws=tuple(cfg.eval.yaws), num_points=16)
+    norm = records.normalization(subject, render)
+    mesh = cam.normalize_mesh(subject.mesh, norm)
+    per_cm = norm.scale / subject.unit_cm if subject.unit_cm else cam.PIFU_UNITS_PER_CM
+    views = []
+    for view, yaw in enumerate(render.yaws):
+        rec = records.render_record(subject, render, view, seed=cfg.seed)
+        rgb = codecs.decode_png(rec["image"]).astype(np.float32)
+        mask = codecs.decode_png(rec["mask"]).reshape((*rgb.shape[:2], 1)) > 127
+        image = np.where(mask, rgb, 127.5).round().astype(np.uint8)
+        gt = mesh.copy()
+        gt.vertices = cam.to_view(mesh.vertices, records.make_camera(render, yaw))
+        views.append(View(f"{subject.name}_yaw{yaw:+04.0f}", image, gt, per_cm))
+    return views
+
+
+def reconstruct_view(weights: Weights, view: View, cfg: ml_collections.ConfigDict):
+    """The network's mesh of one view, in its query (= view) frame; None without surface."""
+    arch = weights.arch
+    h, w = view.image.shape[:2]
+    fine, coarse = preprocess.prepare_pifuhd_inputs(
+        view.image, preprocess.whole_image_rect(h, w), arch.fine_size, arch.coarse_size
+    )
+    feats, _ = recon.image_features(weights, fine, coarse)
+    evaluate = recon.occupancy_fn(weights, feats, cfg.reconstruct.chunk)
+    grid_cfg = ml_collections.ConfigDict(
+        dict(
+            octree="fast",
+            resolution=cfg.eval.resolution,
+            init_resolution=min(cfg.reconstruct.init_resolution, cfg.eval.resolution // 4),
+            threshold=cfg.reconstruct.threshold,
+        )
+    )
+    grid, _ = recon.occupancy_grid(evaluate, grid_cfg)
+    try:
+        verts, faces = mesh_lib.extract_mesh(grid, cfg.eval.resolution)
+    except ValueError:
+        return None
+    return trimesh.Trimesh(verts.astype(np.float64), faces, process=False)
+
+
+def _check_params(params: Any, arch: PIFuHDArch, where: str) -> None:
+    want = jax.tree_util.tree_map(lambda s: tuple(s.shape), param_shapes(arch))
+    got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), params)
+    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got):
+        raise HdjaxError("checkpoint holds another architecture's parameters", where)
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(want), jax.tree_util.tree_leaves(got), strict=True
+    ):
+        if a != b:
+            raise HdjaxError(
+                f"checkpoint parameter {jax.tree_util.keystr(path)} has shape {b}, the "
+                f"config's model expects {a}",
+                where,
+            )
+
+
+def _normal_png(view: View, pred: trimesh.Trimesh | None, size: int) -> np.ndarray:
+    """input | prediction | ground truth, normal-shaded from the front, uint8 RGB."""
+    gt = metrics.normal_images(view.gt, size=size, views=1)[0]
+    if pred is None or metrics.is_empty(pred):
+        ours = np.ones_like(gt)
+    else:
+        ours = metrics.normal_images(pred, size=size, views=1)[0]
+    inp = cv2.resize(view.image, (size, size), interpolation=cv2.INTER_AREA)
+    tiles = [inp, (ours * 255).round().astype(np.uint8), (gt * 255).round().astype(np.uint8)]
+    return np.concatenate(tiles, axis=1)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def evaluate_params(
+    cfg: ml_collections.ConfigDict, params: Any, out_dir: str, views: list[View]
+) -> dict[str, Any]:
+    """Scores ``params`` on ``views``; writes metrics.json, metrics.md, meshes and PNGs."""
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    model = PIFuHD(arch, numerics_from_config(cfg.model.numerics))
+
+    def subtree(names):
+        p = params
+        for k in names:
+            p = p[k]
+        return p
+
+    weights = Weights(model, subtree, out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    rows, size = [], cfg.eval.normal_size
+    for i, view in enumerate(views):
+        t = time.perf_counter()
+        pred = reconstruct_view(weights, view, cfg)
+        if pred is None:
+            empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
+            row = metrics.evaluate_mesh(
+                empty,
+                view.gt,
+                view.units_per_cm,
+                rng,
+                n=cfg.eval.num_samples,
+                normal_size=cfg.eval.normal_size,
+                iou_resolution=cfg.eval.iou_resolution,
+            )
+        else:
+            row = metrics.evaluate_mesh(
+                pred,
+                view.gt,
+                view.units_per_cm,
+                rng,
+                n=cfg.eval.num_samples,
+                normal_size=cfg.eval.normal_size,
+                iou_resolution=cfg.eval.iou_resolution,
+            )
+            mesh_lib.save_obj(os.path.join(out_dir, f"{view.name}.obj"), pred.vertices, pred.faces)
+        write_png(os.path.join(out_dir, f"{view.name}.png"), _normal_png(view, pred, size))
+        rows.append({"subject": view.name, **row})
+        logging.info(
+            "eval %d/%d %s: p2s %.2f cm, chamfer %.2f cm, normal %.4f, IoU %.3f (%.1f s)",
+            i + 1,
+            len(views),
+            view.name,
+            row["p2s_cm"],
+            row["chamfer_cm"],
+            row["normal_l2"],
+            row["iou"],
+            time.perf_counter() - t,
+        )
+    summary = metrics.summarize(rows)
+    summary["failed"] = sum(not math.isfinite(r["p2s_cm"]) for r in rows)
+    text = json.dumps(_json_safe(summary), indent=1)
+    atomic_write(os.path.join(out_dir, "metrics.json"), lambda f: f.write(text), mode="w")
+    table = metrics.markdown_table(summary)
+    atomic_write(os.path.join(out_dir, "metrics.md"), lambda f: f.write(table + "\n"), mode="w")
+    return summary
+
+
+def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
+    """``--mode=eval``: scores ``eval.step`` (or the latest, or with ``eval.watch`` each new
+    one until training's last step) into ``WORKDIR/eval/step_<S>/``. Returns the summaries."""
+    from hdjax.train import train
+
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise HdjaxError("no checkpoints to evaluate (train first, or check --workdir)", directory)
+    manager = checkpointing.Manager(directory, cfg.train)
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    final = train.schedule(cfg)[-1].end
+    views = [v for s in eval_subjects(cfg, workdir) for v in render_views(cfg, s)]
+    done: dict[int, dict[str, Any]] = {}
+    while True:
+        steps = manager.all_steps()
+        if cfg.eval.step >= 0:
+            if cfg.eval.step not in steps:
+                raise HdjaxError(f"no checkpoint of step {cfg.eval.step} (have {steps})", directory)
+            todo = [cfg.eval.step]
+        else:
+            todo = [s for s in steps if s not in done] if cfg.eval.watch else steps[-1:]
+        for step in todo:
+            params = manager.restore_params(step)
+            _check_params(params, arch, os.path.join(directory, str(step)))
+            out = os.path.join(workdir, "eval", f"step_{step}")
+            done[step] = evaluate_params(cfg, params, out, views)
+            logging.info("eval step %d:\n%s", step, metrics.markdown_table(done[step]))
+        if not cfg.eval.watch or cfg.eval.step >= 0 or final in done:
+            manager.close()
+            return done
+        time.sleep(cfg.eval.poll_seconds)

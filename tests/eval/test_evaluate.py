@@ -1,0 +1,81 @@
+"""The evaluation job: a checkpoint's meshes scored on rendered subjects."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import trimesh
+
+from configs.pifuhd import get_config
+from hdjax.data import subjects
+from hdjax.errors import HdjaxError
+from hdjax.eval import evaluate
+from hdjax.models.pifuhd import PIFuHDArch, init_params
+
+
+def _cfg():
+    cfg = get_config("tiny")
+    cfg.render.size = 64  # a small render: the network input is resized anyway
+    cfg.eval.update(resolution=32, normal_size=32, iou_resolution=24, num_samples=500)
+    return cfg
+
+
+def test_views_hold_the_ground_truth_in_the_view_frame():
+    cfg = _cfg()
+    cfg.eval.yaws = (0.0, 90.0)
+    body = subjects.load_embedded_body("body_07")
+    front, side = evaluate.render_views(cfg, body)
+    assert front.image.shape == (64, 64, 3) and front.image.dtype == np.uint8
+    assert front.name == "body_07_yaw+000" and side.name == "body_07_yaw+090"
+    # Turning by 90° about +y swaps the extents of x and z.
+    ext0, ext90 = np.ptp(front.gt.vertices, 0), np.ptp(side.gt.vertices, 0)
+    np.testing.assert_allclose(ext0[[0, 2]], ext90[[2, 0]], rtol=1e-6)
+    # Metres are known: true centimetres of this body, not PIFu's 180 cm convention.
+    assert front.units_per_cm != pytest.approx(1 / 102.4)
+    # The background is the 0.5 grey an RGBA photo is composited on.
+    assert tuple(front.image[0, 0]) == (128, 128, 128)
+
+
+def test_scores_and_files_for_a_checkpoint(tmp_path):
+    cfg = _cfg()
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    params = init_params(arch, 0)
+    views = evaluate.render_views(cfg, subjects.load_embedded_body("body_07"))
+    summary = evaluate.evaluate_params(cfg, params, str(tmp_path), views)
+    row = summary["subjects"][0]
+    assert set(row) >= {"subject", "p2s_cm", "chamfer_cm", "normal_l2", "iou"}
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["num_subjects"] == 1 and set(saved) >= {"p2s_cm", "chamfer_cm", "iou"}
+    assert "| " in (tmp_path / "metrics.md").read_text()
+    png = tmp_path / f"{views[0].name}.png"
+    assert png.stat().st_size > 100
+    if math.isfinite(row["p2s_cm"]):  # a random net may or may not cut the 0.5 level
+        mesh = trimesh.load(tmp_path / f"{views[0].name}.obj", process=False)
+        assert np.all(np.abs(mesh.vertices) <= 1 + 1e-6)
+    else:
+        assert saved["failed"] == 1 and saved["subjects"][0]["p2s_cm"] is None
+
+
+def test_checkpoint_of_another_architecture_is_one_clear_error():
+    cfg = _cfg()
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    params = init_params(arch, 0)
+    params["mlp"]["filters_0"]["kernel"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(HdjaxError, match=r"ck/7: checkpoint parameter \['mlp'\]\['filters_0'\]"):
+        evaluate._check_params(params, arch, "ck/7")
+
+
+def test_scans_folder_of_meshes(tmp_path):
+    cfg = _cfg()
+    body = subjects.load_embedded_body("body_01")
+    body.mesh.export(tmp_path / "person.ply")
+    (tmp_path / "notes.txt").write_text("not a mesh")
+    cfg.eval.scans = str(tmp_path)
+    cfg.render.scan_unit_cm = 100.0
+    (found,) = evaluate.eval_subjects(cfg, str(tmp_path))
+    assert found.name == "person" and found.unit_cm == 100.0
+    assert len(found.mesh.faces) == len(body.mesh.faces)
+    cfg.eval.scans = str(tmp_path / "missing")
+    with pytest.raises(HdjaxError, match=r"missing: eval\.scans is not a folder"):
+        evaluate.eval_subjects(cfg, str(tmp_path))
