@@ -20,6 +20,7 @@ from absl import app, flags
 
 from hdjax.data.codecs import record_camera
 from hdjax.errors import HdjaxError
+from hdjax.geometry.projection import orthogonal, perspective
 
 INSIDE_RGB = (40, 220, 60)
 OUTSIDE_RGB = (230, 40, 40)
@@ -27,10 +28,10 @@ OUTSIDE_RGB = (230, 40, 40)
 
 def project_pixels(points: np.ndarray, calib: np.ndarray, camera: str, size: int) -> np.ndarray:
     """(N, 3) normalised points -> (N, 2) float (col, row) pixels of a ``size``² record."""
-    h = points @ calib[:3, :3].T + calib[:3, 3]
+    p, c = np.asarray(points)[None], np.asarray(calib)[None]
     if camera == "persp":
-        return h[:, :2] / h[:, 2:3]
-    return (h[:, :2] + 1.0) * (size - 1) / 2.0
+        return perspective(p, c)[0, :, :2]
+    return (orthogonal(p, c)[0, :, :2] + 1.0) * (size - 1) / 2.0
 
 
 def depth_tile(png: np.ndarray, mask: np.ndarray, near_is_large: bool) -> np.ndarray:

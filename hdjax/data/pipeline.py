@@ -66,6 +66,7 @@ import numpy as np
 from hdjax.data import codecs
 from hdjax.data.codecs import record_camera
 from hdjax.errors import HdjaxError
+from hdjax.geometry.projection import orthogonal
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MODES = ("pifuhd_coarse", "pifuhd_fine", "twok2k")
@@ -230,8 +231,8 @@ def window_calib(
 
 
 def project_uv(points: np.ndarray, calib: np.ndarray) -> np.ndarray:
-    """(N, 3) points -> (N, 2) first two rows of ``calib · [p, 1]`` (ortho: uv, no divide)."""
-    return points @ calib[:2, :3].T + calib[:2, 3]
+    """(N, 3) points -> (N, 2) uv of an ortho ``calib`` (`geometry.projection.orthogonal`)."""
+    return orthogonal(np.asarray(points)[None], np.asarray(calib)[None])[0, :, :2]
 
 
 def choose_points(

@@ -14,11 +14,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
+
+from hdjax.io.files import atomic_write
 
 # Bump when the cache file layout changes: old files then miss.
 CACHE_FORMAT = 2
@@ -120,18 +121,7 @@ class RecordCache:
     def put(self, key: str, record: dict[str, Any]) -> None:
         """Write record ``key`` atomically (temporary file in the same folder + os.replace)."""
         arrays = encode_record(record)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                # Durable before it is visible: a crash must not leave a renamed empty file.
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.path(key), lambda f: np.savez(f, **arrays))
 
 
 def builder_cache_dir(data_dir_root: Any, name: str, config_name: str, version: Any) -> str | None:

@@ -88,7 +88,7 @@ def eval_subjects(cfg: ml_collections.ConfigDict, workdir: str) -> list[subjects
             "scoring needs the subjects' meshes: set --config.eval.scans=DIR (the dataset's "
             "test subjects are only at hand for the embedded synthetic humans)"
         )
-    source = input_pipeline.train_source(cfg, workdir, split="test")
+    source = input_pipeline.train_source(cfg, split="test")
     names = sorted({_text(source[i]["subject"]) for i in range(len(source))})
     return [subjects.load_embedded_body(n) for n in names]
 

@@ -34,3 +34,16 @@ def orthogonal(points: ArrayT, calib: ArrayT) -> ArrayT:
     else:
         rotated = np.einsum("bij,bnj->bni", rot, points)
     return rotated + trans[:, None, :]
+
+
+def perspective(points: ArrayT, calib: ArrayT) -> ArrayT:
+    """Pinhole projection of a 2K2K calib ``K·[R | t]``: (x/z, y/z, z) of xyz = R p + t.
+
+    Args:
+      points: (B, N, 3); calib: (B, 4, 4) with the intrinsics folded in (pixels).
+    Returns:
+      (B, N, 3): pixel column, row, and the camera-frame depth z.
+    """
+    xyz = orthogonal(points, calib)
+    xp = jnp if isinstance(xyz, jax.Array) else np
+    return xp.concatenate([xyz[..., :2] / xyz[..., 2:], xyz[..., 2:]], axis=-1)

@@ -20,6 +20,7 @@ import numpy as np
 
 from hdjax import configlib
 from hdjax.errors import HdjaxError
+from hdjax.io.files import atomic_write
 from hdjax.io.torch_pickle import load_torch_file, release_pages
 from hdjax.models.pifuhd import LevelArch, Params, PIFuHDArch, param_shapes
 
@@ -275,10 +276,8 @@ def save_converted(directory: str | os.PathLike, params: Params, arch: PIFuHDArc
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(directory, "params"), params, force=True)
     checkpointer.wait_until_finished()
-    tmp = os.path.join(directory, "arch.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(configlib.to_dict(arch), f, indent=1)
-    os.replace(tmp, os.path.join(directory, "arch.json"))
+    text = json.dumps(configlib.to_dict(arch), indent=1)
+    atomic_write(os.path.join(directory, "arch.json"), lambda f: f.write(text), mode="w")
 
 
 def load_converted(directory: str | os.PathLike) -> tuple[PIFuHDArch, Params]:

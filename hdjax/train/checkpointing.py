@@ -36,15 +36,15 @@ class Manager:
         """The newest completely written step, or None."""
         return self._manager.latest_step()
 
-    def latest(self) -> tuple[int, str] | None:
-        """(step, stage name) of the newest checkpoint, or None."""
+    def latest(self) -> tuple[int, int] | None:
+        """(step, stage index in the schedule) of the newest checkpoint, or None."""
         step = self.latest_step()
         if step is None:
             return None
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return step, meta["meta"]["stage"]
 
-    def save(self, step: int, state: Any, data_state: bytes, stage: str) -> None:
+    def save(self, step: int, state: Any, data_state: bytes, stage: int) -> None:
         """Starts writing ``state`` and the iterator state as checkpoint ``step``."""
         meta = {"stage": stage, "data": base64.b64encode(data_state).decode("ascii")}
         self._manager.save(

@@ -26,7 +26,7 @@ def pipeline_config(cfg: ml_collections.ConfigDict, mode: str) -> pipeline.Pipel
     return configlib.build(pipeline.PipelineConfig, fields, "input.pipeline")
 
 
-def train_source(cfg: ml_collections.ConfigDict, workdir: str, split: str = "train"):
+def train_source(cfg: ml_collections.ConfigDict, split: str = "train"):
     """The random-access records of ``split`` (building the embedded dataset if needed)."""
     data_dir = cfg.input.dataset.data_dir or build_embedded(cfg)
     return pipeline.open_source(data_dir, split)

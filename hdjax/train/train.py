@@ -331,21 +331,24 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
     arch = PIFuHDArch.from_config(cfg.model.arch)
     model = PIFuHD(arch, training_numerics(cfg))
     stages = schedule(cfg)
-    source = input_pipeline.train_source(cfg, workdir)
+    source = input_pipeline.train_source(cfg)
     input_pipeline.check_sizes(cfg, arch, source)
     mesh = device_mesh()
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     vgg = input_pipeline.vgg_features(cfg)
     manager = checkpointing.Manager(os.path.join(workdir, "checkpoints"), cfg.train)
     writer = monitor.Writer(workdir, total=stages[-1].end, enabled=jax.process_index() == 0)
-    resume = manager.latest()  # (step, stage name) of the newest checkpoint, or None
-    if resume is not None and resume[1] not in [s.name for s in stages]:
-        raise HdjaxError(f"{manager.directory}: checkpoint of stage {resume[1]!r}, not in {stages}")
+    resume = manager.latest()  # (step, stage index) of the newest checkpoint, or None
+    if resume is not None and stage_at(stages, resume[0] - 1) != stages[resume[1]]:
+        raise HdjaxError(
+            f"checkpoint {resume[0]} does not fit this config's schedule {cfg.train.steps}",
+            manager.directory,
+        )
     params = init_params(arch, cfg.seed)
     state = None
     with _Preemption() as preemption:
         for stage in stages:
-            if resume is not None and stage.name != resume[1]:
+            if resume is not None and stage.index != resume[1]:
                 continue  # finished before the checkpoint: its params come with the restore
             tx = make_optimizer(cfg, stage, params)
             state = jax.device_put(
@@ -359,8 +362,6 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
                 data.set_state(data_state)
                 logging.info("resumed at step %d (%s stage)", resume[0], stage.name)
                 resume = None
-            elif stage.index == 0:  # the untrained model, to score "before training"
-                manager.save(0, state, data.get_state(), stage.name)
             step_fn = jit_step(make_train_step(model, stage.name, tx, cfg, vgg), mesh)
             batch = None
             writer.start(int(state.step))
@@ -368,13 +369,16 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
                 batch = global_batch(next(data), batch_sharding)
                 state, metrics = step_fn(state, batch)
                 step += 1
-                if step % cfg.train.log_every == 0 or step == stage.end:
+                log = step % cfg.train.log_every == 0 or step == stage.end
+                save = step % cfg.train.checkpoint_every == 0 or step == stage.end
+                save = save or preemption.requested
+                if log or save:  # never save a state whose loss went bad
                     metrics = jax.device_get(metrics)
                     _check_finite(step, metrics, manager.latest_step())
+                if log:
                     writer.log(step, stage.name, metrics)
-                save = step % cfg.train.checkpoint_every == 0 or step == stage.end
-                if save or preemption.requested:
-                    manager.save(step, state, data.get_state(), stage.name)
+                if save:
+                    manager.save(step, state, data.get_state(), stage.index)
                 if preemption.requested:
                     manager.close()
                     writer.close()
