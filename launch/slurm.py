@@ -32,29 +32,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from launch_args import LaunchError, Parser, parse
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _TIME = re.compile(r"^(\d+-\d+(:\d\d){0,2}|\d+(:\d\d){0,2})$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-
-
-class LaunchError(Exception):
-    """A bad argument: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise LaunchError(message)
-
-
-def _split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Splits argv at the first `--`: (launcher args, args for hdjax.main)."""
-    argv = list(argv)
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1 :]
-    return argv, []
 
 
 def tasks_per_node(args: argparse.Namespace) -> int:
@@ -142,7 +126,7 @@ def render_script(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="slurm.py", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="slurm.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="e.g. configs/pifuhd.py or ...:tiny")
     p.add_argument("--workdir", required=True, help="shared directory or gs://bucket/dir")
     p.add_argument("--mode", default="", help="hdjax.main --mode (default: its own, train)")
@@ -208,13 +192,8 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, passthrough = _split_passthrough(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(own)
-        args.passthrough = passthrough
-        validate(args)
-    except LaunchError as e:
-        print(f"slurm.py: error: {e}", file=sys.stderr)
+    args = parse("slurm.py", argv, build_parser, validate)
+    if args is None:
         return 2
     script = render_script(args)
     path = args.script or os.path.join(args.repo_dir, args.log_dir, f"{args.job_name}.sbatch")

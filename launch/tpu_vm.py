@@ -26,6 +26,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from launch_args import LaunchError, Parser, parse
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Relative to the login directory: `~` would not expand once shlex-quoted.
 DEFAULT_REMOTE_DIR = "hdjax"
@@ -35,24 +37,6 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ACCELERATOR = re.compile(r"^v\d+[a-z]*-\d+$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _JOB = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class LaunchError(Exception):
-    """A bad argument: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise LaunchError(message)
-
-
-def _split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Splits argv at the first `--`: (launcher args, args for hdjax.main)."""
-    argv = list(argv)
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1 :]
-    return argv, []
 
 
 def _gcloud(verb: Sequence[str], args: argparse.Namespace) -> list[str]:
@@ -176,9 +160,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tpu_vm.py", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    common = _Parser(add_help=False)
+    parser = Parser(prog="tpu_vm.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    common = Parser(add_help=False)
     common.add_argument("--name", required=True, help="TPU VM name")
     common.add_argument("--zone", required=True, help="e.g. us-central2-b")
     common.add_argument("--project", default="", help="GCP project (default: gcloud's)")
@@ -186,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--remote-dir", default=DEFAULT_REMOTE_DIR, help="checkout on the workers, relative to ~"
     )
-    jobbed = _Parser(add_help=False)
+    jobbed = Parser(add_help=False)
     jobbed.add_argument("--job", default="train", help="names the log and pid files")
 
     p = sub.add_parser("create", parents=[common], help="create the TPU VM / pod slice")
@@ -269,13 +253,8 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, passthrough = _split_passthrough(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(own)
-        args.passthrough = passthrough
-        validate(args)
-    except LaunchError as e:
-        print(f"tpu_vm.py: error: {e}", file=sys.stderr)
+    args = parse("tpu_vm.py", argv, build_parser, validate)
+    if args is None:
         return 2
     for cmd in COMMANDS[args.command](args):
         print(shlex.join(cmd), flush=True)

@@ -215,27 +215,19 @@ def evaluate_params(
         t = time.perf_counter()
         pred = reconstruct_view(weights, view, cfg)
         if pred is None:
-            empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
-            row = metrics.evaluate_mesh(
-                empty,
-                view.gt,
-                view.units_per_cm,
-                rng,
-                n=cfg.eval.num_samples,
-                normal_size=cfg.eval.normal_size,
-                iou_resolution=cfg.eval.iou_resolution,
-            )
+            scored = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
         else:
-            row = metrics.evaluate_mesh(
-                pred,
-                view.gt,
-                view.units_per_cm,
-                rng,
-                n=cfg.eval.num_samples,
-                normal_size=cfg.eval.normal_size,
-                iou_resolution=cfg.eval.iou_resolution,
-            )
+            scored = pred
             mesh_lib.save_obj(os.path.join(out_dir, f"{view.name}.obj"), pred.vertices, pred.faces)
+        row = metrics.evaluate_mesh(
+            scored,
+            view.gt,
+            view.units_per_cm,
+            rng,
+            n=cfg.eval.num_samples,
+            normal_size=size,
+            iou_resolution=cfg.eval.iou_resolution,
+        )
         write_png(os.path.join(out_dir, f"{view.name}.png"), _normal_png(view, pred, size))
         rows.append({"subject": view.name, **row})
         logging.info(
