@@ -30,10 +30,8 @@ def test_sections_mirror_the_data_dataclasses():
         cfg = get_config(variant)
         pipe = configlib.build(PipelineConfig, cfg.input.pipeline, "input.pipeline")
         render = configlib.build(RenderConfig, cfg.render, "render")
-        assert pipe == PipelineConfig(
-            coarse_size=cfg.model.arch.coarse_size, crop_size=pipe.crop_size
-        )
-        assert render == RenderConfig(size=cfg.model.arch.fine_size)
+        assert pipe.coarse_size == cfg.model.arch.coarse_size
+        assert render.size == cfg.model.arch.fine_size
         assert set(cfg.input.pipeline) == {f for f in PipelineConfig.__dataclass_fields__}
         assert set(cfg.render) == {f for f in RenderConfig.__dataclass_fields__}
 
