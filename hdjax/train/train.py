@@ -365,10 +365,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
             step_fn = jit_step(make_train_step(model, stage.name, tx, cfg, vgg), mesh)
             batch = None
             writer.start(int(state.step))
-            while (step := int(state.step)) < stage.end:
+            # The step is counted here, not read back from the device, so that steps are
+            # dispatched without waiting for the previous one (which matters on TPU/GPU).
+            for step in range(int(state.step) + 1, stage.end + 1):
                 batch = global_batch(next(data), batch_sharding)
                 state, metrics = step_fn(state, batch)
-                step += 1
                 log = step % cfg.train.log_every == 0 or step == stage.end
                 save = step % cfg.train.checkpoint_every == 0 or step == stage.end
                 save = save or preemption.requested
