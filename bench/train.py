@@ -1,0 +1,231 @@
+"""One PIFuHD training step (forward + backward + optimiser update): hdjax vs the official code.
+
+    python bench/train.py                     # batch 1, both stages, both implementations
+    python bench/train.py --batch 1 8         # also batch 8 (slow: ~8x the time and memory)
+    python bench/train.py --steps 1 --stages coarse --impls hdjax   # smoke
+
+Paper sizes, random weights: coarse level at 512² (4-stack hourglass, normal nets frozen and
+run on the image, as at test time), fine level on a 512² crop of a 1024² image (coarse level
+frozen, its phi of the whole 512² image feeds the fine MLP); ``--points`` (8,000) labelled
+points per sample. Both sides train the same subtrees with RMSprop (lr 1e-3):
+
+* hdjax: `hdjax.train.train.make_train_step` of the full `configs/pifuhd.py`, jitted with the
+  old state donated (as `train.jit_step`), compiled ahead of the first step (reported apart);
+* official: `HGPIFuNetwNML` / `HGPIFuMRNet` of the `pifu-hd` package with the released option
+  table, `CustomBCELoss` averaged over stacks with the official γ (fraction of in-box points
+  outside) and, for the fine level, w (points / in-box points), `torch.optim.RMSprop` over the
+  stage's image filter + MLP; ``torch.set_num_threads`` = the number of cores.
+
+Each (implementation, stage, batch) runs in its own process: peak RSS is that process's
+VmHWM (model, data, compile and steps). Step time is the median of ``--steps`` steps after a
+first (warm-up / compile) step. Numbers depend on the machine's free cores; the load average
+is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+COARSE, FINE, CROP = 512, 1024, 512
+
+
+def _hwm_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def fake_batch(stage: str, batch: int, points: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """NHWC images in [-1, 1], points in the unit box, ~40% inside, identity-like calibs."""
+    rng = np.random.default_rng(seed)
+    calib = np.tile(np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32), (batch, 1, 1))
+
+    def img(s: int) -> np.ndarray:
+        return rng.uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)
+
+    out = dict(
+        points=rng.uniform(-1, 1, (batch, points, 3)).astype(np.float32),
+        labels=(rng.random((batch, points)) < 0.4).astype(np.float32),
+        calib_global=calib,
+    )
+    if stage == "fine":
+        offset = rng.integers(0, FINE - CROP + 1, (batch, 2)).astype(np.int32)
+        return dict(
+            out, image=img(CROP), image_global=img(COARSE), calib_local=calib, crop_offset=offset
+        )
+    return dict(out, image=img(COARSE), normal_front=img(COARSE), normal_back=img(COARSE))
+
+
+def run_hdjax(stage: str, batch: int, points: int, steps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from configs.pifuhd import get_config
+    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
+    from hdjax.train import train
+
+    cfg = get_config()
+    cfg.train.coarse_normals = "predicted"
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    model = PIFuHD(arch, train.training_numerics(cfg))
+    params = init_params(arch, 0)
+    st = train.schedule(cfg)[train.STAGES.index(stage)]
+    tx = train.make_optimizer(cfg, st, params)
+    state = train.TrainState(jnp.asarray(st.start), params, tx.init(params))
+    data = {k: jnp.asarray(v) for k, v in fake_batch(stage, batch, points).items()}
+    t0 = time.perf_counter()
+    step = (
+        jax.jit(train.make_train_step(model, stage, tx, cfg), donate_argnums=0)
+        .lower(state, data)
+        .compile()
+    )
+    compile_s = time.perf_counter() - t0
+    times, loss = [], float("nan")
+    for _ in range(steps + 1):  # the first step pays one-off allocation; not counted
+        t0 = time.perf_counter()
+        state, metrics = step(state, data)
+        loss = float(jax.block_until_ready(metrics["loss"]))
+        times.append(time.perf_counter() - t0)
+    return dict(compile_s=compile_s, first_s=times[0], times=times[1:], loss=loss)
+
+
+def run_official(stage: str, batch: int, points: int, steps: int) -> dict:
+    import torch
+    from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
+    from PIFuHD.net_util import CustomBCELoss
+
+    sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
+    from official_pifuhd import official_options
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    opt, opt_netG = official_options(small_images=False)
+    criteria = {"occ": CustomBCELoss()}
+    net_g = HGPIFuNetwNML(opt_netG, "orthogonal", criteria=criteria)
+    b = fake_batch(stage, batch, points)
+
+    def nchw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    pts = torch.from_numpy(np.ascontiguousarray(b["points"].transpose(0, 2, 1)))  # (B, 3, N)
+    labels = torch.from_numpy(b["labels"])[:, None]  # (B, 1, N)
+    calib_g = torch.from_numpy(b["calib_global"])
+    if stage == "coarse":
+        net_g.train()
+        trained = [net_g.image_filter, net_g.mlp]
+        image = nchw(b["image"])
+
+        def loss_fn() -> torch.Tensor:
+            net_g.filter(image)  # the normal nets run under no_grad inside
+            net_g.query(pts, calib_g, labels=labels)
+            with torch.no_grad():  # γ as HGPIFuMRNet.query: the in-box fraction outside
+                xyz = net_g.projection(pts, calib_g)
+                in_bb = ((xyz >= -1) & (xyz <= 1)).all(1).float()
+                gamma = 1 - (in_bb * labels[:, 0]).sum(1) / in_bb.sum(1)
+            return net_g.get_error(gamma)["Err(occ)"]
+
+    else:
+        net = HGPIFuMRNet(opt, net_g, "orthogonal", criteria=criteria)
+        net.train()  # train_full_pifu=False: netG in eval mode, filter_global under no_grad
+        trained = [net.image_filter, net.mlp]
+        image_local = nchw(b["image"])[:, None]  # (B, 1, 3, 512, 512)
+        image_global = nchw(b["image_global"])
+        row, col = b["crop_offset"][:, 0], b["crop_offset"][:, 1]
+        rect = torch.from_numpy(np.stack([col, row, col + CROP, row + CROP], -1)[:, None])
+        calib_l = torch.from_numpy(b["calib_local"])[:, None]
+
+        def loss_fn() -> torch.Tensor:
+            err, _ = net.forward(
+                image_local, image_global, pts[:, None], calib_l, calib_g, labels[:, None],
+                rect=rect,
+            )  # fmt: skip
+            return err["Err(occ:fine)"]
+
+    params = [p for m in trained for p in m.parameters()]
+    optim = torch.optim.RMSprop(params, lr=1e-3)
+    times, loss = [], float("nan")
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        optim.zero_grad(set_to_none=True)
+        out = loss_fn()
+        out.backward()
+        optim.step()
+        loss = float(out.detach())
+        times.append(time.perf_counter() - t0)
+    return dict(compile_s=0.0, first_s=times[0], times=times[1:], loss=loss)
+
+
+IMPLS = {"hdjax": run_hdjax, "official": run_official}
+
+
+def worker(args: argparse.Namespace) -> None:
+    res = IMPLS[args.worker](args.stages[0], args.batch[0], args.points, args.steps)
+    res["rss_mib"] = _hwm_mib()
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def spawn(impl: str, stage: str, batch: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--stages", stage]
+    cmd += ["--batch", str(batch), "--points", str(args.points), "--steps", str(args.steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr or out.stdout)[-1500:]
+        return dict(error=f"exit {out.returncode}: {tail}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--stages", nargs="+", default=["coarse", "fine"], choices=["coarse", "fine"])
+    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
+    p.add_argument("--batch", nargs="+", type=int, default=[1])
+    p.add_argument("--points", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=3, help="timed steps (median) after a first")
+    p.add_argument("--worker", choices=list(IMPLS), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    print(f"cores {os.cpu_count()}, load before {os.getloadavg()}", flush=True)
+    header = (
+        f"{'stage':<7}{'B':>3} {'impl':<9}{'compile s':>10}{'first s':>9}{'step ms':>10}"
+        f"{'samples/s':>10}{'peak RSS MiB':>13}{'loss':>8}{'torch/hdjax':>12}"
+    )
+    rows = [header, "-" * len(header)]
+    for stage in args.stages:
+        for batch in args.batch:
+            step_ms = {}
+            for impl in args.impls:
+                r = spawn(impl, stage, batch, args)
+                if "error" in r:
+                    rows.append(f"{stage:<7}{batch:>3} {impl:<9} FAILED {r['error']}")
+                    print(rows[-1], flush=True)
+                    continue
+                ms = 1000 * statistics.median(r["times"])
+                step_ms[impl] = ms
+                ratio = ""
+                if impl == "official" and "hdjax" in step_ms:
+                    ratio = f"{ms / step_ms['hdjax']:.2f}"
+                rows.append(
+                    f"{stage:<7}{batch:>3} {impl:<9}{r['compile_s']:>10.1f}{r['first_s']:>9.1f}"
+                    f"{ms:>10.0f}{batch * 1000 / ms:>10.3f}{r['rss_mib']:>13.0f}"
+                    f"{r['loss']:>8.4f}{ratio:>12}"
+                )
+                print(rows[-1], f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    print(f"\nload after {os.getloadavg()}")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
