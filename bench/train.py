@@ -46,7 +46,11 @@ def _hwm_mib() -> float:
 
 
 def fake_batch(stage: str, batch: int, points: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """NHWC images in [-1, 1], points in the unit box, ~40% inside, identity-like calibs."""
+    """NHWC images in [-1, 1], points in the unit box, ~40% inside, identity-like calibs.
+
+    `hdjax.train.train.random_batch` at full size, rewritten here so that the PyTorch
+    subprocess never imports JAX (its peak RSS would count JAX's).
+    """
     rng = np.random.default_rng(seed)
     calib = np.tile(np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32), (batch, 1, 1))
 

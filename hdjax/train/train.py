@@ -256,6 +256,31 @@ def training_numerics(cfg: ml_collections.ConfigDict) -> Numerics:
     return numerics_from_config(numerics)
 
 
+def random_batch(
+    cfg: ml_collections.ConfigDict, stage: str, rng: np.random.Generator, batch: int
+) -> dict[str, np.ndarray]:
+    """Random values with the keys and shapes the pipeline gives ``stage`` (benchmarks and
+    tests): images in [−1, 1], points in the box, ~40 % inside, the evaluation calib."""
+    c, f = cfg.model.arch.coarse_size, cfg.model.arch.fine_size
+    crop, n = cfg.input.pipeline.crop_size, cfg.input.pipeline.num_points
+    calib = np.tile(np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32), (batch, 1, 1))
+
+    def img(s):
+        return rng.uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)
+
+    out = dict(
+        points=rng.uniform(-1, 1, (batch, n, 3)).astype(np.float32),
+        labels=(rng.random((batch, n)) < 0.4).astype(np.float32),
+        calib_global=calib,
+    )
+    if MODES[stage] == "pifuhd_fine":
+        offset = rng.integers(0, f - crop + 1, (batch, 2)).astype(np.int32)
+        return dict(
+            out, image=img(crop), image_global=img(c), calib_local=calib, crop_offset=offset
+        )
+    return dict(out, image=img(c), normal_front=img(c), normal_back=img(c))
+
+
 def make_train_step(model: PIFuHD, stage: str, tx, cfg, vgg=None):
     """A pure (state, batch) -> (state, metrics) step for one stage (jit it with shardings)."""
 

@@ -43,25 +43,7 @@ def tiny_config(root: str | None = None):
 
 
 def fake_batch(cfg, stage: str, rng: np.random.Generator, batch: int = 2):
-    """A batch of the shapes and value ranges the pipeline gives ``stage``."""
-    c, f = cfg.model.arch.coarse_size, cfg.model.arch.fine_size
-    crop, n = cfg.input.pipeline.crop_size, cfg.input.pipeline.num_points
-    calib = np.tile(np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32), (batch, 1, 1))
-
-    def img(s):
-        return rng.uniform(-1, 1, (batch, s, s, 3)).astype(np.float32)
-
-    out = dict(
-        points=rng.uniform(-1, 1, (batch, n, 3)).astype(np.float32),
-        labels=(rng.random((batch, n)) < 0.4).astype(np.float32),
-        calib_global=calib,
-    )
-    if stage == "fine":
-        offset = rng.integers(0, f - crop + 1, (batch, 2)).astype(np.int32)
-        return dict(
-            out, image=img(crop), image_global=img(c), calib_local=calib, crop_offset=offset
-        )
-    return dict(out, image=img(c), normal_front=img(c), normal_back=img(c))
+    return train.random_batch(cfg, stage, rng, batch)
 
 
 def test_schedule_ranges_and_rescaling():
