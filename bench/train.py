@@ -75,17 +75,15 @@ def run_hdjax(stage: str, batch: int, points: int, steps: int) -> dict:
     import jax.numpy as jnp
 
     from configs.pifuhd import get_config
-    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
+    from hdjax.models.pifuhd import init_params
     from hdjax.train import train
 
     cfg = get_config()
     cfg.train.coarse_normals = "predicted"
-    arch = PIFuHDArch.from_config(cfg.model.arch)
-    model = PIFuHD(arch, train.training_numerics(cfg))
-    params = init_params(arch, 0)
+    model = train.training_model(cfg)
+    params = init_params(model.arch, 0)
     st = train.schedule(cfg)[train.STAGES.index(stage)]
-    tx = train.make_optimizer(cfg, st, params)
-    state = train.TrainState(jnp.asarray(st.start), params, tx.init(params))
+    tx, state = train.stage_state(cfg, st, params)
     data = {k: jnp.asarray(v) for k, v in fake_batch(stage, batch, points).items()}
     t0 = time.perf_counter()
     step = (

@@ -46,7 +46,6 @@ from jax.sharding import PartitionSpec as P
 
 from hdjax.data import pipeline
 from hdjax.errors import HdjaxError
-from hdjax.models.layers import Numerics
 from hdjax.models.pifuhd import Params, PIFuHD, PIFuHDArch, init_params, numerics_from_config
 from hdjax.train import checkpointing, input_pipeline, losses, monitor
 
@@ -246,14 +245,18 @@ def preview_images(model: PIFuHD, stage: str, params: Params, batch) -> dict[str
     return out
 
 
-def training_numerics(cfg: ml_collections.ConfigDict) -> Numerics:
-    """``model.numerics`` for training: "auto" means XLA's convolutions on every backend. The
-    CPU kernels are tuned for inference; their backward pass ran 10× slower than XLA's conv
-    (tiny normal nets on this 2-core CPU: 3.0 s vs 0.32 s per step, measured)."""
-    numerics = cfg.model.numerics.to_dict()
-    if numerics["conv_impl"] == "auto":
-        numerics["conv_impl"] = "xla"
-    return numerics_from_config(numerics)
+def training_model(cfg: ml_collections.ConfigDict) -> PIFuHD:
+    """The model of ``cfg`` with its training numerics (`numerics_from_config`)."""
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    return PIFuHD(arch, numerics_from_config(cfg.model.numerics, training=True))
+
+
+def stage_state(
+    cfg: ml_collections.ConfigDict, stage: Stage, params: Params
+) -> tuple[optax.GradientTransformation, TrainState]:
+    """The optimiser of ``stage`` and a fresh state at its first step."""
+    tx = make_optimizer(cfg, stage, params)
+    return tx, TrainState(jnp.asarray(stage.start, jnp.int32), params, tx.init(params))
 
 
 def random_batch(
@@ -353,8 +356,8 @@ def _check_finite(step: int, metrics: Mapping[str, Any], last_saved: int | None)
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Runs (or resumes) the whole schedule of ``cfg`` in ``workdir``; returns the last state."""
-    arch = PIFuHDArch.from_config(cfg.model.arch)
-    model = PIFuHD(arch, training_numerics(cfg))
+    model = training_model(cfg)
+    arch = model.arch
     stages = schedule(cfg)
     source = input_pipeline.train_source(cfg)
     input_pipeline.check_sizes(cfg, arch, source)
@@ -375,11 +378,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
         for stage in stages:
             if resume is not None and stage.index != resume[1]:
                 continue  # finished before the checkpoint: its params come with the restore
-            tx = make_optimizer(cfg, stage, params)
-            state = jax.device_put(
-                TrainState(jnp.asarray(stage.start, jnp.int32), params, tx.init(params)),
-                replicated,
-            )
+            tx, state = stage_state(cfg, stage, params)
+            state = jax.device_put(state, replicated)
             config = input_pipeline.pipeline_config(cfg, MODES[stage.name])
             data = iter(pipeline.make_loader(source, config, seed=cfg.seed + stage.index))
             if resume is not None:

@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.pifuhd import get_config
 from hdjax.errors import HdjaxError
-from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
+from hdjax.models.pifuhd import init_params
 from hdjax.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,12 +64,10 @@ def test_schedule_ranges_and_rescaling():
 @pytest.mark.parametrize("stage", train.STAGES)
 def test_a_step_trains_only_its_stage(stage):
     cfg = tiny_config()
-    arch = PIFuHDArch.from_config(cfg.model.arch)
-    model = PIFuHD(arch, train.training_numerics(cfg))
-    params = init_params(arch, 0)
+    model = train.training_model(cfg)
+    params = init_params(model.arch, 0)
     st = train.schedule(cfg)[train.STAGES.index(stage)]
-    tx = train.make_optimizer(cfg, st, params)
-    state = train.TrainState(jnp.asarray(st.start), params, tx.init(params))
+    tx, state = train.stage_state(cfg, st, params)
     step = jax.jit(train.make_train_step(model, stage, tx, cfg))
     new, metrics = step(state, fake_batch(cfg, stage, np.random.default_rng(0)))
     assert int(new.step) == st.start + 1 and np.isfinite(float(metrics["loss"]))
@@ -99,13 +96,13 @@ import jax, jax.numpy as jnp, numpy as np, optax
 jax.config.update("jax_disable_most_optimizations", True)
 sys.path.insert(0, {tests!r})
 from test_train import fake_batch, tiny_config
-from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
+from hdjax.models.pifuhd import init_params
 from hdjax.train import train
 assert jax.device_count() == 4, jax.devices()
 cfg = tiny_config()
 cfg.input.pipeline.batch_size = 4
-arch = PIFuHDArch.from_config(cfg.model.arch)
-model = PIFuHD(arch, train.training_numerics(cfg))
+model = train.training_model(cfg)
+arch = model.arch
 out = {{}}
 for n in (1, 4):
     params = init_params(arch, 0)
@@ -199,11 +196,11 @@ jax.config.update("jax_disable_most_optimizations", True)
 import jax.numpy as jnp
 import optax
 from test_train import fake_batch, tiny_config
-from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
+from hdjax.models.pifuhd import init_params
 from hdjax.train import train
 cfg = tiny_config()
-arch = PIFuHDArch.from_config(cfg.model.arch)
-model = PIFuHD(arch, train.training_numerics(cfg))
+model = train.training_model(cfg)
+arch = model.arch
 params = init_params(arch, 0)
 tx = optax.sgd(0.1)  # as in the 4-device test: the gradient, not RMSprop's noise scaling
 mesh = train.device_mesh()
