@@ -110,8 +110,11 @@ def test_sigma_is_absolute_centimetres_when_the_scan_unit_is_known():
     unknown = _sigma_m(dataclasses.replace(subject, unit_cm=None), config)
     # The RMS distance of N(0, σ²I) offsets to a flat surface is σ; thin limbs shrink it.
     assert 0.8 * 0.05 < known < 0.05
-    # Same seed, same draws: only the scale of the offsets differs between the two rules.
-    assert known / unknown == pytest.approx(1.8 / height_m, rel=0.03)
+    # Same seed, same draws: only the scale of the offsets differs between the two rules
+    # (16 % here). Measured 2.5 % off 1.8 / height: curvature shrinks the nearest-point
+    # distance a little more for the larger σ (geometry, not float noise).
+    assert known / unknown == pytest.approx(1.8 / height_m, rel=0.08)
+    assert known / unknown > 1.06  # the 180 cm rule alone would give 1
 
 
 def test_tfds_build_reads_back_every_feature(tiny_synthetic):

@@ -47,7 +47,8 @@ def test_perspective_matches_the_2k2k_camera():
     pts = np.random.default_rng(0).uniform(-0.3, 0.3, (40, 3))
     want = C.project(pts, cam)
     calib = np.asarray(cam.calib, np.float64)[None]
-    np.testing.assert_allclose(perspective(pts[None], calib)[0, :, :2], want, atol=1e-6)
+    # calib is stored float32: measured 2e-6 px; 1e-4 px is far below any convention error.
+    np.testing.assert_allclose(perspective(pts[None], calib)[0, :, :2], want, atol=1e-4)
     got = perspective(jnp.asarray(pts[None], jnp.float32), jnp.asarray(calib, jnp.float32))
     # float32 pixels of a 256² image: 1e-3 px is far above rounding, far below any error.
     np.testing.assert_allclose(np.asarray(got)[0, :, :2], want, atol=1e-3)

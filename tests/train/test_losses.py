@@ -87,11 +87,12 @@ def test_normal_loss_terms():
     assert float(loss) == pytest.approx(0.0, abs=1e-6) and set(terms) == {"l1", "ssim"}
     p = t + 0.1
     loss, terms = losses.normal_loss(p, t)
-    assert float(terms["l1"]) == pytest.approx(0.1, rel=1e-5)
-    assert float(loss) == pytest.approx(1 - float(terms["ssim"]) + 0.5, rel=1e-5)
+    # float32 means over 3,456 values: measured 4.2e-6 and 1.7e-6 relative.
+    assert float(terms["l1"]) == pytest.approx(0.1, rel=1e-4)
+    assert float(loss) == pytest.approx(1 - float(terms["ssim"]) + 0.5, rel=1e-4)
     # With a feature function: pix2pixHD's weighted L1 of features plus 5·L1.
     feats = lambda x: [x * (i + 1) for i in range(5)]  # noqa: E731
     loss, terms = losses.normal_loss(p, t, features=feats)
     want = sum(w * 0.1 * (i + 1) for i, w in enumerate(losses.VGG_LAYER_WEIGHTS))
-    assert float(terms["vgg"]) == pytest.approx(want, rel=1e-5)
-    assert float(loss) == pytest.approx(want + 0.5, rel=1e-5)
+    assert float(terms["vgg"]) == pytest.approx(want, rel=1e-4)  # measured 6e-7
+    assert float(loss) == pytest.approx(want + 0.5, rel=1e-4)  # measured 2e-6
