@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 # The evaluation calib of PIFuHD: the query frame has y up, the image y axis points down.
 EVAL_CALIB = np.diag([1.0, -1.0, 1.0, 1.0]).astype(np.float32)
 
-ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
+ArrayT = TypeVar("ArrayT", np.ndarray, "jax.Array")
+
+
+def _numpy(*arrays) -> bool:
+    # NumPy inputs (data pipelines) stay in NumPy: no device transfer, no JAX needed.
+    return all(isinstance(a, np.ndarray) for a in arrays)
 
 
 def orthogonal(points: ArrayT, calib: ArrayT) -> ArrayT:
@@ -29,10 +35,12 @@ def orthogonal(points: ArrayT, calib: ArrayT) -> ArrayT:
     """
     rot = calib[:, :3, :3]
     trans = calib[:, :3, 3]
-    if isinstance(points, jax.Array) or isinstance(calib, jax.Array):
-        rotated = jnp.einsum("bij,bnj->bni", rot, points, precision="highest")
-    else:
+    if _numpy(points, calib):
         rotated = np.einsum("bij,bnj->bni", rot, points)
+    else:
+        import jax.numpy as jnp
+
+        rotated = jnp.einsum("bij,bnj->bni", rot, points, precision="highest")
     return rotated + trans[:, None, :]
 
 
@@ -45,5 +53,8 @@ def perspective(points: ArrayT, calib: ArrayT) -> ArrayT:
       (B, N, 3): pixel column, row, and the camera-frame depth z.
     """
     xyz = orthogonal(points, calib)
-    xp = jnp if isinstance(xyz, jax.Array) else np
-    return xp.concatenate([xyz[..., :2] / xyz[..., 2:], xyz[..., 2:]], axis=-1)
+    if _numpy(xyz):
+        return np.concatenate([xyz[..., :2] / xyz[..., 2:], xyz[..., 2:]], axis=-1)
+    import jax.numpy as jnp
+
+    return jnp.concatenate([xyz[..., :2] / xyz[..., 2:], xyz[..., 2:]], axis=-1)
