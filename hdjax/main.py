@@ -48,6 +48,7 @@ CHOICES = {
     "reconstruct.colors": ("network", "grid", "none"),
     "reconstruct.mesh_format": ("obj", "ply", "both"),
     "train.coarse_normals": ("predicted", "ground_truth"),
+    "eval.best_metric": ("chamfer_cm", "p2s_cm", "normal_l2", "iou"),
     "model.numerics.conv_impl": ("auto", "xla", "cpu"),
 }
 

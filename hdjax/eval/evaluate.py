@@ -22,6 +22,11 @@ Outputs, ``W/eval/step_<S>/``: ``metrics.json`` (``p2s_cm``, ``chamfer_cm``, ``n
 ``iou``: means over subjects, plus ``subjects``: the per-subject list; a subject without a
 surface counts in ``failed`` and its distances are null), ``metrics.md`` (the table),
 ``<subject>.obj`` and ``<subject>.png`` (input | prediction | ground truth, normal-shaded).
+
+The best checkpoint by ``eval.best_metric`` is kept apart from training's rolling window, in
+``W/best/``: its parameters in the converted format (``--config.checkpoint=W/best`` for
+reconstruction) and ``best.json`` (step, metric, value). A new best replaces it by renames, so
+an interrupted update leaves the previous best (or the new one) whole.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from typing import Any
 
@@ -250,6 +256,49 @@ def evaluate_params(
     return summary
 
 
+HIGHER_IS_BETTER = ("iou",)
+
+
+def keep_best(
+    cfg: ml_collections.ConfigDict,
+    workdir: str,
+    step: int,
+    summary: dict[str, Any],
+    params: Any,
+    arch: PIFuHDArch,
+) -> bool:
+    """Makes ``params`` of ``step`` the kept best in ``workdir/best`` if its
+    ``eval.best_metric`` beats the kept one's; returns whether it did."""
+    from hdjax.models.pifuhd_official import save_converted
+
+    name = cfg.eval.best_metric
+    value = summary.get(name)
+    if value is None or not math.isfinite(value) or summary.get("failed"):
+        return False  # a checkpoint that failed on a subject is never the best
+    best = os.path.join(workdir, "best")
+    try:
+        with open(os.path.join(best, "best.json")) as f:
+            kept = json.load(f)
+    except (OSError, ValueError):
+        kept = None
+    if kept is not None and kept.get("metric") == name:
+        better = value > kept["value"] if name in HIGHER_IS_BETTER else value < kept["value"]
+        if not better:
+            return False
+    staging, old = f"{best}.new", f"{best}.old"
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    save_converted(staging, params, arch)
+    text = json.dumps({"step": step, "metric": name, "value": value}, indent=1)
+    atomic_write(os.path.join(staging, "best.json"), lambda f: f.write(text), mode="w")
+    if os.path.exists(best):
+        os.replace(best, old)
+    os.replace(staging, best)
+    shutil.rmtree(old, ignore_errors=True)
+    logging.info("best checkpoint so far (%s %.4g): step %d, kept in %s", name, value, step, best)
+    return True
+
+
 def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
     """``--mode=eval``: scores ``eval.step`` (or the latest, or with ``eval.watch`` each new
     one until training's last step) into ``WORKDIR/eval/step_<S>/``. Returns the summaries."""
@@ -276,6 +325,7 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str
             _check_params(params, arch, os.path.join(directory, str(step)))
             out = os.path.join(workdir, "eval", f"step_{step}")
             done[step] = evaluate_params(cfg, params, out, views)
+            keep_best(cfg, workdir, step, done[step], params, arch)
             logging.info("eval step %d:\n%s", step, metrics.markdown_table(done[step]))
         if not cfg.eval.watch or cfg.eval.step >= 0 or final in done:
             manager.close()

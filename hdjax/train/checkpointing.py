@@ -4,13 +4,16 @@ Each checkpoint holds the `TrainState` (step, params, optimiser state) and a JSO
 the stage and the grain iterator state, so a resumed run reads exactly the batches the
 uninterrupted one would have. Saves are asynchronous (the next steps run while it writes)
 and orbax commits a step only once it is completely written (a temporary folder renamed at
-the end), so a crash or a full disk mid-save leaves the previous checkpoint intact. The
-newest ``train.keep_checkpoints`` are kept.
+the end), so a crash or a full disk mid-save leaves the previous checkpoint intact; a failed
+write surfaces as one `HdjaxError` at the next save or at `close`, and the leftover temporary
+folder is cleared when the directory is opened again. The newest ``train.keep_checkpoints``
+are kept (the best by eval is kept apart, by the eval job: `hdjax/eval/evaluate.py`).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from typing import Any
 
@@ -28,7 +31,10 @@ class Manager:
     def __init__(self, directory: str, train_cfg: ml_collections.ConfigDict):
         self.directory = os.path.abspath(directory) if "://" not in directory else directory
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=train_cfg.keep_checkpoints, create=True, enable_async_checkpointing=True
+            max_to_keep=train_cfg.keep_checkpoints,
+            create=True,
+            enable_async_checkpointing=True,
+            cleanup_tmp_directories=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -47,12 +53,29 @@ class Manager:
     def save(self, step: int, state: Any, data_state: bytes, stage: int) -> None:
         """Starts writing ``state`` and the iterator state as checkpoint ``step``."""
         meta = {"stage": stage, "data": base64.b64encode(data_state).decode("ascii")}
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-        )
+        with self._write_errors():  # a failed earlier (async) save surfaces here
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+            )
+
+    @contextlib.contextmanager
+    def _write_errors(self):
+        """Turns orbax's write failures (disk full, quota, permissions) into one line that
+        names the checkpoint that is still intact."""
+        try:
+            yield
+        except (OSError, ValueError, RuntimeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if len(reason) > 160:  # tensorstore's messages end with the OS error itself
+                reason = reason.rsplit(": ", 1)[-1]
+            kept = self._manager.latest_step()
+            kept = f"step {kept} is intact" if kept is not None else "no checkpoint was written"
+            raise HdjaxError(
+                f"could not write a checkpoint ({reason}); {kept}", self.directory
+            ) from None
 
     def restore(self, step: int, like: Any) -> tuple[Any, bytes]:
         """Checkpoint ``step`` laid out (shapes, dtypes, shardings) as ``like``.
@@ -89,5 +112,8 @@ class Manager:
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            with self._write_errors():
+                self._manager.wait_until_finished()
+        finally:
+            self._manager.close()

@@ -3,6 +3,7 @@
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 import trimesh
@@ -79,3 +80,41 @@ def test_scans_folder_of_meshes(tmp_path):
     cfg.eval.scans = str(tmp_path / "missing")
     with pytest.raises(HdjaxError, match=r"missing: eval\.scans is not a folder"):
         evaluate.eval_subjects(cfg, str(tmp_path))
+
+
+def test_the_best_checkpoint_is_kept_apart(tmp_path):
+    """`W/best` follows the best `eval.best_metric` seen, loads as converted weights, and a
+    checkpoint that failed on a subject never becomes the best."""
+    from hdjax.models.pifuhd_official import load_converted
+
+    cfg = _cfg()
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    first, second = init_params(arch, 0), init_params(arch, 1)
+    workdir = str(tmp_path)
+
+    def keep(step, params, failed=0, **values):
+        summary = {"chamfer_cm": 5.0, "iou": 0.3, "failed": failed, **values}
+        return evaluate.keep_best(cfg, workdir, step, summary, params, arch)
+
+    assert keep(10, first, chamfer_cm=5.0)
+    assert not keep(20, second, chamfer_cm=6.0)
+    assert not keep(25, second, chamfer_cm=1.0, failed=1)
+    assert not keep(26, second, chamfer_cm=float("nan"))
+    assert keep(30, second, chamfer_cm=4.0)
+    assert json.loads((tmp_path / "best" / "best.json").read_text()) == {
+        "step": 30,
+        "metric": "chamfer_cm",
+        "value": 4.0,
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    _, loaded = load_converted(tmp_path / "best")
+    for a, b in zip(
+        jax.tree_util.tree_leaves(second), jax.tree_util.tree_leaves(loaded), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    cfg.eval.best_metric = "iou"  # higher is better; a kept best of another metric is replaced
+    assert keep(40, first, iou=0.2)
+    assert not keep(50, second, iou=0.1)
+    assert keep(60, second, iou=0.5)
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 60
