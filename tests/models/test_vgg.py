@@ -70,3 +70,35 @@ def test_wrong_file_is_one_clear_error(tmp_path):
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
     with pytest.raises(HdjaxError, match=r"other\.pth: not torchvision's VGG19: features\.0"):
         load_vgg19(path)
+
+
+def test_training_reads_the_file_named_in_the_config(tmp_path):
+    """`train.vgg19` -> the normals stage's loss has a `vgg` term equal to pix2pixHD's
+    perceptual loss computed by torch on the same prediction and target."""
+    from configs.pifuhd import get_config
+    from hdjax.models.pifuhd import PIFuHD, init_params
+    from hdjax.train import input_pipeline, train
+
+    torch.manual_seed(0)
+    features = _torch_vgg19_features().eval()
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    cfg = get_config("tiny")
+    cfg.train.vgg19 = str(path)
+    model = train.training_model(cfg)
+    params = init_params(model.arch, 0)
+    batch = train.random_batch(cfg, "normals", np.random.default_rng(0), 1)
+    _, terms = train.stage_loss(
+        model, "normals", params, batch, cfg, input_pipeline.vgg_features(cfg)
+    )
+    pred = np.asarray(model.apply({"params": params}, batch["image"], method=PIFuHD.front_normal))
+    hp, ht = (torch.tensor(a.transpose(0, 3, 1, 2)) for a in (pred, batch["normal_front"]))
+    want, weights = 0.0, dict(zip((1, 6, 11, 20, 29), (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)))
+    with torch.no_grad():
+        for i, layer in enumerate(features[:30]):
+            hp, ht = layer(hp), layer(ht)
+            if i in weights:  # relu1_1 ... relu5_1
+                want += weights[i] * float((hp - ht).abs().mean())
+    got = float(terms["front/vgg"])
+    # Measured 1.3e-7 relative (float32 sums of many terms); a layout error is O(1).
+    assert abs(got - want) <= 1e-4 * abs(want), (got, want)
