@@ -93,7 +93,7 @@ def test_training_reads_the_file_named_in_the_config(tmp_path):
     )
     pred = np.asarray(model.apply({"params": params}, batch["image"], method=PIFuHD.front_normal))
     hp, ht = (torch.tensor(a.transpose(0, 3, 1, 2)) for a in (pred, batch["normal_front"]))
-    want, weights = 0.0, dict(zip((1, 6, 11, 20, 29), (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)))
+    want, weights = 0.0, {1: 1 / 32, 6: 1 / 16, 11: 1 / 8, 20: 1 / 4, 29: 1.0}
     with torch.no_grad():
         for i, layer in enumerate(features[:30]):
             hp, ht = layer(hp), layer(ht)
