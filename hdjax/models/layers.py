@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -142,17 +143,54 @@ def _interp_taps(n_in: int, n_out: int, kind: str) -> tuple[np.ndarray, np.ndarr
     return index.astype(np.int32), weights.astype(np.float32)
 
 
-def _resize_axis(x: jnp.ndarray, axis: int, n_out: int, kind: str) -> jnp.ndarray:
-    index, weights = _interp_taps(x.shape[axis], n_out, kind)
+@functools.lru_cache(maxsize=64)
+def _transposed_taps(n_in: int, n_out: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The taps of `_interp_taps` seen from the input side: for each input index, the
+    outputs that read it and with which weight, each (K, n_in), padded with weight 0."""
+    index, weights = _interp_taps(n_in, n_out, kind)
+    readers: list[list[tuple[int, float]]] = [[] for _ in range(n_in)]
+    for idx, w in zip(index, weights, strict=True):
+        for j, (i, wj) in enumerate(zip(idx, w, strict=True)):
+            readers[i].append((j, wj))
+    k = max(len(r) for r in readers)
+    out_index = np.zeros((k, n_in), np.int32)
+    out_weights = np.zeros((k, n_in), np.float32)
+    for i, r in enumerate(readers):
+        for t, (j, wj) in enumerate(r):
+            out_index[t, i], out_weights[t, i] = j, wj
+    return out_index, out_weights
+
+
+def _sum_taps(x: jnp.ndarray, axis: int, index: np.ndarray, weights: np.ndarray) -> jnp.ndarray:
+    """sum_t x[..., index[t, j], ...] * weights[t, j] along ``axis``."""
     shape = [1] * x.ndim
-    shape[axis] = n_out
+    shape[axis] = index.shape[1]
     out = None
-    # A few gathered taps per output, not a dense (n_out, n_in) matmul, which would cost
-    # n_in / taps times the arithmetic.
     for idx, w in zip(index, weights, strict=True):
         term = jnp.take(x, jnp.asarray(idx), axis=axis) * jnp.asarray(w, x.dtype).reshape(shape)
         out = term if out is None else out + term
     return out
+
+
+# A few gathered taps per output, not a dense (n_out, n_in) matmul, which would cost
+# n_in / taps times the arithmetic. The gradient is gathered too (the outputs that read each
+# input), because autodiff's scatter-add of the taps is ~10x slower than the forward on
+# XLA:CPU and dominated the hourglass's backward pass.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _resize_axis(x: jnp.ndarray, axis: int, n_out: int, kind: str) -> jnp.ndarray:
+    return _sum_taps(x, axis, *_interp_taps(x.shape[axis], n_out, kind))
+
+
+def _resize_axis_fwd(x, axis, n_out, kind):
+    # The residual only carries the input length, as a static shape.
+    return _resize_axis(x, axis, n_out, kind), jnp.zeros((x.shape[axis], 0), x.dtype)
+
+
+def _resize_axis_bwd(axis, n_out, kind, length, g):
+    return (_sum_taps(g, axis, *_transposed_taps(length.shape[0], n_out, kind)),)
+
+
+_resize_axis.defvjp(_resize_axis_fwd, _resize_axis_bwd)
 
 
 def resize_align_corners(x: jnp.ndarray, size: tuple[int, int], kind: str) -> jnp.ndarray:
