@@ -1,13 +1,24 @@
 """Keypoint layouts: the stored COCO-WholeBody body+feet points -> OpenPose BODY_25 and the
 2K2K 31-joint layout.
 
+`openpose_to_twok2k` reads an OpenPose json (BODY_25 + hands) into the 2K2K layout as the
+official 2K2K demo does.
+
 Records store 23 points in COCO-WholeBody order (0-16 COCO body, 17-22 feet: left big toe,
 left small toe, left heel, right big toe, right small toe, right heel) as (u, v, visible).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+
 import numpy as np
+
+from hdjax.errors import HdjaxError
+
+log = logging.getLogger(__name__)
 
 # BODY_25 index -> COCO-WholeBody index; neck (1) and mid-hip (8) are midpoints instead.
 _BODY25_FROM_COCO = {
@@ -46,3 +57,90 @@ def coco23_to_twok2k(kp: np.ndarray) -> np.ndarray:
     if kp.shape != (23, 3):
         raise ValueError(f"expected (23, 3) keypoints, got {kp.shape}")
     return np.concatenate([kp, np.zeros((8, 3), np.float32)])
+
+
+# 2K2K slot -> BODY_25 index (slots 0-22), as the official demo maps an OpenPose json.
+TWOK2K_FROM_BODY25 = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11, 19, 20, 21, 22,
+                      23, 24)  # fmt: skip
+# A missing ear (x = y = 0) takes the same-side eye: 2K2K slot -> BODY_25 fallback index.
+_EAR_FALLBACK = {3: 16, 4: 15}
+# 2K2K slots 23-26 (left) and 27-30 (right) <- OpenPose hand joints (index, middle, ring,
+# little finger PIP joints).
+TWOK2K_FROM_HAND = (6, 10, 14, 18)
+_NUM_BODY25 = 25
+_NUM_HAND = 21
+
+
+def _read_people(json_path: str | os.PathLike) -> list[dict]:
+    try:
+        with open(json_path) as f:
+            data = json.load(f)
+    except FileNotFoundError as e:
+        raise HdjaxError("OpenPose json does not exist", json_path) from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HdjaxError(f"cannot read OpenPose json ({e})", json_path) from e
+    people = data.get("people") if isinstance(data, dict) else None
+    if not isinstance(people, list):
+        raise HdjaxError("not an OpenPose json (no 'people' list)", json_path)
+    if not people:
+        raise HdjaxError("no person found in OpenPose json", json_path)
+    return people
+
+
+def _points(person: dict, key: str, count: int, index: int, json_path, required: bool):
+    """(count, 3) float64 of ``person[key]``; zeros when an optional entry is absent/empty."""
+    values = person.get(key) if isinstance(person, dict) else None
+    if values is None or (not required and len(values) == 0):
+        if required:
+            raise HdjaxError(f"person {index} has no '{key}'", json_path)
+        return np.zeros((count, 3))
+    try:
+        flat = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise HdjaxError(f"person {index}: '{key}' is not a list of numbers", json_path) from e
+    if flat.shape != (3 * count,):
+        raise HdjaxError(
+            f"person {index}: expected {3 * count} values in '{key}', got {flat.size}", json_path
+        )
+    return flat.reshape(count, 3)
+
+
+def openpose_to_twok2k(json_path: str | os.PathLike) -> np.ndarray:
+    """An OpenPose json (BODY_25 + hands) -> (31, 3) 2K2K keypoints, as the official demo maps it.
+
+    Slots 0-22 take BODY_25 joints `TWOK2K_FROM_BODY25` (a missing ear, x = y = 0, takes the
+    same-side eye); slots 23-26 / 27-30 the left / right hand joints `TWOK2K_FROM_HAND`.
+    A missing or empty ``hand_*_keypoints_2d`` leaves its slots at 0 (missing: the part
+    solver's finger-less hand rule then applies). With several people the most confident one
+    (largest sum of BODY_25 confidences; the first on ties) is used, and a warning says so.
+
+    Returns:
+      (31, 3) float64 (x, y, confidence) pixels of the json's image; missing joints are 0.
+
+    Raises:
+      HdjaxError: unreadable json, no person, or a person without 75 BODY_25 values.
+    """
+    people = _read_people(json_path)
+    bodies = [
+        _points(p, "pose_keypoints_2d", _NUM_BODY25, i, json_path, required=True)
+        for i, p in enumerate(people)
+    ]
+    chosen = int(np.argmax([b[:, 2].sum() for b in bodies]))
+    if len(people) > 1:
+        log.warning(
+            "%s: %d people; using person %d, the most confident (BODY_25 confidence sum %.2f)",
+            json_path,
+            len(people),
+            chosen,
+            bodies[chosen][:, 2].sum(),
+        )
+    body = bodies[chosen]
+    out = np.zeros((31, 3))
+    out[:23] = body[list(TWOK2K_FROM_BODY25)]
+    for slot, eye in _EAR_FALLBACK.items():
+        if out[slot, 0] == 0 and out[slot, 1] == 0:
+            out[slot] = body[eye]
+    for start, key in ((23, "hand_left_keypoints_2d"), (27, "hand_right_keypoints_2d")):
+        hand = _points(people[chosen], key, _NUM_HAND, chosen, json_path, required=False)
+        out[start : start + 4] = hand[list(TWOK2K_FROM_HAND)]
+    return out
