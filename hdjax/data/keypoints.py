@@ -4,8 +4,10 @@
 `openpose_to_twok2k` reads an OpenPose json (BODY_25 + hands) into the 2K2K layout as the
 official 2K2K demo does.
 
-Records store 23 points in COCO-WholeBody order (0-16 COCO body, 17-22 feet: left big toe,
-left small toe, left heel, right big toe, right small toe, right heel) as (u, v, visible).
+Records store 31 points in 2K2K's layout (u, v, visible): COCO-WholeBody order 0-22 (0-16
+COCO body, 17-22 feet: left big toe, left small toe, left heel, right big toe, right small
+toe, right heel), then the index/middle/ring/little knuckles of the left and right hand
+(`hand_points_from_mesh` derives them for the embedded bodies, which have no hand joints).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import os
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 from hdjax.errors import HdjaxError
 
@@ -143,4 +147,84 @@ def openpose_to_twok2k(json_path: str | os.PathLike) -> np.ndarray:
     for start, key in ((23, "hand_left_keypoints_2d"), (27, "hand_right_keypoints_2d")):
         hand = _points(people[chosen], key, _NUM_HAND, chosen, json_path, required=False)
         out[start : start + 4] = hand[list(TWOK2K_FROM_HAND)]
+    return out
+
+
+# Wrist -> knuckle (MCP joint) distance as a fraction of the hand's length along its axis.
+_MCP_FRACTION = 0.5
+# Index-to-little knuckle span as a fraction of the palm's width there.
+_MCP_SPAN = 0.6
+
+
+def _hand_vertices(vertices, faces, elbow, wrist):
+    """Indices of the hand: the mesh component beyond the wrist plane that touches it."""
+    axis = wrist - elbow
+    length = float(np.linalg.norm(axis))
+    axis = axis / length
+    t = (vertices - wrist) @ axis
+    near = np.linalg.norm(vertices - wrist, axis=1) < 1.3 * length
+    inside = (t > 0) & near
+    idx = np.nonzero(inside)[0]
+    if len(idx) == 0:
+        return idx, axis, length
+    local = np.full(len(vertices), -1)
+    local[idx] = np.arange(len(idx))
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = edges[inside[edges].all(1)]
+    graph = scipy.sparse.coo_matrix(
+        (np.ones(len(edges)), (local[edges[:, 0]], local[edges[:, 1]])), (len(idx), len(idx))
+    )
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    seed = np.argmin(np.linalg.norm(vertices[idx] - wrist, axis=1))
+    return idx[labels == labels[seed]], axis, length
+
+
+def hand_points_from_mesh(
+    vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray, forward=(0.0, 0.0, 1.0)
+) -> np.ndarray:
+    """Plausible finger knuckles (2K2K slots 23-30) of a body mesh that has no hand joints.
+
+    2K2K's training keypoints put the index/middle/ring/little MCP joints (the knuckles) in
+    slots 23-26 (left) and 27-30 (right); its part solver uses only their mean, which fixes
+    where the lower-arm crops end. Derived here from the geometry: the hand is the mesh
+    component beyond the wrist plane (normal elbow -> wrist) that touches the wrist; its axis
+    runs from the wrist to the hand's centroid, the knuckles sit half the hand's length along
+    it, spread over 60 % of the palm's width (its widest direction across the axis) — the
+    proportions of an adult hand. Index-to-little order assumes the thumb side faces
+    ``forward`` (relaxed arms); only the mean matters to 2K2K.
+
+    Args:
+      vertices: (V, 3) mesh vertices; faces: (F, 3) int.
+      keypoints: (23, 3) COCO-WholeBody body+feet joints (elbows 7/8, wrists 9/10), same
+        frame as the mesh.
+      forward: the body's facing direction in that frame.
+
+    Returns:
+      (8, 3) float64 knuckles: left index, middle, ring, little, then right; a hand that
+      cannot be found (no vertex beyond the wrist) gives NaN rows.
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    kp = np.asarray(keypoints, np.float64)
+    out = np.full((8, 3), np.nan)
+    for start, elbow, wrist in ((0, kp[7], kp[9]), (4, kp[8], kp[10])):
+        idx, _, _ = _hand_vertices(v, f, elbow, wrist)
+        if len(idx) < 10:
+            continue
+        hand = v[idx]
+        direction = hand.mean(0) - wrist
+        direction /= np.linalg.norm(direction)
+        t = (hand - wrist) @ direction
+        mcp = wrist + _MCP_FRACTION * t.max() * direction
+        # Palm width: the widest spread across the axis among vertices near the knuckles.
+        ring = hand[np.abs(t - _MCP_FRACTION * t.max()) < 0.15 * t.max()]
+        across = ring - mcp
+        across -= np.outer(across @ direction, direction)
+        _, _, vt = np.linalg.svd(across - across.mean(0), full_matrices=False)
+        width_dir = vt[0] if vt[0] @ np.asarray(forward) >= 0 else -vt[0]
+        width = np.ptp(across @ width_dir)
+        centre = mcp + (across.mean(0) @ width_dir) * width_dir
+        step = _MCP_SPAN * width / 3.0
+        for k, offset in enumerate((1.5, 0.5, -0.5, -1.5)):
+            out[start + k] = centre + offset * step * width_dir
     return out
