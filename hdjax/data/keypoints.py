@@ -36,11 +36,12 @@ def coco23_to_body25(kp: np.ndarray) -> np.ndarray:
     """(23, 3) COCO-WholeBody (x, y, visible/confidence) -> (25, 3) OpenPose BODY_25.
 
     Neck and mid-hip are the midpoints of the shoulders / hips, visible only when both are;
-    the result can be written as `pose_keypoints_2d` for the OpenPose crop rule.
+    the result can be written as `pose_keypoints_2d` for the OpenPose crop rule. A record's
+    (31, 3) keypoints are accepted too (the knuckles are not used).
     """
     kp = np.asarray(kp, np.float32)
-    if kp.shape != (23, 3):
-        raise ValueError(f"expected (23, 3) keypoints, got {kp.shape}")
+    if kp.shape not in ((23, 3), (31, 3)):
+        raise ValueError(f"expected (23, 3) or (31, 3) keypoints, got {kp.shape}")
     out = np.zeros((25, 3), np.float32)
     for dst, src in _BODY25_FROM_COCO.items():
         out[dst] = kp[src]
@@ -54,8 +55,9 @@ def coco23_to_twok2k(kp: np.ndarray) -> np.ndarray:
     """(23, 3) COCO-WholeBody -> (31, 3) 2K2K layout.
 
     2K2K's slots 0-22 are COCO-WholeBody 0-22 (its training keypoints are projected in that
-    order); slots 23-30 are finger joints, which the embedded bodies do not have: they are
-    marked invisible (0, 0, 0), as 2K2K's training data marks joints it cannot see.
+    order); slots 23-30 are finger knuckles, unknown here: they are marked invisible
+    (0, 0, 0), as 2K2K's training data marks joints it cannot see (records carry knuckles:
+    their keypoints are already in this layout).
     """
     kp = np.asarray(kp, np.float32)
     if kp.shape != (23, 3):

@@ -45,6 +45,7 @@ def test_twok2k_layout_and_shape_errors():
     assert np.all(t[23:] == 0)
     with pytest.raises(ValueError, match="23, 3"):
         coco23_to_body25(np.zeros((17, 3)))
+    np.testing.assert_array_equal(coco23_to_body25(t), coco23_to_body25(_coco()))
 
 
 def test_twok2k_agrees_with_its_body25_mapping():
