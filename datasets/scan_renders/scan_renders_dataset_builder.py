@@ -42,8 +42,11 @@ class Config(tfds_base.RenderBuilderConfig):
 class Builder(tfds_base.RenderBuilder):
     """Scan renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Keypoints (31, 3) in 2K2K's layout (all 0 for scans without joints).",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Put one folder per scan in manual_dir: THuman2.0 `<id>/<id>.obj` with its MTL and
     texture, or RenderPeople OBJ + texture folders (+y up, any unit).

@@ -38,9 +38,10 @@ class Config(tfds_base.RenderBuilderConfig):
 class Builder(tfds_base.RenderBuilder):
     """Synthetic human renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "Eight anny bodies, procedural poses and colours."
+        "1.0.0": "Eight anny bodies, procedural poses and colours.",
+        "1.1.0": "Keypoints in 2K2K's 31-joint layout: finger knuckles derived from the hands.",
     }
     BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 

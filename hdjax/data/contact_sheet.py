@@ -1,7 +1,7 @@
 """Contact sheet of a built dataset: one row per record, to eyeball what training will see.
 
     python -m hdjax.data.contact_sheet \
-        --data_dir=~/tensorflow_datasets/synthetic_humans/pifuhd/1.0.0 --out=sheet.png --num=6
+        --data_dir=~/tensorflow_datasets/synthetic_humans/pifuhd/1.1.0 --out=sheet.png --num=6
 
 Records are those of `hdjax.data.records`. Columns: image, mask, front normals, back
 normals, front depth, back depth (each depth map stretched over its own foreground range,

@@ -1,6 +1,6 @@
 """Grain input pipeline over the TFDS array_record datasets of `hdjax.data.records`.
 
-    source = open_source("~/tensorflow_datasets/synthetic_humans/pifuhd/1.0.0", "train")
+    source = open_source("~/tensorflow_datasets/synthetic_humans/pifuhd/1.1.0", "train")
     loader = make_loader(source, PipelineConfig(mode="pifuhd_fine", batch_size=4), seed=0)
     it = iter(loader); batch = next(it); state = it.get_state()   # bytes; it.set_state(state)
 
@@ -40,7 +40,7 @@ key                 shape           meaning
 ``calib``           (4, 4)          twok2k mode only: normalised point -> pixels
 ``points``          (N, 3)          normalised-frame points
 ``labels``          (N,)            1 inside, 0 outside
-``keypoints``       (23, 3)         (u, v, visible) pixels of ``image``
+``keypoints``       (31, 3)         (u, v, visible) pixels of ``image`` (2K2K layout)
 ``image_global``    (S, S, 3)       fine mode only: whole image at ``coarse_size``
 ``crop_offset``     (2,) int32      fine mode only: (row, col) of the crop's corner in
                                     the stored image's pixels

@@ -17,8 +17,10 @@ key                   value                meaning
                                            z; persp: the 2K2K ``d · 32``; background 0
 ``camera``            str                  "ortho" (PIFuHD) or "persp" (2K2K)
 ``calib``             (4, 4) float32       normalised point -> uv (ortho) / pixels (persp)
-``keypoints``         (J, 3) float32       (u, v, visible) pixels, COCO-WholeBody body+feet
-                                           order; all 0 when the subject has none
+``keypoints``         (J, 3) float32       (u, v, visible) pixels, 2K2K's 31-joint layout:
+                                           COCO-WholeBody body+feet, then 8 finger
+                                           knuckles (`hdjax.data.keypoints`); rows of
+                                           joints the subject lacks are 0
 ``points_coarse``     (P, 3) float32       normalised-frame points, σ = ``sigma_coarse_cm``
 ``labels_coarse``     (P,) uint8           1 inside (winding number), 0 outside
 ``points_fine``       (P, 3) float32       same with σ = ``sigma_fine_cm``
@@ -36,7 +38,7 @@ uniform points fill the view's reconstruction cube (`point_sampling`).
 Resumable builds: finished records go to a `render_cache.RecordCache` (``cache_dir`` of
 `generate_records`) under a tag (`cache_tag`) that hashes the `RenderConfig`, the seed and
 the source of the modules that make a record (this one, rendering, cameras, codecs, point
-sampling), so neither a changed config nor changed code ever reuses stale records.
+sampling, keypoints), so neither a changed config nor changed code ever reuses stale records.
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ import numpy as np
 
 from hdjax.data import camera as cam
 from hdjax.data import codecs, point_sampling
+from hdjax.data import keypoints as keypoints_lib
 from hdjax.data import render as render_lib
 from hdjax.data.render_cache import RecordCache
 from hdjax.data.render_cache import cache_tag as _cache_tag
 from hdjax.data.subjects import BuildReport, ScanError, Subject
 
-NUM_KEYPOINTS = 23
+NUM_KEYPOINTS = 31  # 2K2K layout: COCO-WholeBody 23 + 8 knuckles (hdjax.data.keypoints)
 
 
 TWOK2K_POINT_BOX = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])
@@ -132,7 +135,7 @@ def render_record(
     norm = normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
     camera = make_camera(config, yaw)
-    joints = None if subject.keypoints is None else norm.apply(subject.keypoints)
+    joints = None if subject.keypoints is None else norm.apply(_all_joints(subject.keypoints))
     out = render_lib.render(mesh, camera, rng, joints=joints)
     mask = out["mask"]
     if not mask.any():
@@ -146,8 +149,9 @@ def render_record(
         ]
     keypoints = np.zeros((NUM_KEYPOINTS, 3), np.float32)
     if joints is not None:
-        keypoints[:, :2] = out["keypoints"]
-        keypoints[:, 2] = out["keypoints_visible"]
+        known = np.all(np.isfinite(out["keypoints"]), axis=1)
+        keypoints[known, :2] = out["keypoints"][known]
+        keypoints[:, 2] = out["keypoints_visible"] & known
     if subject.unit_cm:
         units_per_cm = norm.scale / subject.unit_cm
     else:  # PIFu's assumption: every scan is a 180 cm body
@@ -175,6 +179,15 @@ def render_record(
     return record
 
 
+def _all_joints(keypoints: np.ndarray) -> np.ndarray:
+    """(23 or 31, 3) subject joints -> (31, 3), NaN for the knuckles it lacks."""
+    kp = np.asarray(keypoints, np.float64)
+    if kp.shape not in ((23, 3), (NUM_KEYPOINTS, 3)):
+        raise ScanError(f"keypoints must be (23, 3) or ({NUM_KEYPOINTS}, 3), got {kp.shape}")
+    missing = np.full((NUM_KEYPOINTS - len(kp), 3), np.nan)
+    return np.concatenate([kp, missing])
+
+
 def record_key(name: str, view: int) -> str:
     """The example key (and cache file stem) of view ``view`` of subject ``name``."""
     return f"{name}_v{view:03d}"
@@ -183,7 +196,7 @@ def record_key(name: str, view: int) -> str:
 def _record_code_digest() -> str:
     """A hash of the source of every module whose code decides what a record holds."""
     h = hashlib.sha256()
-    for module in (sys.modules[__name__], render_lib, cam, codecs, point_sampling):
+    for module in (sys.modules[__name__], render_lib, cam, codecs, point_sampling, keypoints_lib):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()
 

@@ -22,7 +22,7 @@ import numpy as np
 from hdjax.io.files import atomic_write
 
 # Bump when the cache file layout changes: old files then miss.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def cache_tag(payload: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import trimesh
 
+from hdjax.data.keypoints import hand_points_from_mesh
+
 if TYPE_CHECKING:
     from hdjax.data.records import RenderConfig
 
@@ -26,7 +28,10 @@ MESH_EXTS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
 
 @dataclasses.dataclass
 class Subject:
-    """A mesh to render (scan units, +y up) with optional 3D keypoints (23, 3).
+    """A mesh to render (scan units, +y up) with optional 3D keypoints.
+
+    ``keypoints``: (23, 3) COCO-WholeBody body+feet joints, or (31, 3) with the 8 finger
+    knuckles of 2K2K's layout appended (`hdjax.data.keypoints`).
 
     ``unit_cm`` is the length of one scan unit in centimetres, None when unknown.
     """
@@ -81,7 +86,11 @@ def embedded_body_names() -> list[str]:
 
 
 def load_embedded_body(name: str) -> Subject:
-    """One embedded anny body as a vertex-coloured mesh in metres (+y up, facing +z)."""
+    """One embedded anny body as a vertex-coloured mesh in metres (+y up, facing +z).
+
+    Its keypoints are (31, 3): the stored 23 joints and finger knuckles derived from the
+    hand geometry (`keypoints.hand_points_from_mesh`; the bodies carry no hand joints).
+    """
     path = importlib.resources.files("hdjax.data") / "assets" / "bodies" / f"{name}.npz"
     with path.open("rb") as f, np.load(f) as data:
         mesh = trimesh.Trimesh(
@@ -90,7 +99,9 @@ def load_embedded_body(name: str) -> Subject:
             vertex_colors=data["colors"],
             process=False,
         )
-        return Subject(name, mesh, data["keypoints"].astype(np.float64), unit_cm=100.0)
+        joints = data["keypoints"].astype(np.float64)
+        hands = hand_points_from_mesh(mesh.vertices, mesh.faces, joints)
+        return Subject(name, mesh, np.concatenate([joints, hands]), unit_cm=100.0)
 
 
 def validate_mesh(mesh: trimesh.Trimesh, config: RenderConfig) -> None:
