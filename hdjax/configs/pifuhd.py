@@ -111,11 +111,15 @@ def _reconstruct() -> ml_collections.ConfigDict:
     r = ml_collections.ConfigDict()
     r.input = EXAMPLES  # image file or folder; crops: {name}_keypoints.json / {name}_rect.txt
     r.crop_type = "fullbody"  # OpenPose crop rule: fullbody | upperbody | face
+    # Apply a photo's EXIF orientation, as viewers and OpenPose do (False: pixels as stored,
+    # like the official code, which turns a phone photo's person sideways).
+    r.exif_orientation = True
     r.resolution = 512  # marching-cubes grid R (official default 512)
     # fast: narrow band around the surface (mesh within one voxel of parity, ~1/3 of the
     # queries at R=512); parity: the official octree, same grid bit for bit.
     r.octree = "fast"
     r.init_resolution = 64
+    # Both octrees leave cells whose corner values span less than this unrefined (official).
     r.threshold = 0.05
     r.chunk = 16384  # points per network call: bounds memory at any grid resolution
     r.mesh_format = "obj"  # obj | ply | both

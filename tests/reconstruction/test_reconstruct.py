@@ -45,7 +45,8 @@ def test_reconstruct_writes_mesh_and_normals(tmp_path, cfg, weights):
     _image(tmp_path / "a.png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input, rc.mesh_format, rc.octree = str(tmp_path / "a.png"), "both", "parity"
-    assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 0
+    summary = recon.reconstruct(weights, rc, str(tmp_path / "out"))
+    assert summary.line() == "1 of 1 images written"
     out = tmp_path / "out" / "reconstruct"
     mesh = trimesh.load(out / "a.obj", process=False)
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
@@ -117,7 +118,7 @@ def test_fast_grid_mesh_lies_on_the_dense_field_surface(tmp_path, cfg, weights):
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input, rc.octree, rc.colors = str(tmp_path / "c.png"), "fast", "grid"
     rc.threshold = 0.0
-    assert recon.reconstruct(weights, rc, str(tmp_path)) == 0
+    assert not recon.reconstruct(weights, rc, str(tmp_path)).failed
     lines = (tmp_path / "reconstruct" / "c.obj").read_text().splitlines()
     rows = np.array([line.split()[1:] for line in lines if line.startswith("v ")], np.float64)
     written, colors = rows[:, :3], rows[:, 3:]
@@ -138,7 +139,9 @@ def test_bad_image_in_folder_is_reported_and_others_done(tmp_path, cfg, weights)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input = str(tmp_path)
-    assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 1
+    summary = recon.reconstruct(weights, rc, str(tmp_path / "out"))
+    assert summary.written == ["good"] and [n for n, _ in summary.failed] == ["bad.png"]
+    assert summary.line().startswith("1 of 2 images written, 1 failed: bad.png (")
     names = sorted(os.listdir(tmp_path / "out" / "reconstruct"))
     assert names == ["good.obj", "good_normals.png"]
 
