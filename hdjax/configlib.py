@@ -89,6 +89,8 @@ def check_choices(cfg: ml_collections.ConfigDict, choices: Mapping[str, tuple]) 
             raise HdjaxError(f"config {dotted}={value!r}: expected one of {allowed}")
 
 
+_SECTIONS = (Mapping, ml_collections.ConfigDict)  # a ConfigDict is no Mapping
+
 # Configs shipped inside the package: `--config=NAME[:variant]` works from any directory.
 PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -96,9 +98,7 @@ PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "con
 def packaged_config_names() -> list[str]:
     """Names `--config` accepts without a path (files of `hdjax/configs/`)."""
     return sorted(
-        f[:-3]
-        for f in os.listdir(PACKAGED_CONFIGS)
-        if f.endswith(".py") and not f.startswith("_")
+        f[:-3] for f in os.listdir(PACKAGED_CONFIGS) if f.endswith(".py") and not f.startswith("_")
     )
 
 
@@ -145,7 +145,7 @@ def flat_fields(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
     """`(dotted.path, value)` of every leaf of a config tree, in tree order."""
     for key, value in cfg.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, _SECTIONS):
             yield from flat_fields(value, path + ".")
         else:
             yield path, value
@@ -161,9 +161,9 @@ def unknown_override(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -
         node: Any = cfg
         walked = []
         for key in dotted.split("."):
-            if not isinstance(node, Mapping) or key not in node:
+            if not isinstance(node, _SECTIONS) or key not in node:
                 where = ".".join(walked)
-                siblings = list(node) if isinstance(node, Mapping) else []
+                siblings = list(node) if isinstance(node, _SECTIONS) else []
                 close = difflib.get_close_matches(key, siblings, n=1)
                 hint = f" (did you mean {'.'.join([*walked, close[0]])}?)" if close else ""
                 if not siblings:

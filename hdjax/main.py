@@ -105,13 +105,14 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         print(usage())
         sys.exit(EXIT_OK)
     try:
-        config = None
+        config = None  # as typed: error messages quote it
         for i, arg in enumerate(argv[1:], 1):
             if arg.startswith("--config="):
-                config = configlib.resolve_config(arg.removeprefix("--config="))
-                argv[i] = "--config=" + config
+                config = arg.removeprefix("--config=")
+                argv[i] = "--config=" + configlib.resolve_config(config)
             elif arg == "--config" and i + 1 < len(argv):
-                config = argv[i + 1] = configlib.resolve_config(argv[i + 1])
+                config = argv[i + 1]
+                argv[i + 1] = configlib.resolve_config(config)
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         if config is not None:
             # Checked here so that the error names the field (config_flags raises deep
@@ -262,8 +263,10 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:
-        print("error: interrupted; finished outputs are complete, temporaries removed",
-              file=sys.stderr)
+        print(
+            "error: interrupted; finished outputs are complete, temporaries removed",
+            file=sys.stderr,
+        )
         code = EXIT_INTERRUPTED
     sys.exit(code)
 

@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any, Literal
 
-
 # Temporary files are `.{name}.hdjax-{pid}-{random}.tmp`: the tag and pid let a later run
 # tell this tool's leftovers (a killed process) from anyone else's files.
 _TEMP_TAG = "hdjax-"

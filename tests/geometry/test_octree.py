@@ -206,4 +206,3 @@ def test_fast_grid_costs_no_more_than_official_without_contrast(kind):
     # threshold 0 switches the rule off: the tracing then costs more than the official octree.
     _, traced = octree.eval_grid(lookup(dense), r, init_resolution=init, threshold=0.0)
     assert traced.queries > official.queries
-
