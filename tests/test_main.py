@@ -105,3 +105,16 @@ def test_unknown_override_names_the_closest_field():
     assert msg == "--config.seed.x: unknown config field (seed is a value, not a section)"
     with pytest.raises(HdjaxError, match="unknown config variant 'huge'"):
         configlib.load_config("pifuhd:huge")
+
+
+def test_backend_probe_line_is_dropped():
+    import logging
+
+    from hdjax.main import _DropBackendProbe
+
+    def record(msg):
+        return logging.LogRecord("jax._src.xla_bridge", logging.INFO, "", 0, msg, (), None)
+
+    probe = _DropBackendProbe()
+    assert not probe.filter(record("Unable to initialize backend 'tpu': INTERNAL: no libtpu"))
+    assert probe.filter(record("Platform 'cpu' is experimental"))

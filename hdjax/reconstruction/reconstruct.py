@@ -304,8 +304,8 @@ def reconstruct(
             clash = [p for p in paths if p in written]
             if clash:
                 raise HdjaxError(f"would overwrite {clash[0]}, written earlier in this run")
-            written.update(paths)
             t = reconstruct_image(weights, item, out_dir, cfg)
+            written.update(paths)
         except HdjaxError as e:
             logging.error("%s", e)
             summary.failed.append((item.image.name, e.problem))
