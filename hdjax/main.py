@@ -243,7 +243,12 @@ def main(argv):
     mode, cfg, workdir = _MODE.value, _CONFIG.value, _WORKDIR.value
     try:
         items = check_inputs(mode, cfg)
-        validate_config(cfg)
+        # The choices and the architecture, not the numerics: "auto" asks JAX for its
+        # backend, which must wait for `jax.distributed.initialize`.
+        from hdjax.models.pifuhd import PIFuHDArch
+
+        configlib.check_choices(cfg, CHOICES)
+        PIFuHDArch.from_config(cfg.model.arch)
     except HdjaxError as e:
         _usage_error(str(e))
     import jax
