@@ -1,19 +1,28 @@
-"""hdjax entry point: `python -m hdjax.main --config=configs/pifuhd.py --workdir=DIR --mode=…`.
+"""hdjax entry point: `python -m hdjax.main --config=pifuhd --workdir=DIR --mode=…`.
 
 Modes: train (the default: the config's stages, resumable, then an eval of the last
 checkpoint), eval (score checkpoints of WORKDIR), reconstruct (images -> meshes), query
-(occupancy at given points), convert (.pt -> orbax). Input errors end with one line and exit
-status 2. Several processes (a TPU pod slice, SLURM tasks, or JAX_COORDINATOR_ADDRESS set)
-join one `jax.distributed` run before anything else touches the devices.
+(occupancy at given points), convert (.pt -> orbax). `--config` takes a config file
+(`configs/pifuhd.py[:variant]`) or the name of one shipped in the package (`pifuhd[:tiny]`),
+from any directory. Several processes (a TPU pod slice, SLURM tasks, or
+JAX_COORDINATOR_ADDRESS set) join one `jax.distributed` run before anything else touches the
+devices.
+
+Exit status: 0 everything done; 1 the run went through but some images failed (the summary
+names them); 2 a usage, config or input error stopped the run before it started (one line on
+stderr); 130 interrupted (Ctrl-C or SIGTERM; temporaries removed, finished outputs kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
-import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
@@ -21,7 +30,9 @@ from ml_collections import config_flags
 from hdjax import configlib
 from hdjax.errors import HdjaxError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file or packaged name: configs/pifuhd.py[:variant], pifuhd[:tiny]."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs.")
 _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "eval", "reconstruct", "query", "convert"], "What to run."
@@ -38,6 +49,10 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache ('' disables): later runs skip ~7 s of compiling.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_OWN_FLAGS = ("config", "workdir", "mode", "output", "compilation_cache")
+_HELP = frozenset({"-h", "-?", "--help", "--helpshort", "--helpfull"})
 
 
 # Choices of the config sections that stay ConfigDicts; the dataclass sections validate
@@ -65,7 +80,116 @@ def validate_config(cfg: ml_collections.ConfigDict):
     return PIFuHDArch.from_config(cfg.model.arch), numerics_from_config(cfg.model.numerics)
 
 
-def _run(mode: str, cfg, workdir: str) -> int:
+def usage() -> str:
+    """`--help`: the flags, then every `--config.*` field with its default."""
+    lines = [__doc__.strip(), "", "Flags:"]
+    for name in _OWN_FLAGS:
+        flag = flags.FLAGS[name]
+        default = "" if flag.default in (None, "") else f" (default: {flag.default})"
+        lines.append(f"  --{name}: {flag.help}{default}")
+    lines += ["", "Config fields, --config.FIELD=VALUE (defaults of --config=pifuhd):"]
+    for path, value in configlib.flat_fields(configlib.load_config("pifuhd")):
+        lines.append(f"  --config.{path}={value}")
+    return "\n".join(lines)
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, with `--help` on stdout (exit 0), the `--config` name resolved and
+    every usage or config error as one line on stderr (exit 2), never a traceback."""
+    argv = list(argv)
+    if any(a in _HELP for a in argv[1:]):
+        print(usage())
+        sys.exit(EXIT_OK)
+    try:
+        config = None  # as typed: error messages quote it
+        for i, arg in enumerate(argv[1:], 1):
+            if arg.startswith("--config="):
+                config = arg.removeprefix("--config=")
+                argv[i] = "--config=" + configlib.resolve_config(config)
+            elif arg == "--config" and i + 1 < len(argv):
+                config = argv[i + 1]
+                argv[i + 1] = configlib.resolve_config(config)
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        if config is not None:
+            # Checked here so that the error names the field (config_flags raises deep
+            # inside its parser).
+            problem = configlib.unknown_override(configlib.load_config(config), overrides)
+            if problem:
+                raise HdjaxError(problem)
+        return flags.FLAGS(argv)
+    except HdjaxError as e:
+        _usage_error(str(e))
+    except flags.Error as e:
+        _usage_error(str(e).strip().splitlines()[0])
+    except Exception as e:  # a config file's own error, a value of the wrong type, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        _usage_error(f"{type(e).__name__}: {first}")
+
+
+class _DropBackendProbe(logging.Filter):
+    """JAX logs every platform it fails to find at start ('Unable to initialize backend
+    'tpu' …') at INFO, which absl shows: noise on every machine without that platform."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable to initialize backend")
+
+
+def check_inputs(mode: str, cfg: ml_collections.ConfigDict) -> list | None:
+    """Validates the files a mode reads before anything heavy (weights, compiling) starts.
+
+    Returns:
+      reconstruct: the images to do (`preprocess.InputItem`s); other modes: None.
+    Raises:
+      HdjaxError: a missing checkpoint, input or points file (one line).
+    """
+    if cfg.checkpoint and not os.path.exists(cfg.checkpoint):
+        raise HdjaxError("checkpoint does not exist", cfg.checkpoint)
+    if mode not in ("reconstruct", "query"):
+        if mode == "convert" and not cfg.checkpoint:
+            raise HdjaxError("convert needs --config.checkpoint=pifuhd.pt")
+        return None
+    from hdjax.reconstruction import preprocess
+
+    if not cfg.reconstruct.input:
+        raise HdjaxError("set --config.reconstruct.input=IMAGE_OR_FOLDER")
+    items = preprocess.find_inputs(cfg.reconstruct.input)
+    if mode == "query":
+        if not cfg.reconstruct.points:
+            raise HdjaxError("set --config.reconstruct.points=N3.npy")
+        if len(items) != 1 or os.path.isdir(cfg.reconstruct.input):
+            raise HdjaxError("query mode takes one image, not a folder", cfg.reconstruct.input)
+        if not os.path.isfile(cfg.reconstruct.points):
+            raise HdjaxError("cannot read points (file does not exist)", cfg.reconstruct.points)
+    return items
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(enabled: bool = True) -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so it unwinds like Ctrl-C: every atomic write in
+    progress removes its temporary file, finished outputs stay. (Training has its own
+    handler: it saves a checkpoint first.)"""
+    if not enabled:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(mode: str, cfg, workdir: str, items: list | None) -> int:
+    import jax
+
     from hdjax.models.pifuhd_official import save_converted
     from hdjax.reconstruction import reconstruct as recon
     from hdjax.reconstruction.weights import open_weights
@@ -78,33 +202,28 @@ def _run(mode: str, cfg, workdir: str) -> int:
         if mode == "train":
             train.train_and_evaluate(cfg, workdir)
             if jax.process_index() != 0 or not cfg.train.eval_at_end:
-                return 0
+                return EXIT_OK
             cfg = cfg.copy_and_resolve_references()
             cfg.eval.step, cfg.eval.watch = -1, False
         evaluate.evaluate(cfg, workdir)
-        return 0
+        return EXIT_OK
     weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics)
     logging.info("weights: %s", weights.source)
     if mode == "reconstruct":
-        if not cfg.reconstruct.input:
-            raise HdjaxError("set --config.reconstruct.input=IMAGE_OR_FOLDER")
-        failures = recon.reconstruct(weights, cfg.reconstruct, workdir)
-        return 1 if failures else 0
+        summary = recon.reconstruct(weights, cfg.reconstruct, workdir, items)
+        logging.info("%s", summary.line())
+        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
     if mode == "query":
-        if not (cfg.reconstruct.input and cfg.reconstruct.points):
-            raise HdjaxError(
-                "set --config.reconstruct.input=IMAGE and --config.reconstruct.points=N3.npy"
-            )
         out = _OUTPUT.value or os.path.join(workdir, "occupancy.npy")
         recon.query_points(
             weights, cfg.reconstruct.input, cfg.reconstruct.points, out, cfg.reconstruct
         )
         logging.info("wrote %s", out)
-        return 0
+        return EXIT_OK
     out = _OUTPUT.value or os.path.join(workdir, "converted")
     save_converted(out, weights.get(()), weights.arch)
     logging.info("wrote %s", out)
-    return 0
+    return EXIT_OK
 
 
 def _multi_process() -> bool:
@@ -120,22 +239,43 @@ def _multi_process() -> bool:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.getLogger("jax._src.xla_bridge").addFilter(_DropBackendProbe())
+    mode, cfg, workdir = _MODE.value, _CONFIG.value, _WORKDIR.value
+    try:
+        items = check_inputs(mode, cfg)
+        # The choices and the architecture, not the numerics: "auto" asks JAX for its
+        # backend, which must wait for `jax.distributed.initialize`.
+        from hdjax.models.pifuhd import PIFuHDArch
+
+        configlib.check_choices(cfg, CHOICES)
+        PIFuHDArch.from_config(cfg.model.arch)
+    except HdjaxError as e:
+        _usage_error(str(e))
+    import jax
+
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     if _multi_process():
         jax.distributed.initialize()
     logging.info("JAX devices: %s", jax.devices())
-    if "://" not in _WORKDIR.value:  # bucket paths (gs://) need no folder
-        os.makedirs(_WORKDIR.value, exist_ok=True)
+    if "://" not in workdir:  # bucket paths (gs://) need no folder
+        os.makedirs(workdir, exist_ok=True)
     try:
-        code = _run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+        with sigterm_as_interrupt(mode != "train"):
+            code = _run(mode, cfg, workdir, items)
     except HdjaxError as e:
         print(f"error: {e}", file=sys.stderr)
-        code = 2
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; finished outputs are complete, temporaries removed",
+            file=sys.stderr,
+        )
+        code = EXIT_INTERRUPTED
     sys.exit(code)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -3,9 +3,51 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any, Literal
+
+# Temporary files are `.{name}.hdjax-{pid}-{random}.tmp`: the tag and pid let a later run
+# tell this tool's leftovers (a killed process) from anyone else's files.
+_TEMP_TAG = "hdjax-"
+_TEMP_RE = re.compile(r"^\..+\.hdjax-(\d+)-[^.]+\.tmp$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Deletes this tool's temporary files in `directory` whose writing process is gone.
+
+    A process killed outright (SIGKILL, power loss) cannot remove its temporary file; a
+    temporary of a process still running (another run writing to the same folder) is kept.
+
+    Returns:
+      The paths removed.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        m = _TEMP_RE.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _process_alive(int(m.group(1))):
+            path = os.path.join(directory, name)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def atomic_write(
@@ -33,7 +75,9 @@ def atomic_write(
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.{_TEMP_TAG}{os.getpid()}-", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             write_fn(f)

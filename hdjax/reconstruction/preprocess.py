@@ -16,6 +16,7 @@ caller.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import json
@@ -57,8 +58,12 @@ _CONF_WEAK = 0.2
 # ----------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.ndarray:
     """Reads an image file as RGB, compositing any alpha channel on 0.5 grey.
+
+    With `exif_orientation` the EXIF Orientation tag (phone photos) is applied, as viewers
+    and OpenPose do, so keypoints found on the photo match its pixels; off, pixels are read
+    as stored (the official `cv2.IMREAD_UNCHANGED`).
 
     8-bit BGRA follows the official code bit for bit: float64 /255, un-premultiply
     rgb /= alpha + 1e-8, alpha·rgb + 0.5·(1 − alpha), ×255, truncate to uint8. 16-bit and float
@@ -91,7 +96,50 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise HdjaxError("not a readable image (OpenCV cannot decode it)", path)
-    return _to_rgb_uint8(img, path)
+    rgb = _to_rgb_uint8(img, path)
+    orientation = exif_orientation_tag(data)
+    if orientation != 1:
+        if exif_orientation:
+            log.info("%s: EXIF orientation %d applied", path, orientation)
+            rgb = apply_exif_orientation(rgb, orientation)
+        else:
+            log.warning(
+                "%s: EXIF orientation %d ignored (reconstruct.exif_orientation=False, as the "
+                "official code): the pixels are used as stored",
+                path,
+                orientation,
+            )
+    return rgb
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation_tag(data: bytes) -> int:
+    """The EXIF Orientation (1–8) of an encoded image; 1 when absent or unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # no EXIF support for the format, a damaged EXIF block, ...
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_exif_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turns stored pixels (H, W, C) into the displayed image for an EXIF Orientation 1–8."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],  # mirrored
+        3: lambda a: a[::-1, ::-1],  # upside down
+        4: lambda a: a[::-1],  # mirrored and upside down
+        5: lambda a: a.transpose(1, 0, 2),  # transposed
+        6: lambda a: np.rot90(a, -1),  # stored 90° anticlockwise: turn clockwise
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transversed
+        8: lambda a: np.rot90(a, 1),  # stored 90° clockwise: turn anticlockwise
+    }
+    if orientation not in ops:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
+    return np.ascontiguousarray(ops[orientation](img))
 
 
 def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -486,6 +534,7 @@ def find_inputs(path: str | os.PathLike) -> list[InputItem]:
     A folder is scanned (not recursively) for png/jpg/jpeg/bmp/tif/tiff/webp files (any case,
     hidden files skipped), sorted by name; json/txt and other files are ignored. The crop
     source of `a.png` is `a_keypoints.json` if present, else `a_rect.txt`, else the whole image.
+    Images sharing a stem (`a.png`, `a.jpg`) are named `a_png`, `a_jpg` for their outputs.
 
     Raises:
       HdjaxError: the path does not exist, is a file that is not an image, or is a folder
@@ -502,7 +551,20 @@ def find_inputs(path: str | os.PathLike) -> list[InputItem]:
     images = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
     if not images:
         raise HdjaxError(f"folder has no image ({', '.join(IMAGE_SUFFIXES)})", path)
-    return [_item_for(p) for p in images]
+    items = [_item_for(p) for p in images]
+    stems = collections.Counter(item.name for item in items)
+    for i, item in enumerate(items):
+        if stems[item.name] > 1:
+            # `x.png` and `x.jpg` would both write `x.obj`: each keeps its suffix instead.
+            unique = f"{item.name}_{item.image.suffix[1:]}"
+            log.warning(
+                "%s: another image is also named %r: outputs are named %r",
+                item.image,
+                item.name,
+                unique,
+            )
+            items[i] = dataclasses.replace(item, name=unique)
+    return items
 
 
 def rect_for_item(
@@ -514,3 +576,65 @@ def rect_for_item(
     if item.crop_source == "rect":
         return read_rect_file(item.crop_file)
     return whole_image_rect(height, width)
+
+
+# Below this share of the crop on the image the network input is (almost) all black.
+MIN_CROP_COVERAGE = 0.05
+# Below this share the crop is suspicious: a whole-image crop of a 2:1 panorama still has 0.5.
+WARN_CROP_COVERAGE = 0.35
+
+
+def crop_coverage(rect: Sequence[int], height: int, width: int) -> float:
+    """The share of the crop rect's area that lies on the (height, width) image, in [0, 1]."""
+    x, y, w, h = (int(v) for v in rect)
+    ow = max(0, min(x + w, width) - max(x, 0))
+    oh = max(0, min(y + h, height) - max(y, 0))
+    return ow * oh / float(w * h)
+
+
+def check_crop(item: InputItem, rect: Rect, height: int, width: int) -> list[str]:
+    """Problems of a crop that the official code runs into silently (an all-black input).
+
+    The official rule is kept; this only explains it: keypoints outside the image (a photo
+    resized after OpenPose ran, a json of another photo), a full-body crop centred on an
+    undetected mid-hip (the official rule then centres on pixel (0, 0)), a crop mostly off
+    the image.
+
+    Returns:
+      Warnings, one line each (empty: nothing suspicious).
+    Raises:
+      HdjaxError: the crop holds almost none of the image (< MIN_CROP_COVERAGE).
+    """
+    where = item.crop_file or item.image
+    notes = []
+    if item.crop_source == "openpose":
+        kp = _select_person(_read_openpose(item.crop_file))
+        confident = kp[kp[:, 2] > _CONF_STRONG, :2]
+        outside = ((confident < 0) | (confident >= [width, height])).any(axis=1)
+        if outside.any():
+            notes.append(
+                f"{int(outside.sum())} of {len(confident)} confident keypoints lie outside "
+                f"the {width}x{height} image (was the photo resized after OpenPose ran, or "
+                "is the json another photo's?)"
+            )
+        if not (kp[list(_FEET), 2] > _CONF_STRONG).any() and kp[_MID_HIP, 2] <= _CONF_STRONG:
+            x, y = kp[_MID_HIP, :2].astype(int)
+            notes.append(
+                f"no confident feet and no confident mid-hip (confidence "
+                f"{kp[_MID_HIP, 2]:.2f}): the official full-body rule centres the crop on "
+                f"({x}, {y})"
+            )
+    coverage = crop_coverage(rect, height, width)
+    if coverage < MIN_CROP_COVERAGE:
+        detail = f"; {notes[0]}" if notes else ""
+        raise HdjaxError(
+            f"crop {tuple(rect)} holds {100 * coverage:.1f} % of the {width}x{height} image: "
+            f"the network input would be almost all black{detail}",
+            where,
+        )
+    if coverage < WARN_CROP_COVERAGE:
+        notes.append(
+            f"only {100 * coverage:.0f} % of crop {tuple(rect)} lies on the {width}x{height} "
+            "image; the rest is black padding"
+        )
+    return notes

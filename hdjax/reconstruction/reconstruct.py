@@ -25,7 +25,7 @@ from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.geometry import octree
 from hdjax.geometry.projection import EVAL_CALIB
-from hdjax.io.files import atomic_write
+from hdjax.io.files import atomic_write, remove_stale_temporaries
 from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
 from hdjax.reconstruction import preprocess, visualize
 from hdjax.reconstruction.weights import Weights
@@ -176,12 +176,28 @@ def mesh_and_colors(
 
 
 def _network_inputs(
-    item: preprocess.InputItem, arch: PIFuHDArch, crop_type: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """The official crop and resizes: (F, F, 3) and (S, S, 3) float32 in [-1, 1]."""
-    img = preprocess.load_image(item.image)
-    rect = preprocess.rect_for_item(item, img.shape[0], img.shape[1], crop_type)
-    return preprocess.prepare_pifuhd_inputs(img, rect, arch.fine_size, arch.coarse_size)
+    item: preprocess.InputItem, arch: PIFuHDArch, cfg: ml_collections.ConfigDict
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The official crop and resizes: (F, F, 3) and (S, S, 3) float32 in [-1, 1], and the
+    crop's warnings (`preprocess.check_crop`, each also logged)."""
+    img = preprocess.load_image(item.image, cfg.get("exif_orientation", True))
+    h, w = img.shape[:2]
+    rect = preprocess.rect_for_item(item, h, w, cfg.crop_type)
+    notes = preprocess.check_crop(item, rect, h, w)
+    for note in notes:
+        logging.warning("%s: %s", item.crop_file or item.image, note)
+    fine, coarse = preprocess.prepare_pifuhd_inputs(img, rect, arch.fine_size, arch.coarse_size)
+    return fine, coarse, notes
+
+
+def output_paths(
+    item: preprocess.InputItem, out_dir: str, cfg: ml_collections.ConfigDict
+) -> list[str]:
+    """The files `reconstruct_image` writes for `item`, in the order it writes them: the
+    mesh(es) first, the normals PNG last."""
+    base = os.path.join(out_dir, item.name)
+    meshes = {"obj": [".obj"], "ply": [".ply"], "both": [".obj", ".ply"]}[cfg.mesh_format]
+    return [base + ext for ext in meshes] + [base + "_normals.png"]
 
 
 def reconstruct_image(
@@ -190,11 +206,13 @@ def reconstruct_image(
     out_dir: str,
     cfg: ml_collections.ConfigDict,
 ) -> dict:
-    """One image -> `{name}.obj`/`.ply` and `{name}_normals.png` in out_dir. Returns timings.
+    """One image -> `{name}.obj`/`.ply` and `{name}_normals.png` in out_dir. Returns timings
+    and the crop's warnings (`notes`).
 
-    Files are written only once the mesh exists, each atomically.
+    Files are written only once the mesh exists, each atomically, the PNG last: an image
+    whose `_normals.png` exists has its complete mesh(es) too.
     """
-    image_fine, image_coarse = _network_inputs(item, weights.arch, cfg.crop_type)
+    image_fine, image_coarse, notes = _network_inputs(item, weights.arch, cfg)
     t0 = time.perf_counter()
     feats, timings = image_features(weights, image_fine, image_coarse)
     with tqdm(desc=f"{item.name}: queries", unit="pt", unit_scale=True, leave=False) as bar:
@@ -205,15 +223,15 @@ def reconstruct_image(
         t = time.perf_counter()
         verts, faces, colors = mesh_and_colors(grid, evaluate, cfg, item.image)
         timings["mesh"] = time.perf_counter() - t
-    base = os.path.join(out_dir, f"{item.name}")
+    *meshes, png = output_paths(item, out_dir, cfg)
+    for path in meshes:
+        save = mesh_lib.save_obj if path.endswith(".obj") else mesh_lib.save_ply
+        save(path, verts, faces, colors)
     if len(feats.normals) == 2:
         normals = (np.asarray(n[0]) for n in feats.normals)
-        visualize.save_normals_png(base + "_normals.png", image_coarse, *normals)
-    if cfg.mesh_format in ("obj", "both"):
-        mesh_lib.save_obj(base + ".obj", verts, faces, colors)
-    if cfg.mesh_format in ("ply", "both"):
-        mesh_lib.save_ply(base + ".ply", verts, faces, colors)
+        visualize.save_normals_png(png, image_coarse, *normals)
     timings.update(
+        notes=notes,
         total=time.perf_counter() - t0,
         queries=stats.queries,
         vertices=len(verts),
@@ -222,10 +240,48 @@ def reconstruct_image(
     return timings
 
 
-def reconstruct(weights: Weights, cfg: ml_collections.ConfigDict, workdir: str) -> int:
-    """Reconstructs every image of `cfg.input` into `workdir/reconstruct`.
+@dataclasses.dataclass
+class RunSummary:
+    """What a folder run did, image by image.
 
-    A bad image is reported (one line) and skipped; returns the number of failures.
+    Attributes:
+      total: images found.
+      written: names whose outputs were written.
+      failed: (image file name, one-line reason) of the images skipped.
+      warned: (image file name, first crop warning) of written images whose crop looked
+        wrong (`preprocess.check_crop`).
+    """
+
+    total: int
+    written: list[str] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    warned: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def line(self) -> str:
+        """'18 of 20 images written, 2 failed: a.png (reason); b.png (reason)'."""
+        text = f"{len(self.written)} of {self.total} images written"
+        if self.failed:
+            names = "; ".join(f"{n} ({why})" for n, why in self.failed)
+            text += f", {len(self.failed)} failed: {names}"
+        if self.warned:
+            names = ", ".join(n for n, _ in self.warned)
+            text += f"; {len(self.warned)} with a suspicious crop (see the warnings): {names}"
+        return text
+
+
+def reconstruct(
+    weights: Weights,
+    cfg: ml_collections.ConfigDict,
+    workdir: str,
+    items: list[preprocess.InputItem] | None = None,
+) -> RunSummary:
+    """Reconstructs every image of `cfg.input` (or `items`) into `workdir/reconstruct`.
+
+    A bad image is reported (one line) and skipped. No file written earlier in the same run
+    is overwritten; temporaries left by killed runs are removed first.
+
+    Returns:
+      The run's summary: written, failed and suspicious images.
     """
     for field, allowed in (
         ("octree", ("parity", "fast")),
@@ -234,17 +290,29 @@ def reconstruct(weights: Weights, cfg: ml_collections.ConfigDict, workdir: str) 
     ):
         if cfg[field] not in allowed:
             raise HdjaxError(f"reconstruct.{field}={cfg[field]!r}: expected one of {allowed}")
-    items = preprocess.find_inputs(cfg.input)
+    if items is None:
+        items = preprocess.find_inputs(cfg.input)
     out_dir = os.path.join(workdir, "reconstruct")
     os.makedirs(out_dir, exist_ok=True)
-    failures = 0
+    for path in remove_stale_temporaries(out_dir):
+        logging.info("removed %s, left by an interrupted run", path)
+    summary = RunSummary(len(items))
+    written: set[str] = set()
     for item in tqdm(items, desc="images", unit="img", disable=len(items) < 2):
         try:
+            paths = output_paths(item, out_dir, cfg)
+            clash = [p for p in paths if p in written]
+            if clash:
+                raise HdjaxError(f"would overwrite {clash[0]}, written earlier in this run")
             t = reconstruct_image(weights, item, out_dir, cfg)
+            written.update(paths)
         except HdjaxError as e:
             logging.error("%s", e)
-            failures += 1
+            summary.failed.append((item.image.name, e.problem))
             continue
+        summary.written.append(item.name)
+        if t["notes"]:
+            summary.warned.append((item.image.name, t["notes"][0]))
         logging.info(
             "%s: %d vertices, %d queries, %.1f s -> %s",
             item.name,
@@ -253,7 +321,7 @@ def reconstruct(weights: Weights, cfg: ml_collections.ConfigDict, workdir: str) 
             t["total"],
             out_dir,
         )
-    return failures
+    return summary
 
 
 def query_points(weights: Weights, image_path: str, points_path: str, out_path: str, cfg) -> None:
@@ -269,7 +337,7 @@ def query_points(weights: Weights, image_path: str, points_path: str, out_path: 
     items = preprocess.find_inputs(image_path)
     if len(items) != 1:
         raise HdjaxError("query mode takes one image, not a folder", image_path)
-    image_fine, image_coarse = _network_inputs(items[0], weights.arch, cfg.crop_type)
+    image_fine, image_coarse, _ = _network_inputs(items[0], weights.arch, cfg)
     feats, _ = image_features(weights, image_fine, image_coarse)
     occ = occupancy_fn(weights, feats, cfg.chunk)(points)
     try:

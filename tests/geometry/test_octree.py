@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from hdjax.geometry import octree
 
@@ -176,3 +177,40 @@ def test_narrowband_dilation_adds_coarse_blocks_and_keeps_sign():
     assert st1.queries > st0.queries
     inner = (slice(0, -1),) * 3
     np.testing.assert_array_equal(nb[inner] > 0.5, dense[inner] > 0.5)
+
+
+def _low_contrast(kind: str, r: int) -> np.ndarray:
+    """Fields without contrast: an untrained network's (noise within ±0.002 of 0.5, every
+    cell straddling 0.5), a blurred body whose occupancy never leaves [0.45, 0.55], and
+    smooth noise of contrast about twice the threshold, surfaces everywhere."""
+    rng = np.random.default_rng(3)
+    if kind == "untrained":
+        return (0.5 + 0.002 * rng.uniform(-1, 1, (r,) * 3)).astype(np.float32)
+    if kind == "noise":
+        base = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((r,) * 3), 1.5)
+        return (1 / (1 + np.exp(-0.1 * base / base.std()))).astype(np.float32)
+    return 0.45 + 0.1 * dense_field("noisy", r, width=2.0)
+
+
+@pytest.mark.parametrize("kind", ["untrained", "blurred", "noise"])
+def test_fast_grid_costs_no_more_than_official_without_contrast(kind):
+    r, init = 64, 16
+    dense = _low_contrast(kind, r)
+    _, official = octree.eval_grid(lookup(dense), r, method="octree", init_resolution=init)
+    calls = []
+    grid, fast = octree.eval_grid(lookup(dense, calls), r, init_resolution=init)
+    assert fast.queries == sum(len(c) for c in calls)
+    assert fast.queries <= official.queries
+    # threshold 0 switches the rule off: the tracing then costs more than the official octree.
+    _, traced = octree.eval_grid(lookup(dense), r, init_resolution=init, threshold=0.0)
+    assert traced.queries > official.queries
+    if kind == "noise":  # contrast at every level: refined where the official refines
+        assert fast.queries > 16**3
+        return
+    # Nothing beyond the first lattice: every cell lacks contrast. (The sharp fields of
+    # test_narrowband_keeps_sign_and_queries_less meet the rule nowhere near the surface.)
+    assert fast.per_level[0] == (4, 16**3) and fast.queries == 16**3
+    # Unrefined cells keep the interpolation of true corner values.
+    inner = (slice(0, -1),) * 3
+    assert dense.min() - 1e-6 <= grid[inner].min() <= grid[inner].max() <= dense.max() + 1e-6
+    np.testing.assert_array_equal(grid[::4, ::4, ::4], dense[::4, ::4, ::4])

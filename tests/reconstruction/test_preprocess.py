@@ -528,3 +528,98 @@ def test_rect_for_item(tmp_path):
     assert pp.rect_for_item(item, 10, 20) == (1, 2, 30, 30)
     whole = pp.InputItem(tmp_path / "b.png", "b", "whole")
     assert pp.rect_for_item(whole, 10, 20) == (0, -5, 20, 20)
+
+
+def test_same_stem_images_get_distinct_output_names(tmp_path):
+    for name in ["x.png", "x.jpg", "y.png"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "x_keypoints.json").write_text("{}")
+    items = pp.find_inputs(tmp_path)
+    assert [i.name for i in items] == ["x_jpg", "x_png", "y"]
+    assert [i.crop_source for i in items] == ["openpose", "openpose", "whole"]  # shared json
+
+
+# ----------------------------------------------------------------------------------------------
+# EXIF orientation (phone photos)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_viewers(tmp_path, orientation):
+    """Pillow's `exif_transpose` (what viewers show, what OpenPose sees) is the reference."""
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = np.zeros((48, 80, 3), np.uint8)  # landscape as stored, asymmetric content
+    stored[:, :, 0] = np.linspace(0, 255, 80, dtype=np.uint8)[None]
+    stored[:, :, 1] = np.linspace(0, 255, 48, dtype=np.uint8)[:, None]
+    stored[4:20, 8:30] = rng.integers(0, 255, 3, dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, quality=100, subsampling=0, exif=exif)
+
+    with Image.open(path) as im:
+        viewed = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    ours = pp.load_image(path, exif_orientation=True)
+    assert ours.shape == viewed.shape
+    # Both decode with libjpeg; only IDCT rounding may differ.
+    assert np.abs(ours.astype(int) - viewed).max() <= 3
+    as_stored = pp.load_image(path)  # the official behaviour: pixels as stored
+    assert as_stored.shape == (48, 80, 3)
+    if orientation in (5, 6, 7, 8):
+        assert ours.shape == (80, 48, 3)
+
+
+def test_exif_switch_is_logged(tmp_path, caplog):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "p.jpg"
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(path, exif=exif)
+    with caplog.at_level("INFO"):
+        assert pp.load_image(path, exif_orientation=True).shape == (16, 8, 3)
+        assert pp.load_image(path, exif_orientation=False).shape == (8, 16, 3)
+    assert "EXIF orientation 6 applied" in caplog.text
+    assert "EXIF orientation 6 ignored" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# Crops that miss the image
+# ----------------------------------------------------------------------------------------------
+
+
+def test_crop_coverage():
+    assert pp.crop_coverage((0, 0, 10, 10), 10, 10) == 1.0
+    assert pp.crop_coverage((-5, 0, 10, 10), 10, 20) == 0.5
+    assert pp.crop_coverage((30, 30, 10, 10), 20, 20) == 0.0
+
+
+def test_keypoints_off_the_image_warn_then_refuse(tmp_path):
+    """A json from a 4x larger photo: the official crop is kept but explained; a crop that
+    misses the image entirely is refused."""
+    rng = np.random.default_rng(0)
+    kp = _random_person(rng, feet=True)
+    json_path = _write_json(tmp_path / "a_keypoints.json", [kp])
+    item = pp.InputItem(tmp_path / "a.png", "a", "openpose", json_path)
+    rect = pp.rect_for_item(item, 1000, 1000)
+    assert pp.check_crop(item, rect, 1000, 1000) == []  # the photo OpenPose saw
+    notes = pp.check_crop(item, rect, 600, 600)  # the same json on a downscaled photo
+    assert "confident keypoints lie outside the 600x600 image" in notes[0]
+    with pytest.raises(
+        HdjaxError, match=r"a_keypoints\.json: crop .* holds [0-4]\.\d % of the 100x100"
+    ):
+        pp.check_crop(item, rect, 100, 100)
+
+
+def test_undetected_mid_hip_centres_on_origin_with_a_warning(tmp_path):
+    kp = np.zeros((25, 3))
+    kp[[0, 1, 2, 5], :] = [[60, 20, 0.9], [60, 40, 0.9], [40, 40, 0.9], [80, 40, 0.9]]
+    json_path = _write_json(tmp_path / "b_keypoints.json", [kp])
+    item = pp.InputItem(tmp_path / "b.png", "b", "openpose", json_path)
+    rect = pp.rect_for_item(item, 120, 120)
+    assert rect[0] < 0 and rect[1] < 0  # the official rule: centred on (0, 0)
+    notes = pp.check_crop(item, rect, 120, 120)
+    assert any("no confident mid-hip" in n and "centres the crop on (0, 0)" in n for n in notes)
+    assert any("lies on the 120x120 image" in n for n in notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -45,7 +46,8 @@ def test_reconstruct_writes_mesh_and_normals(tmp_path, cfg, weights):
     _image(tmp_path / "a.png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input, rc.mesh_format, rc.octree = str(tmp_path / "a.png"), "both", "parity"
-    assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 0
+    summary = recon.reconstruct(weights, rc, str(tmp_path / "out"))
+    assert summary.line() == "1 of 1 images written"
     out = tmp_path / "out" / "reconstruct"
     mesh = trimesh.load(out / "a.obj", process=False)
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
@@ -110,11 +112,14 @@ def test_fast_grid_mesh_lies_on_the_dense_field_surface(tmp_path, cfg, weights):
     """The narrow band evaluates both ends of every grid edge marching cubes cuts, so each
     vertex it writes is a vertex of the densely evaluated field's mesh; with random weights
     the field is noisy and tiny components may be missed, but not much of the surface.
+    Random weights give no contrast (every cell within 1e-4), so the contrast rule would stop
+    at the first lattice: threshold 0 switches it off to exercise the tracing.
     "grid" colours are unit normals mapped to [0, 1]."""
     _image(tmp_path / "c.png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input, rc.octree, rc.colors = str(tmp_path / "c.png"), "fast", "grid"
-    assert recon.reconstruct(weights, rc, str(tmp_path)) == 0
+    rc.threshold = 0.0
+    assert not recon.reconstruct(weights, rc, str(tmp_path)).failed
     lines = (tmp_path / "reconstruct" / "c.obj").read_text().splitlines()
     rows = np.array([line.split()[1:] for line in lines if line.startswith("v ")], np.float64)
     written, colors = rows[:, :3], rows[:, 3:]
@@ -135,7 +140,9 @@ def test_bad_image_in_folder_is_reported_and_others_done(tmp_path, cfg, weights)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input = str(tmp_path)
-    assert recon.reconstruct(weights, rc, str(tmp_path / "out")) == 1
+    summary = recon.reconstruct(weights, rc, str(tmp_path / "out"))
+    assert summary.written == ["good"] and [n for n, _ in summary.failed] == ["bad.png"]
+    assert summary.line().startswith("1 of 2 images written, 1 failed: bad.png (")
     names = sorted(os.listdir(tmp_path / "out" / "reconstruct"))
     assert names == ["good.obj", "good_normals.png"]
 
@@ -266,3 +273,79 @@ def test_tiny_checkpoint_round_trips_through_official_layout(tmp_path):
         for k in names:
             want = want[k]
         jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+
+
+def _small(cfg, **kw):
+    rc = cfg.reconstruct.copy_and_resolve_references()
+    rc.resolution, rc.init_resolution = 32, 8
+    rc.update(kw)
+    return rc
+
+
+def test_same_stem_never_overwrites_and_summary_counts(tmp_path, cfg, weights):
+    """`x.png` and `x.jpg` both reconstruct (as x_png, x_jpg); a name reused within one run is
+    refused, not overwritten; a crop mostly off the image is written but counted."""
+    from hdjax.reconstruction import preprocess
+
+    _image(tmp_path / "x.png")
+    _image(tmp_path / "x.jpg")
+    (tmp_path / "x_rect.txt").write_text("-60 -60 100 100\n")  # 16 % on the image
+    out = tmp_path / "out"
+    summary = recon.reconstruct(weights, _small(cfg, input=str(tmp_path)), str(out))
+    assert summary.written == ["x_jpg", "x_png"] and not summary.failed
+    assert [n for n, _ in summary.warned] == ["x.jpg", "x.png"]
+    assert summary.line().startswith("2 of 2 images written; 2 with a suspicious crop")
+    assert sorted(os.listdir(out / "reconstruct")) == [
+        "x_jpg.obj",
+        "x_jpg_normals.png",
+        "x_png.obj",
+        "x_png_normals.png",
+    ]
+    # Two items with one output name (e.g. x.PNG and x.png on a case-insensitive disk).
+    items = preprocess.find_inputs(tmp_path)
+    items = [dataclasses.replace(i, name="same") for i in items]
+    before = (out / "reconstruct" / "x_jpg.obj").read_bytes()
+    summary = recon.reconstruct(weights, _small(cfg), str(out), items)
+    assert summary.written == ["same"]
+    assert summary.failed == [
+        ("x.png", f"would overwrite {out}/reconstruct/same.obj, written earlier in this run")
+    ]
+    assert (out / "reconstruct" / "x_jpg.obj").read_bytes() == before
+
+
+def test_mesh_is_written_before_the_png(tmp_path, cfg, weights, monkeypatch):
+    """Interrupted between the two files, the mesh is complete and the PNG absent: a
+    `_normals.png` only exists beside its complete mesh. Stale temporaries are removed."""
+    out = tmp_path / "reconstruct"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".a.obj.hdjax-{dead.pid}-abc.tmp").write_bytes(b"left by a killed run")
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recon.visualize, "save_normals_png", interrupted)
+    _image(tmp_path / "a.png")
+    with pytest.raises(KeyboardInterrupt):
+        recon.reconstruct(weights, _small(cfg, input=str(tmp_path / "a.png")), str(tmp_path))
+    assert os.listdir(out) == ["a.obj"]
+    assert trimesh.load(out / "a.obj", process=False).faces.shape[0] > 0
+
+
+def test_no_contrast_fast_grid_costs_no_more_than_parity(cfg, weights, tmp_path):
+    """Random weights: occupancy within 1e-4 of 0.5 everywhere, the fast octree's worst case."""
+    from hdjax.reconstruction import preprocess
+
+    img = preprocess.load_image(_image(tmp_path / "b.png"))
+    fine, coarse = preprocess.prepare_pifuhd_inputs(
+        img, preprocess.whole_image_rect(*img.shape[:2]), 128, 64
+    )
+    feats, _ = recon.image_features(weights, fine, coarse)
+    evaluate = recon.occupancy_fn(weights, feats, chunk=4096)
+    counts = {}
+    for mode in ("parity", "fast"):
+        rc = cfg.reconstruct.copy_and_resolve_references()
+        rc.octree = mode
+        counts[mode] = recon.occupancy_grid(evaluate, rc)[1].queries
+    assert counts["fast"] <= counts["parity"]

@@ -1,0 +1,1 @@
+"""Run configs shipped with the package: `--config=pifuhd[:variant]` from any directory."""
