@@ -68,6 +68,32 @@ CHOICES = {
 }
 
 
+TWOK2K_CHOICES = {
+    "reconstruct.jitter": ("demo", "none"),
+    "reconstruct.mesher": ("stitch", "poisson"),
+    "reconstruct.mesh_format": ("obj", "ply", "both"),
+    "reconstruct.precision": ("highest", "high", "default"),
+}
+
+
+def _is_twok2k(cfg: ml_collections.ConfigDict) -> bool:
+    return cfg.get("model_name", "pifuhd") == "twok2k"
+
+
+def _run_twok2k(mode: str, cfg, workdir: str, items: list | None) -> int:
+    from hdjax.models import twok2k_official
+    from hdjax.reconstruction import twok2k as recon
+
+    if mode == "convert":
+        out = _OUTPUT.value or os.path.join(workdir, "converted")
+        twok2k_official.save_converted(out, twok2k_official.load(cfg.checkpoint))
+        logging.info("wrote %s", out)
+        return EXIT_OK
+    summary = recon.reconstruct(cfg, workdir, items)
+    logging.info("%s", summary.line())
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
 def validate_config(cfg: ml_collections.ConfigDict):
     """Checks every choice once, after command-line overrides; returns (arch, numerics).
 
@@ -151,7 +177,7 @@ def check_inputs(mode: str, cfg: ml_collections.ConfigDict) -> list | None:
         raise HdjaxError("checkpoint does not exist", cfg.checkpoint)
     if mode not in ("reconstruct", "query"):
         if mode == "convert" and not cfg.checkpoint:
-            raise HdjaxError("convert needs --config.checkpoint=pifuhd.pt")
+            raise HdjaxError("convert needs --config.checkpoint=CHECKPOINT")
         return None
     from hdjax.reconstruction import preprocess
 
@@ -188,6 +214,8 @@ def sigterm_as_interrupt(enabled: bool = True) -> Iterator[None]:
 
 
 def _run(mode: str, cfg, workdir: str, items: list | None) -> int:
+    if _is_twok2k(cfg):
+        return _run_twok2k(mode, cfg, workdir, items)
     import jax
 
     from hdjax.models.pifuhd_official import save_converted
@@ -244,12 +272,17 @@ def main(argv):
     mode, cfg, workdir = _MODE.value, _CONFIG.value, _WORKDIR.value
     try:
         items = check_inputs(mode, cfg)
-        # The choices and the architecture, not the numerics: "auto" asks JAX for its
-        # backend, which must wait for `jax.distributed.initialize`.
-        from hdjax.models.pifuhd import PIFuHDArch
+        if _is_twok2k(cfg):
+            configlib.check_choices(cfg, TWOK2K_CHOICES)
+            if mode not in ("reconstruct", "convert"):
+                raise HdjaxError(f"--mode={mode}: 2K2K has only reconstruct and convert so far")
+        else:
+            # The choices and the architecture, not the numerics: "auto" asks JAX for its
+            # backend, which must wait for `jax.distributed.initialize`.
+            from hdjax.models.pifuhd import PIFuHDArch
 
-        configlib.check_choices(cfg, CHOICES)
-        PIFuHDArch.from_config(cfg.model.arch)
+            configlib.check_choices(cfg, CHOICES)
+            PIFuHDArch.from_config(cfg.model.arch)
     except HdjaxError as e:
         _usage_error(str(e))
     import jax
