@@ -101,7 +101,7 @@ def test_refusals_name_the_file_and_key(shapes):
     bad = dict(sd, **{"refine.depth1.up.1.weight": np.zeros((32, 3, 3, 3), np.float32)})
     with pytest.raises(
         HdjaxError,
-        match=r"refine\.depth1\.up\.1\.weight has shape \(32, 3, 3, 3\), 2K2K expects \(32, 2, 3, 3\)",
+        match=r"depth1\.up\.1\.weight has shape \(32, 3, 3, 3\), 2K2K expects \(32, 2, 3, 3\)",
     ):
         validate_state_dict(bad, "c.pth")
     extra = dict(sd, **{"refine.merge4_1.conv.0.weight": np.zeros(1, np.float32)})
