@@ -395,21 +395,32 @@ def _ones_sample(ix: jnp.ndarray, iy: jnp.ndarray, h: int, w: int) -> jnp.ndarra
 
 
 def invert_affine(theta: jnp.ndarray) -> jnp.ndarray:
-    """(..., 2, 3) -> (..., 2, 3): [R^-1, -R^-1 T] (the official `inv_aff`)."""
+    """(..., 2, 3) -> (..., 2, 3): [R^-1, -R^-1 T] (the official `inv_aff`), bit-exact.
+
+    `torch.linalg.inv` solves R X = I by LU with partial pivoting: l = c / a, u = d - l b,
+    then substitutions that multiply by the reciprocals of the pivots. Rounding like it
+    matters: a last-bit change of the inverse moves warp-back positions by 1e-4 pixel, which
+    at a window's edge decides whether a pixel gets a (tiny) weight or none, hence a normal
+    or zero.
+    """
     r = theta[..., :2]
+    a, b, c, d = r[..., 0, 0], r[..., 0, 1], r[..., 1, 0], r[..., 1, 1]
+    swap = jnp.abs(c) > jnp.abs(a)
+    a, b, c, d = (jnp.where(swap, q, p) for p, q in ((a, c), (b, d), (c, a), (d, b)))
+    l = c / a
+    u = d - _rounded(l * b)
+    ra = 1 / a
+    ru = 1 / u
+    cols = []
+    for e0, e1 in ((1.0, 0.0), (0.0, 1.0)):
+        y1 = jnp.where(swap, e1, e0)
+        y2 = jnp.where(swap, e0, e1) - _rounded(l * y1)
+        x2 = _rounded(y2 * ru)
+        x1 = (y1 - _rounded(b * x2)) * ra
+        cols.append(jnp.stack([x1, x2], -1))
+    inv = jnp.stack(cols, -1)  # (..., 2, 2)
     t = theta[..., 2]
-    det = r[..., 0, 0] * r[..., 1, 1] - r[..., 0, 1] * r[..., 1, 0]
-    inv = (
-        jnp.stack(
-            [
-                jnp.stack([r[..., 1, 1], -r[..., 0, 1]], -1),
-                jnp.stack([-r[..., 1, 0], r[..., 0, 0]], -1),
-            ],
-            -2,
-        )
-        / det[..., None, None]
-    )
-    inv_t = -(inv[..., 0] * t[..., :1] + inv[..., 1] * t[..., 1:])
+    inv_t = -(_rounded(inv[..., 0] * t[..., :1]) + _rounded(inv[..., 1] * t[..., 1:]))
     return jnp.concatenate([inv, inv_t[..., None]], -1)
 
 
@@ -674,8 +685,9 @@ def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
     out |= {
         "down_normal_front": d_n[..., :3],
         "down_normal_back": d_n[..., 3:],
-        "down_depth_front": depth_front[..., 0],
-        "down_depth_back": depth_back[..., 0],
+        # The official returns the low-res depths after its in-place masking.
+        "down_depth_front": d_fb[..., 0],
+        "down_depth_back": d_fb[..., 1],
         "down_depth_mask": mask[..., 0],
         "normal_front": normal[..., :3],
         "normal_back": normal[..., 3:],
@@ -712,7 +724,8 @@ def twok2k_forward(
       `{face,upper,arm,leg,shoe}_normal_{front,back}`: part normals (B * n, h, w, 3) for
         the crops of `PART_NETS` (n = parts served, batch-major), in [0, inf) ~ (n + 1) / 2;
       `down_normal_{front,back}` (B, 256, 256, 3);
-      `down_depth_{front,back}` (B, 256, 256) in [0, 6] and `down_depth_mask` (B, 256, 256);
+      `down_depth_{front,back}` (B, 256, 256) in [0, 6], masked as the refiner sees them
+        (front 6 and back 0 where `down_depth_mask` (B, 256, 256) <= 0.5);
       `normal_{front,back}` (B, 2048, 2048, 3): the blended part normals;
       `depth_{front,back}` (B, 2048, 2048) in [0, 6], `depth_mask` (B, 2048, 2048) in (0, 1);
       `occupancy` (B, 2048, 2048): 1 where some part covers the pixel;

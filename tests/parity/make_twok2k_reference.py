@@ -116,8 +116,15 @@ def main() -> None:
     ap.add_argument("repo", help="root of a 2K2K checkout (holds models/deep_human_models.py)")
     ap.add_argument("--out", default=os.path.join(HERE, "twok2k_reference.npz"))
     ap.add_argument("--full", help="also save every full output here (large, for debugging)")
+    ap.add_argument(
+        "--from-full",
+        help="reduce a file saved earlier with --full instead of running the official code",
+    )
     args = ap.parse_args()
-    out, seconds = official_forward(args.repo)
+    if args.from_full:
+        out, seconds = dict(np.load(args.from_full)), float("nan")
+    else:
+        out, seconds = official_forward(args.repo)
     if args.full:
         np.savez(args.full, **out)
     np.savez_compressed(args.out, **recipe.reduce_outputs(out), seed=np.int64(recipe.SEED))
