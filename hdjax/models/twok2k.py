@@ -12,8 +12,8 @@ full 2048^2 frames:
     blur of the (h-16, w-16) window never leaves the h x w crop);
   * warp back: each part is sampled only on the image pixels its window can reach (a box
     computed on the host from theta, `warp_boxes`), and accumulated into one 2048^2 sum;
-  * the 2048^2 refiner block (and the 1024^2 one) runs in row strips with a halo, so no
-    64-channel 2048^2 tensor exists.
+  * the 1024^2 and 2048^2 refiner blocks run together in row strips with a halo, so no
+    64-channel map of either exists in full.
 Sampling follows PyTorch's `affine_grid` + `grid_sample` (align_corners=False, bilinear,
 zeros) down to the float32 operation order, so sample positions agree bit for bit.
 
@@ -123,6 +123,55 @@ def upsample_nearest2x(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+# A 3x3 tap over a nearest-x2 upsampled map reads the source row a-1, a, a or a, a, a+1
+# depending on the output row's parity: per parity, which of the 3 kernel rows fold onto
+# source offsets (-1, 0) or (0, +1).
+_PHASE_TAPS = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
+_PHASE_PAD = {0: (1, 0), 1: (0, 1)}
+
+
+class UpsampleConv3x3(nn.Module):
+    """Conv3x3 ('same', bias) of the nearest x2 upsampled input, without upsampling first.
+
+    (B, H, W, Cin) -> (B, 2H, 2W, features). Each of the four output parities is a 2x2
+    convolution of the input with the 3x3 kernel's taps folded (2.25x fewer multiply-adds
+    than convolving the upsampled map). Parameters `kernel` (3, 3, Cin, features) and `bias`
+    are those of the plain `nn.Conv` it replaces.
+    """
+
+    features: int
+    precision: str = "highest"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        cin, k = x.shape[-1], 3
+        kernel = self.param(
+            "kernel",
+            nn.initializers.normal(math.sqrt(2.0 / (k * k * self.features))),
+            (k, k, cin, self.features),
+        )
+        bias = self.param("bias", _torch_conv_bias_init(cin * k * k), (self.features,))
+        rows = []
+        for p in (0, 1):
+            kp = jnp.stack([sum(kernel[i] for i in taps) for taps in _PHASE_TAPS[p]])
+            cols = []
+            for q in (0, 1):
+                kpq = jnp.stack([sum(kp[:, j] for j in taps) for taps in _PHASE_TAPS[q]], 1)
+                y = jax.lax.conv_general_dilated(
+                    x,
+                    kpq,
+                    (1, 1),
+                    (_PHASE_PAD[p], _PHASE_PAD[q]),
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                    precision=self.precision,
+                )
+                cols.append(y)
+            rows.append(jnp.stack(cols, 3))  # (B, H, W, 2, F)
+        y = jnp.stack(rows, 2)  # (B, H, 2, W, 2, F)
+        b, h, _, w = y.shape[:4]
+        return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
 class UpConv(nn.Module):
     """Nearest x2 -> Conv3x3 -> BN -> ReLU.  (B, H, W, Cin) -> (B, 2H, 2W, features)."""
 
@@ -131,8 +180,7 @@ class UpConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = upsample_nearest2x(x)
-        x = _conv(self.features, 3, x.shape[-1], "conv", self.precision)(x)
+        x = UpsampleConv3x3(self.features, self.precision, name="conv")(x)
         return nn.relu(_bn(train, "bn")(x))
 
 
@@ -594,32 +642,69 @@ def blend_part_normals(part_normals, weights, inv_theta, boxes: WarpBoxes) -> tu
 # Strip-wise refiner blocks
 
 
-def strip_apply(fn, d_prev: jnp.ndarray, n: jnp.ndarray, strip: int, halo: int) -> jnp.ndarray:
-    """fn(d_prev strip, n strip) over row strips, each with `halo` rows of context.
+def _rows(fn, d_prev: jnp.ndarray, n: jnp.ndarray, start, count: int, halo: int) -> jnp.ndarray:
+    """Rows [start, start + count) of fn(d_prev, n), computed on a window of count + 2 halo
+    rows (shifted inwards at the image border, where the zero padding is the image's own).
 
-    d_prev (B, H/2, W/2, C) and n (B, H, W, 6) -> fn's (B, H, W, F). fn is a stack of 'same'
-    convolutions of reach < halo after a nearest x2 upsampling of d_prev: inside a strip
-    its border rows are wrong only within the reach, and at the image border the zero
-    padding is the image's own.
+    fn is a stack of 'same' convolutions of reach < halo after a nearest x2 upsampling of
+    d_prev; inside the window its border rows are wrong only within that reach. start and
+    halo are even (d_prev has half the rows).
+    """
+    height = n.shape[1]
+    window = min(count + 2 * halo, height)
+    lo = jnp.clip(start - halo, 0, height - window)
+    n_s = jax.lax.dynamic_slice_in_dim(n, lo, window, axis=1)
+    d_s = jax.lax.dynamic_slice_in_dim(d_prev, lo // 2, window // 2, axis=1)
+    return jax.lax.dynamic_slice_in_dim(fn(d_s, n_s), start - lo, count, axis=1)
+
+
+def _check_strips(height: int, strip: int, halo: int) -> None:
+    if height % strip or strip % 4 or halo % 4:
+        raise ValueError(f"height {height}, strip {strip} and halo {halo} do not tile")
+
+
+def _stack_strips(out: jnp.ndarray) -> jnp.ndarray:
+    """(K, B, strip, W, F) -> (B, K * strip, W, F)."""
+    out = jnp.moveaxis(out, 0, 1)
+    return out.reshape(out.shape[0], -1, *out.shape[3:])
+
+
+def strip_apply(fn, d_prev: jnp.ndarray, n: jnp.ndarray, strip: int, halo: int) -> jnp.ndarray:
+    """fn(d_prev, n) row strip by row strip (see `_rows`).
+
+    d_prev (B, H/2, W/2, C) and n (B, H, W, 6) -> fn's (B, H, W, F).
     """
     height = n.shape[1]
     if height <= strip + 2 * halo:
         return fn(d_prev, n)
-    if height % strip or strip % 2 or halo % 2:
-        raise ValueError(f"height {height}, strip {strip} and halo {halo} do not tile")
+    _check_strips(height, strip, halo)
+    return _stack_strips(
+        jax.lax.map(
+            lambda k: _rows(fn, d_prev, n, k * strip, strip, halo), jnp.arange(height // strip)
+        )
+    )
+
+
+def strip_apply2(fn2, fn3, d1, n2, n, strip: int, halo: int) -> jnp.ndarray:
+    """fn3(fn2(d1, n2), n) strip by strip, fn2 computed only on the rows each strip needs:
+    neither stage's full-size 64-channel map exists (256 MiB at 1024^2 for the 2K2K refiner).
+
+    d1 (B, H/4, W/4, C), n2 (B, H/2, W/2, 6), n (B, H, W, 6) -> (B, H, W, F).
+    """
+    height = n.shape[1]
     window = strip + 2 * halo
+    if height <= window or n2.shape[1] <= window // 2 + 2 * halo:
+        return fn3(fn2(d1, n2), n)
+    _check_strips(height, strip, halo)
 
     def one(k):
         start = k * strip
         lo = jnp.clip(start - halo, 0, height - window)
+        d2 = _rows(fn2, d1, n2, lo // 2, window // 2, halo)
         n_s = jax.lax.dynamic_slice_in_dim(n, lo, window, axis=1)
-        d_s = jax.lax.dynamic_slice_in_dim(d_prev, lo // 2, window // 2, axis=1)
-        out = fn(d_s, n_s)
-        return jax.lax.dynamic_slice_in_dim(out, start - lo, strip, axis=1)
+        return jax.lax.dynamic_slice_in_dim(fn3(d2, n_s), start - lo, strip, axis=1)
 
-    out = jax.lax.map(one, jnp.arange(height // strip))  # (K, B, strip, W, F)
-    out = jnp.moveaxis(out, 0, 1)
-    return out.reshape(out.shape[0], height, *out.shape[3:])
+    return _stack_strips(jax.lax.map(one, jnp.arange(height // strip)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -674,8 +759,7 @@ def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
     def stage(k):
         return lambda d_prev, n_k: run(TwoK2K.refine_stage, k, d_prev, n_k)
 
-    d2 = strip_apply(stage(2), d1, normal[:, 0::2, 0::2], strip, STRIP_HALO)
-    d3 = strip_apply(stage(3), d2, normal, strip, STRIP_HALO)
+    d3 = strip_apply2(stage(2), stage(3), d1, normal[:, 0::2, 0::2], normal, strip, STRIP_HALO)
 
     out = {
         f"{name}_normal_{side}": part_out[name][..., sl]

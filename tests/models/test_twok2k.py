@@ -120,3 +120,31 @@ def test_bad_inputs_are_refused():
     theta[0, 3, 0, 0] = np.nan
     with pytest.raises(HdjaxError, match="non-finite"):
         K.warp_boxes(theta)
+
+
+def test_upsample_conv_equals_conv_of_upsampled():
+    import flax.linen as nn
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 12, 10, 5)), jnp.float32)
+    up = K.UpsampleConv3x3(7)
+    variables = up.init(jax.random.PRNGKey(0), x)
+    plain = nn.Conv(7, (3, 3), padding="SAME", precision="highest")
+    ref = plain.apply(variables, K.upsample_nearest2x(x))
+    np.testing.assert_allclose(up.apply(variables, x), ref, atol=2e-5, rtol=0)
+
+
+def test_fused_strip_wise_blocks_equal_whole():
+    model = K.Refine2048()
+    rng = np.random.default_rng(5)
+    shapes = [(1, 8, 8, 2), (1, 16, 16, 6), (1, 32, 32, 6), (1, 64, 64, 6)]
+    d, n1, n2, n = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes)
+    variables = model.init(jax.random.PRNGKey(1), d, n1, n2, n)
+
+    def stage(k):
+        return lambda dp, nk: model.apply(variables, k, dp, nk, method=K.Refine2048.stage)
+
+    d1 = stage(1)(d, n1)
+    whole = stage(3)(stage(2)(d1, n2), n)
+    fused = K.strip_apply2(stage(2), stage(3), d1, n2, n, strip=8, halo=4)
+    np.testing.assert_allclose(fused, whole, atol=1e-5, rtol=0)
