@@ -739,7 +739,9 @@ def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
     del image6
     part_out, part_normals, weights = {}, [], []
     for name, (_, parts) in PART_NETS.items():
-        out = run(TwoK2K.part, name, crops[name])
+        # One crop at a time: the nets' activations for a batch of 4 crops would dominate
+        # the forward's memory (BatchNorm uses running statistics, so the result is the same).
+        out = jax.lax.map(lambda c, name=name: run(TwoK2K.part, name, c[None])[0], crops[name])
         part_out[name] = out
         out = out.reshape(b, len(parts), *out.shape[1:])
         wt = jax.vmap(blend_weight)(ones[name])
