@@ -73,9 +73,31 @@ def _torch_conv_bias_init(fan_in: int):
     )
 
 
-def _conv(features: int, k: int, cin: int, name: str, precision: str) -> nn.Conv:
+class Conv1x1(nn.Module):
+    """A 1x1 convolution as a matmul over channels (XLA:CPU runs it up to 10x faster than
+    its convolution, most for the 1-channel attention gates). Parameters as `nn.Conv`:
+    `kernel` (1, 1, Cin, features), `bias` (features,).  (..., Cin) -> (..., features)."""
+
+    features: int
+    precision: str = "highest"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        cin = x.shape[-1]
+        kernel = self.param(
+            "kernel",
+            nn.initializers.normal(math.sqrt(2.0 / self.features)),
+            (1, 1, cin, self.features),
+        )
+        bias = self.param("bias", _torch_conv_bias_init(cin), (self.features,))
+        return jnp.dot(x, kernel[0, 0], precision=self.precision) + bias
+
+
+def _conv(features: int, k: int, cin: int, name: str, precision: str) -> nn.Module:
     """Conv k x k, stride 1, 'same' zero padding, bias; the official `weight_init_basic`
     (N(0, sqrt(2 / (k k C_out)))) and PyTorch's default bias init."""
+    if k == 1:
+        return Conv1x1(features, precision, name=name)
     return nn.Conv(
         features,
         (k, k),
