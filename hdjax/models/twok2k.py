@@ -826,8 +826,11 @@ def twok2k_forward(
       variables: {'params', 'batch_stats'} of `TwoK2K`.
       image: (B, 2048, 2048, 3) float32 in [-1, 1].
       theta: (B, 12, 2, 3) canonical -> image transforms (the official `init_affine`).
-      boxes: warp-back boxes; by default `warp_boxes(theta)` (theta must then be concrete).
-      strip: rows per strip of the 1024^2 / 2048^2 refiner blocks (divides 1024).
+      boxes: warp-back boxes; by default `warp_boxes(theta)` (theta must then be concrete;
+        with a traced theta pass `full_frame_boxes(B)`: same numbers, twelve full warps).
+      strip: output rows per strip of the fused 1024^2 + 2048^2 refiner blocks (a multiple
+        of 4 dividing 2048; fewer rows, less memory).
+      precision: conv / matmul precision ("highest" keeps float32 on GPU/TPU).
     Returns (NHWC, float32):
       `{face,upper,arm,leg,shoe}_normal_{front,back}`: part normals (B * n, h, w, 3) for
         the crops of `PART_NETS` (n = parts served, batch-major), in [0, inf) ~ (n + 1) / 2;
