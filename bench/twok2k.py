@@ -11,6 +11,22 @@ stage jitted alone. Official: `Model_2K2K(phase=2)` on CPU in eval mode under `n
 per-module times from forward hooks ("glue" is what runs outside the networks: the 2048^2
 resizes and warps of the low-res normal, the blur and warps of the weight maps, ...).
 Numbers depend on the machine's free cores; the load average is printed with them.
+
+Measured (2 shared CPU cores, same run, load average 3.7 -> 1.6):
+
+    stage (hdjax)                                s     stage (official, hooks)      s
+    img2normal_down + ImgNorm_to_Dep          1.01     stn (12 full warps)       1.71
+    part crops + blend weights (windows)      0.07     transform (12 blurs)      2.66
+    img2normal_face/upper/arm/leg/shoe        7.40     img2normal_* (6 nets)    10.67
+    warp back + blend (boxes: 4% of 12 frames) 0.29    ImgNorm_to_Dep            0.65
+    refine blocks 1 / 2 / 3             0.28/1.13/4.01  refine (warps + blocks)  17.15
+                                                       glue (resizes, warps)     2.25
+    forward                       hdjax 13.1 s, 2.58 GiB peak RSS (1.21 after weights)
+                               official 35.1 s, 8.50 GiB peak RSS (0.94 after weights)
+    compile + first call (hdjax) 23.9 s
+
+Under heavier load (4.6): hdjax 24.8 s / 2.55 GiB, official 80.7 s / 8.22 GiB. What is left
+is convolution: about 2 TFLOP, which XLA:CPU already runs at ~170 GFLOP/s here.
 """
 
 from __future__ import annotations
