@@ -746,6 +746,7 @@ def _part_inputs(image6: jnp.ndarray, theta: jnp.ndarray):
 
 
 def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
+    """`twok2k_forward` with the warp-back boxes split into traced offsets and static sizes."""
     model = TwoK2K(precision)
 
     def run(method, *args):
