@@ -194,17 +194,17 @@ def reconstruct_image(variables, item: preprocess.InputItem, out_dir: str, cfg) 
         raise HdjaxError("no surface: the predicted depth maps are empty", item.image)
     paths = output_paths(item, out_dir, cfg)
     verts, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    base = os.path.join(out_dir, item.name)
     for path in paths:
-        if path.endswith(".obj"):
-            mesh_lib.save_obj(path, verts, faces)
-        elif path.endswith(".ply"):
-            mesh_lib.save_ply(path, verts, faces)
-        elif "_depth_" in path:
-            d = maps["depth_front" if path.endswith("front.png") else "depth_back"]
-            png = np.clip(np.where(keep, d, 0) * 512 * 32, 0, 65535).astype(np.uint16)
-            write_png(path, png)
-        elif "_normal_" in path:
-            n = maps["normal_front" if path.endswith("front.png") else "normal_back"]
+        kind = path[len(base) :]  # ".obj", "_depth_front.png", "_maps.npz", ...
+        if kind in (".obj", ".ply"):
+            save = mesh_lib.save_obj if kind == ".obj" else mesh_lib.save_ply
+            save(path, verts, faces)
+        elif kind.startswith("_depth_"):
+            d = np.where(keep, maps["depth" + kind[6:-4]], 0)
+            write_png(path, np.clip(d * 512 * 32, 0, 65535).astype(np.uint16))
+        elif kind.startswith("_normal_"):
+            n = maps["normal" + kind[7:-4]]
             write_png(path, np.clip(n * 255, 0, 255).astype(np.uint8))
         else:
             atomic_write(path, lambda f: np.savez_compressed(f, **maps))
