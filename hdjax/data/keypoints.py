@@ -77,7 +77,8 @@ _NUM_BODY25 = 25
 _NUM_HAND = 21
 
 
-def _read_people(json_path: str | os.PathLike) -> list[dict]:
+def read_openpose_people(json_path: str | os.PathLike) -> list[dict]:
+    """The non-empty ``people`` list of an OpenPose json (one line on any problem)."""
     try:
         with open(json_path) as f:
             data = json.load(f)
@@ -126,7 +127,7 @@ def openpose_to_twok2k(json_path: str | os.PathLike) -> np.ndarray:
     Raises:
       HdjaxError: unreadable json, no person, or a person without 75 BODY_25 values.
     """
-    people = _read_people(json_path)
+    people = read_openpose_people(json_path)
     bodies = [
         _points(p, "pose_keypoints_2d", _NUM_BODY25, i, json_path, required=True)
         for i, p in enumerate(people)

@@ -119,3 +119,25 @@ def write_png(path: str | os.PathLike, rgb: Any) -> None:
         atomic_write(path, lambda f: f.write(encoded.tobytes()))
     except OSError as e:
         raise HdjaxError(f"cannot write PNG ({e.strerror or e})", path) from e
+
+
+def save_tree_dir(directory: str | os.PathLike, name: str, tree: Any, meta: dict[str, str]) -> None:
+    """A converted-weights folder: ``tree`` saved by orbax as ``directory/name`` plus small
+    text files (``meta``: file name -> content). Refuses a non-empty ``directory``.
+
+    Raises:
+      HdjaxError: ``directory`` exists and is not empty.
+    """
+    import orbax.checkpoint as ocp
+
+    from hdjax.errors import HdjaxError
+
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory) and os.listdir(directory):
+        raise HdjaxError("already exists and is not empty: refusing to overwrite it", directory)
+    os.makedirs(directory, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(directory, name), tree, force=True)
+    checkpointer.wait_until_finished()
+    for file, text in meta.items():
+        atomic_write(os.path.join(directory, file), lambda f, t=text: f.write(t), mode="w")

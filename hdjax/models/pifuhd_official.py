@@ -20,7 +20,7 @@ import numpy as np
 
 from hdjax import configlib
 from hdjax.errors import HdjaxError
-from hdjax.io.files import atomic_write
+from hdjax.io.files import save_tree_dir
 from hdjax.io.torch_pickle import load_torch_file, release_pages
 from hdjax.models.pifuhd import LevelArch, Params, PIFuHDArch, param_shapes
 
@@ -267,17 +267,8 @@ def params_to_state_dict(params: Params, arch: PIFuHDArch) -> dict[str, np.ndarr
 
 def save_converted(directory: str | os.PathLike, params: Params, arch: PIFuHDArch) -> None:
     """Write params with orbax plus `arch.json`, so later runs skip the .pt conversion."""
-    import orbax.checkpoint as ocp
-
-    directory = os.path.abspath(directory)
-    if os.path.exists(directory) and os.listdir(directory):
-        raise HdjaxError("already exists and is not empty: refusing to overwrite it", directory)
-    os.makedirs(directory, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, "params"), params, force=True)
-    checkpointer.wait_until_finished()
     text = json.dumps(configlib.to_dict(arch), indent=1)
-    atomic_write(os.path.join(directory, "arch.json"), lambda f: f.write(text), mode="w")
+    save_tree_dir(directory, "params", params, {"arch.json": text})
 
 
 def load_converted(directory: str | os.PathLike) -> tuple[PIFuHDArch, Params]:

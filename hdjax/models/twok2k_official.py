@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hdjax.errors import HdjaxError
-from hdjax.io.files import atomic_write
+from hdjax.io.files import save_tree_dir
 from hdjax.io.torch_pickle import load_torch_file, release_pages
 from hdjax.models.twok2k import init_variables
 
@@ -220,17 +220,9 @@ def open_official(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_converted(directory: str | os.PathLike, variables: Variables) -> None:
     """Writes variables with orbax plus a small `format.json` marker."""
-    import orbax.checkpoint as ocp
-
-    directory = os.path.abspath(directory)
-    if os.path.exists(directory) and os.listdir(directory):
-        raise HdjaxError("already exists and is not empty: refusing to overwrite it", directory)
-    os.makedirs(directory, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, "variables"), variables, force=True)
-    checkpointer.wait_until_finished()
-    text = json.dumps({"format": FORMAT})
-    atomic_write(os.path.join(directory, "format.json"), lambda f: f.write(text), mode="w")
+    save_tree_dir(
+        directory, "variables", variables, {"format.json": json.dumps({"format": FORMAT})}
+    )
 
 
 def load_converted(directory: str | os.PathLike) -> Variables:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from hdjax.data.keypoints import read_openpose_people
 from hdjax.errors import HdjaxError
 
 log = logging.getLogger(__name__)
@@ -262,18 +262,7 @@ def rect_from_openpose(json_path: str | os.PathLike, crop_type: CropType = "full
 
 def _read_openpose(json_path: str | os.PathLike) -> list[np.ndarray]:
     """Reads every person's keypoints as (25, 3) float64 (x, y, confidence)."""
-    try:
-        with open(json_path) as f:
-            data = json.load(f)
-    except FileNotFoundError as e:
-        raise HdjaxError("OpenPose json does not exist", json_path) from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HdjaxError(f"cannot read OpenPose json ({e})", json_path) from e
-    people = data.get("people") if isinstance(data, dict) else None
-    if not isinstance(people, list):
-        raise HdjaxError("not an OpenPose json (no 'people' list)", json_path)
-    if not people:
-        raise HdjaxError("no person found in OpenPose json", json_path)
+    people = read_openpose_people(json_path)
     result = []
     for i, person in enumerate(people):
         try:

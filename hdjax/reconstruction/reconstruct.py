@@ -292,7 +292,26 @@ def reconstruct(
             raise HdjaxError(f"reconstruct.{field}={cfg[field]!r}: expected one of {allowed}")
     if items is None:
         items = preprocess.find_inputs(cfg.input)
-    out_dir = os.path.join(workdir, "reconstruct")
+    return run_items(
+        items,
+        os.path.join(workdir, "reconstruct"),
+        lambda item, out_dir: output_paths(item, out_dir, cfg),
+        lambda item, out_dir: reconstruct_image(weights, item, out_dir, cfg),
+        lambda t: f"{t['vertices']} vertices, {t['queries']} queries, {t['total']:.1f} s",
+    )
+
+
+def run_items(
+    items: list[preprocess.InputItem],
+    out_dir: str,
+    paths_for: Callable[[preprocess.InputItem, str], list[str]],
+    reconstruct_one: Callable[[preprocess.InputItem, str], dict],
+    describe: Callable[[dict], str],
+) -> RunSummary:
+    """The folder loop of every reconstruct mode: stale temporaries removed first, each item
+    through ``reconstruct_one`` (its result dict may carry crop ``notes``), a bad one reported
+    in one line and skipped, no output of the same run overwritten (``paths_for`` names an
+    item's outputs before it runs)."""
     os.makedirs(out_dir, exist_ok=True)
     for path in remove_stale_temporaries(out_dir):
         logging.info("removed %s, left by an interrupted run", path)
@@ -300,27 +319,20 @@ def reconstruct(
     written: set[str] = set()
     for item in tqdm(items, desc="images", unit="img", disable=len(items) < 2):
         try:
-            paths = output_paths(item, out_dir, cfg)
+            paths = paths_for(item, out_dir)
             clash = [p for p in paths if p in written]
             if clash:
                 raise HdjaxError(f"would overwrite {clash[0]}, written earlier in this run")
-            t = reconstruct_image(weights, item, out_dir, cfg)
+            t = reconstruct_one(item, out_dir)
             written.update(paths)
         except HdjaxError as e:
             logging.error("%s", e)
             summary.failed.append((item.image.name, e.problem))
             continue
         summary.written.append(item.name)
-        if t["notes"]:
+        if t.get("notes"):
             summary.warned.append((item.image.name, t["notes"][0]))
-        logging.info(
-            "%s: %d vertices, %d queries, %.1f s -> %s",
-            item.name,
-            t["vertices"],
-            t["queries"],
-            t["total"],
-            out_dir,
-        )
+        logging.info("%s: %s -> %s", item.name, describe(t), out_dir)
     return summary
 
 

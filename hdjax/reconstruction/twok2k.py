@@ -28,7 +28,6 @@ import io
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -38,9 +37,9 @@ from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 
 from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
-from hdjax.io.files import atomic_write, remove_stale_temporaries, write_png
+from hdjax.io.files import atomic_write, write_png
 from hdjax.reconstruction import preprocess
-from hdjax.reconstruction.reconstruct import RunSummary
+from hdjax.reconstruction.reconstruct import RunSummary, run_items
 
 log = logging.getLogger(__name__)
 
@@ -239,31 +238,13 @@ def reconstruct(
     variables, source = load_variables(cfg)
     log.info("weights: %s", source)
     rc = cfg.reconstruct
-    out_dir = os.path.join(workdir, "reconstruct")
-    os.makedirs(out_dir, exist_ok=True)
-    for path in remove_stale_temporaries(out_dir):
-        log.info("removed %s, left by an interrupted run", path)
-    summary, written = RunSummary(len(items)), set()
-    for item in items:
-        try:
-            paths = output_paths(item, out_dir, rc)
-            clash = [p for p in paths if p in written]
-            if clash:
-                raise HdjaxError(f"would overwrite {clash[0]}, written earlier in this run")
-            t = reconstruct_image(variables, item, out_dir, rc)
-            written.update(paths)
-        except HdjaxError as e:
-            log.error("%s", e)
-            summary.failed.append((Path(item.image).name, e.problem))
-            continue
-        summary.written.append(item.name)
-        log.info(
-            "%s: %d vertices, network %.1f s, mesh %.1f s, total %.1f s -> %s",
-            item.name,
-            t["vertices"],
-            t["network"],
-            t["mesh"],
-            t["total"],
-            out_dir,
-        )
-    return summary
+    return run_items(
+        items,
+        os.path.join(workdir, "reconstruct"),
+        lambda item, out_dir: output_paths(item, out_dir, rc),
+        lambda item, out_dir: reconstruct_image(variables, item, out_dir, rc),
+        lambda t: (
+            f"{t['vertices']} vertices, network {t['network']:.1f} s, mesh {t['mesh']:.1f} s, "
+            f"total {t['total']:.1f} s"
+        ),
+    )
