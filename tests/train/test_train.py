@@ -151,34 +151,46 @@ def test_four_devices_equal_one_device():
     assert diff <= 1e-5 * scale, (diff, scale)
 
 
-_KILLED = r"""
+_RUN = r"""
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 import jax
+import numpy as np
 jax.config.update("jax_disable_most_optimizations", True)  # as the fixture does here
 from test_train import tiny_config
 from hdjax.train import checkpointing, train
+root, workdir, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 real_save = checkpointing.Manager.save
 
 def save_then_die(self, step, *args):
     real_save(self, step, *args)
-    if step == 6:  # in the fine stage, while the async write of step 6 may be in flight
+    if step == kill_at:  # the async write of this step may still be in flight
         os.kill(os.getpid(), signal.SIGKILL)
 
 checkpointing.Manager.save = save_then_die
-train.train_and_evaluate(tiny_config(sys.argv[1]), sys.argv[2])
+state = train.train_and_evaluate(tiny_config(root), workdir)
+np.savez(out, *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
 """
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """A run killed with SIGKILL mid-stage (no handler, no cleanup, a save maybe half
     written) and rerun ends with the same params, bit for bit, as one that never stopped:
-    data order, optimiser state and stage come back exactly."""
+    data order, optimiser state and stage come back exactly. Every run is a fresh process,
+    as a user's runs are."""
+    script = tmp_path / "run.py"
+    script.write_text(_RUN.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__))))
     root = str(tmp_path / "tfds")
-    cfg = tiny_config(root)
-    straight = train.train_and_evaluate(cfg, str(tmp_path / "straight"))
-    assert int(straight.step) == 8
+
+    def run(workdir: str, kill_at: int = -1) -> subprocess.CompletedProcess:
+        out = str(tmp_path / f"{os.path.basename(workdir)}.npz")
+        cmd = [sys.executable, str(script), root, workdir, out, str(kill_at)]
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+    straight = run(str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
     lines = [json.loads(x) for x in open(tmp_path / "straight" / "metrics.jsonl")]
     assert [r["stage"] for r in lines] == ["normals"] * 2 + ["coarse"] * 3 + ["fine"] * 3
     assert (tmp_path / "straight" / "loss_curve.png").stat().st_size > 1000
@@ -187,26 +199,16 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
         "fine.png",
         "normals.png",
     ]
-
-    script = tmp_path / "killed.py"
-    script.write_text(_KILLED.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__))))
     workdir = str(tmp_path / "resumed")
-    killed = subprocess.run(
-        [sys.executable, str(script), root, workdir],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        timeout=600,
-    )
+    killed = run(workdir, kill_at=6)  # in the fine stage
     assert killed.returncode == -9, killed.stderr[-3000:]
-    resumed = train.train_and_evaluate(cfg, workdir)
-    assert int(resumed.step) == 8
-    for a, b in zip(
-        jax.tree_util.tree_leaves(straight.params),
-        jax.tree_util.tree_leaves(resumed.params),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    left = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    resumed = run(workdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    want, got = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
+    assert want.files == got.files
+    for k in want.files:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=f"leaf {k}; after the kill: {left}")
 
 
 _PROCESS = r"""
