@@ -58,27 +58,15 @@ _CONF_WEAK = 0.2
 # ----------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.ndarray:
-    """Reads an image file as RGB, compositing any alpha channel on 0.5 grey.
+def decode_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.ndarray:
+    """Reads an image file as OpenCV decodes it: (H, W, C) BGR[A] or grey, any depth.
 
     With `exif_orientation` the EXIF Orientation tag (phone photos) is applied, as viewers
     and OpenPose do, so keypoints found on the photo match its pixels; off, pixels are read
     as stored (the official `cv2.IMREAD_UNCHANGED`).
 
-    8-bit BGRA follows the official code bit for bit: float64 /255, un-premultiply
-    rgb /= alpha + 1e-8, alpha·rgb + 0.5·(1 − alpha), ×255, truncate to uint8. 16-bit and float
-    images go through the same float path (scaled by 1/65535 or taken as [0, 1]); without alpha
-    they are rounded to 8 bits. Grayscale is replicated to three channels.
-
-    Args:
-      path: image file (png, jpg, bmp, tif, webp, ... anything OpenCV decodes).
-
-    Returns:
-      (H, W, 3) uint8 RGB.
-
     Raises:
-      HdjaxError: the file is missing, empty, truncated, not an image, or has an unsupported
-        pixel format.
+      HdjaxError: the file is missing, empty, truncated or not an image.
     """
     path = Path(path)
     if not path.is_file():
@@ -96,12 +84,13 @@ def load_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.nd
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise HdjaxError("not a readable image (OpenCV cannot decode it)", path)
-    rgb = _to_rgb_uint8(img, path)
+    if img.ndim == 2:
+        img = img[:, :, None]
     orientation = exif_orientation_tag(data)
     if orientation != 1:
         if exif_orientation:
             log.info("%s: EXIF orientation %d applied", path, orientation)
-            rgb = apply_exif_orientation(rgb, orientation)
+            img = apply_exif_orientation(img, orientation)
         else:
             log.warning(
                 "%s: EXIF orientation %d ignored (reconstruct.exif_orientation=False, as the "
@@ -109,7 +98,45 @@ def load_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.nd
                 path,
                 orientation,
             )
-    return rgb
+    return img
+
+
+def load_image(path: str | os.PathLike, exif_orientation: bool = False) -> np.ndarray:
+    """Reads an image file as RGB, compositing any alpha channel on 0.5 grey.
+
+    8-bit BGRA follows the official code bit for bit: float64 /255, un-premultiply
+    rgb /= alpha + 1e-8, alpha·rgb + 0.5·(1 − alpha), ×255, truncate to uint8. 16-bit and float
+    images go through the same float path (scaled by 1/65535 or taken as [0, 1]); without alpha
+    they are rounded to 8 bits. Grayscale is replicated to three channels.
+
+    Args:
+      path: image file (png, jpg, bmp, tif, webp, ... anything OpenCV decodes).
+      exif_orientation: as `decode_image`.
+
+    Returns:
+      (H, W, 3) uint8 RGB.
+
+    Raises:
+      HdjaxError: as `decode_image`, or an unsupported pixel format.
+    """
+    return _to_rgb_uint8(decode_image(path, exif_orientation), Path(path))
+
+
+def load_image_and_mask(
+    path: str | os.PathLike, exif_orientation: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image file as (H, W, 3) uint8 RGB, not composited, and its alpha channel as an
+    (H, W) bool mask (alpha above half), or None without alpha.
+
+    Raises:
+      HdjaxError: as `load_image`.
+    """
+    img = decode_image(path, exif_orientation)
+    if img.shape[2] not in (2, 4):
+        return _to_rgb_uint8(img, Path(path)), None
+    alpha = img[:, :, -1]
+    top = np.iinfo(alpha.dtype).max if alpha.dtype.kind in "ui" else 1.0
+    return _to_rgb_uint8(img[:, :, :-1], Path(path)), alpha > top / 2
 
 
 _EXIF_ORIENTATION = 0x0112

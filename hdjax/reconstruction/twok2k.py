@@ -24,16 +24,14 @@ the PNGs after, each file atomically.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
-from typing import Any
 
 import cv2
 import ml_collections
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageEnhance
 
 from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
@@ -48,35 +46,9 @@ JITTER = 0.85  # the demo's fixed ColorJitter factors (brightness = contrast = s
 MASK_SUFFIX = "_mask.png"
 
 
-def read_rgba(path: str | os.PathLike, exif_orientation: bool = True) -> tuple[np.ndarray, Any]:
-    """(H, W, 3) uint8 RGB and the (H, W) bool alpha mask, or None without alpha.
-
-    Raises:
-      HdjaxError: the file cannot be read as an image.
-    """
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(io.BytesIO(f.read()))
-            img.load()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise HdjaxError(f"cannot read the image ({e})", path) from None
-    if exif_orientation:
-        img = ImageOps.exif_transpose(img)
-    mask = None
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = np.asarray(img.convert("RGBA"))
-        mask = rgba[..., 3] > 127
-        return np.ascontiguousarray(rgba[..., :3]), mask
-    return np.asarray(img.convert("RGB")), mask
-
-
 def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
     """A `<name>_mask.png`: foreground where the (first channel's) value is above half."""
-    m = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise HdjaxError("cannot read the mask image", path)
-    if m.ndim == 3:
-        m = m[..., 0]
+    m = preprocess.decode_image(path)[:, :, 0]
     if m.shape != shape:
         raise HdjaxError(
             f"mask is {m.shape[1]}x{m.shape[0]}, the image {shape[1]}x{shape[0]}", path
@@ -138,7 +110,7 @@ def network_input(
             "beside the image",
             item.image,
         )
-    rgb, mask = read_rgba(item.image, cfg.exif_orientation)
+    rgb, mask = preprocess.load_image_and_mask(item.image, cfg.exif_orientation)
     mask_file = item.image.with_name(item.image.stem + MASK_SUFFIX)
     if mask is None and mask_file.is_file():
         mask = read_mask(mask_file, rgb.shape[:2])
