@@ -1,0 +1,83 @@
+"""Two choices behind the training step's speed on CPU, each measured both ways in one run.
+
+    python bench/kernels.py
+
+* frozen nets: one pix2pixHD normal net (official size) forward at 512², XLA's convolution
+  (what training uses for the nets it trains) vs the CPU kernels (`Numerics(conv_impl="cpu")`,
+  what `train.frozen_model` uses for the nets a stage runs but does not train);
+* resize gradient: forward + backward of the hourglass's ×2 bicubic upsample, autodiff of the
+  gathered taps (a scatter-add) vs the hand-written gradient of `layers._resize_axis`.
+
+Times are the best of ``--repeat`` calls after a compiling one; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def best_time(fn, *args, repeat: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from configs.pifuhd import get_config
+    from hdjax.models import layers
+    from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
+
+    rng = np.random.default_rng(0)
+    print(f"cores {os.cpu_count()}, load {os.getloadavg()}")
+    print(f"{'what':46s} {'one way':>12s} {'other way':>12s} {'ratio':>7s}")
+
+    arch = PIFuHDArch.from_config(get_config().model.arch)
+    params = init_params(arch, 0)
+    image = jnp.asarray(rng.normal(size=(1, 512, 512, 3)).astype(np.float32))
+    t = {}
+    for impl in ("xla", "cpu"):
+        model = PIFuHD(arch, layers.Numerics(conv_impl=impl))
+        fn = jax.jit(lambda p, x, m=model: m.apply({"params": p}, x, method=PIFuHD.front_normal))
+        t[impl] = best_time(fn, params, image, repeat=args.repeat)
+    print(f"{'normal net fwd 512², xla conv | cpu kernels':46s} {t['xla']:11.2f}s "
+          f"{t['cpu']:11.2f}s {t['xla'] / t['cpu']:6.1f}x")  # fmt: skip
+
+    def autodiff(x):  # the taps gathered, differentiated by JAX (scatter-add)
+        for axis in (1, 2):
+            taps = layers._interp_taps(x.shape[axis], 2 * x.shape[axis], "bicubic")
+            x = layers._sum_taps(x, axis, *taps)
+        return x
+
+    for shape in ((1, 128, 128, 256), (1, 64, 64, 256)):
+        x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+        t = {}
+        for name, up in (("autodiff", autodiff), ("custom", layers.upsample2x_bicubic)):
+            fn = jax.jit(jax.grad(lambda x, up=up: jnp.sum(up(x) ** 2)))
+            t[name] = best_time(fn, x, repeat=args.repeat)
+        label = f"upsample fwd+bwd {shape[1]}²×{shape[3]}, autodiff | custom"
+        print(f"{label:46s} {t['autodiff'] * 1e3:10.0f}ms {t['custom'] * 1e3:10.0f}ms "
+              f"{t['autodiff'] / t['custom']:6.1f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
