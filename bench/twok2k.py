@@ -94,7 +94,7 @@ def _ours(repeat: int) -> dict:
 
     def crops_and_weights(img, d_n, th):
         image6 = jnp.concatenate([img, K.upsample_bilinear(d_n[..., :3], K.CANVAS)], -1)
-        crops, ones = K._part_inputs(image6, th)
+        crops, ones = K.part_inputs(image6, th)
         return crops, {k: jax.vmap(K.blend_weight)(o) for k, o in ones.items()}
 
     crops, weights = timed("part crops + blend weights (windows)", crops_and_weights, img, d_n, th)

@@ -69,6 +69,7 @@ CHOICES = {
 
 
 TWOK2K_CHOICES = {
+    "eval.best_metric": ("chamfer_cm", "p2s_cm", "normal_l2", "iou", "depth_l1_cm", "mask_iou"),
     "reconstruct.jitter": ("demo", "none"),
     "reconstruct.mesher": ("stitch", "poisson"),
     "reconstruct.mesh_format": ("obj", "ply", "both"),
@@ -81,9 +82,23 @@ def _is_twok2k(cfg: ml_collections.ConfigDict) -> bool:
 
 
 def _run_twok2k(mode: str, cfg, workdir: str, items: list | None) -> int:
+    import jax
+
     from hdjax.models import twok2k_official
     from hdjax.reconstruction import twok2k as recon
 
+    if mode in ("train", "eval"):
+        from hdjax.eval.twok2k import evaluate_twok2k
+        from hdjax.train import twok2k as twok2k_train
+
+        if mode == "train":
+            twok2k_train.train_and_evaluate(cfg, workdir)
+            if jax.process_index() != 0 or not cfg.train.eval_at_end:
+                return EXIT_OK
+            cfg = cfg.copy_and_resolve_references()
+            cfg.eval.step, cfg.eval.watch = -1, False
+        evaluate_twok2k(cfg, workdir)
+        return EXIT_OK
     if mode == "convert":
         out = _OUTPUT.value or os.path.join(workdir, "converted")
         twok2k_official.save_converted(out, twok2k_official.load(cfg.checkpoint))
@@ -273,9 +288,12 @@ def main(argv):
     try:
         items = check_inputs(mode, cfg)
         if _is_twok2k(cfg):
+            from hdjax.models.twok2k import geometry
+
             configlib.check_choices(cfg, TWOK2K_CHOICES)
-            if mode not in ("reconstruct", "convert"):
-                raise HdjaxError(f"--mode={mode}: 2K2K has only reconstruct and convert so far")
+            geometry(cfg.model.canvas)  # a canvas the part crops can scale to
+            if mode == "query":
+                raise HdjaxError("--mode=query is PIFuHD's (an occupancy field); 2K2K has none")
         else:
             # The choices and the architecture, not the numerics: "auto" asks JAX for its
             # backend, which must wait for `jax.distributed.initialize`.

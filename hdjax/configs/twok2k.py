@@ -1,12 +1,21 @@
 """The 2K2K config: `--config=twok2k` (or `configs/twok2k.py`).
 
-Today it runs photo -> mesh (`--mode=reconstruct`) and weight conversion (`--mode=convert`);
-2K2K training is not implemented yet (issue #10, part 5).
+--config=twok2k        the official model (2048² input, base width 64, batch 2)
+--config=twok2k:tiny   a 256² canvas and base width 8: trains on a laptop CPU in minutes
+
+Modes: train (the default: phase 1 then phase 2, resumable, then an eval of the last
+checkpoint), eval (score checkpoints of WORKDIR), reconstruct (photos -> meshes), convert
+(the official `.pth.tar` -> orbax).
 """
 
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
+
+from hdjax.data import camera as cam
+
+VARIANTS = ("tiny",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -14,18 +23,101 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model_name = "twok2k"  # main dispatches on it
     c.seed = 0
     # The official `ckpt_bg_mask.pth.tar` (torch zip, read without torch) or an orbax
-    # directory written by `--mode=convert`; empty = random init from `seed`.
+    # directory written by `--mode=convert` or by the eval job (W/best); empty = random init
+    # from `seed`.
     c.checkpoint = ""
-    r = ml_collections.ConfigDict()
+    m = c.model = ml_collections.ConfigDict()
+    m.canvas = cam.TWOK2K_SIZE  # image side; other sizes scale the part crops (multiple of 128)
+    m.width = 64  # the networks' base width (official 64)
+
+    r = c.reconstruct = ml_collections.ConfigDict()
     r.input = ""  # an image (with IMAGE_keypoints.json) or a folder of them
     r.jitter = "demo"  # demo: the official demo's fixed ColorJitter (0.85); none
     r.exif_orientation = True  # apply phone photos' EXIF rotation (OpenPose sees it applied)
     r.mesher = "stitch"  # stitch: front + back depth joined at the silhouette; poisson
     r.poisson_depth = 10  # screened Poisson octree depth (the official 10)
     r.mesh_format = "obj"  # obj | ply | both
-    r.save_maps = False  # also W/reconstruct/NAME_maps.npz: the float32 2048² outputs
+    r.save_maps = False  # also W/reconstruct/NAME_maps.npz: the float32 full-size outputs
     r.precision = "highest"  # conv precision (matters on GPU/TPU only)
-    c.reconstruct = r
-    if arg not in (None, ""):
-        raise ValueError(f"unknown config variant {arg!r} (twok2k has none yet)")
+
+    i = c.input = ml_collections.ConfigDict()
+    # A built dataset folder; empty: the embedded synthetic humans, built on first use as
+    # the `synthetic_humans` builder config `config` (with the `render` section) in `root`.
+    i.dataset = ml_collections.ConfigDict(
+        dict(data_dir="", split="train", config="twok2k", root="~/tensorflow_datasets")
+    )
+    p = i.pipeline = ml_collections.ConfigDict()  # PipelineConfig, field for field
+    p.mode = "twok2k"
+    p.batch_size = 2  # per process (paper: 2)
+    p.num_points = 16  # 2K2K trains on depth maps: the records' points go unused
+    p.coarse_size = 512  # unused by the twok2k mode
+    p.crop_size = 512  # unused by the twok2k mode
+    p.background_dir = config_dict.placeholder(str)
+    p.jitter = (0.7, 1.0)  # brightness, contrast, saturation × U(0.7, 1) (official)
+    p.num_epochs = config_dict.placeholder(int)
+    p.worker_count = 0
+    p.read_threads = 2
+    p.read_prefetch = 4
+
+    d = c.render = ml_collections.ConfigDict()  # RenderConfig: the 2K2K builds
+    d.camera = "persp"
+    d.size = m.get_ref("canvas")
+    d.yaws = cam.TWOK2K_YAWS
+    d.num_points = 1000
+    d.sigma_coarse_cm = 5.0
+    d.sigma_fine_cm = 3.0
+    d.max_faces = 3_000_000
+    d.max_extent = 1.0e4
+    d.scan_unit_cm = config_dict.placeholder(float)
+
+    t = c.train = ml_collections.ConfigDict()
+    # phase1: the six normal nets and the low-res depth net; phase2: the refiner alone, the
+    # rest frozen (official). The paper trains each 30 epochs at batch 2.
+    t.stages = ("phase1", "phase2")
+    t.steps = (200_000, 100_000)
+    t.num_steps = 0  # > 0: rescale the stages' steps to this total
+    t.lr = 1e-4  # Adam peak learning rate (official)
+    # Cosine annealing with warm restarts (official: 5-epoch cycles, 1 % of an epoch of
+    # linear warm-up, the peak halved each cycle), in epochs of the training split.
+    t.cycle_epochs = 5.0
+    t.warmup_epochs = 0.01
+    t.cycle_decay = 0.5
+    t.log_every = 100
+    t.checkpoint_every = 5000
+    t.keep_checkpoints = 3
+    t.eval_at_end = True
+
+    e = c.eval = ml_collections.ConfigDict()
+    e.step = -1  # checkpoint step to score; -1: the latest
+    e.watch = False
+    e.poll_seconds = 30.0
+    e.scans = ""  # a folder of meshes to score on instead of the dataset's test subjects
+    e.yaws = (0.0,)
+    e.normal_size = 512
+    e.iou_resolution = 128
+    e.num_samples = 10_000
+    # The checkpoint kept in WORKDIR/best: lowest chamfer_cm | p2s_cm | normal_l2 |
+    # depth_l1_cm, highest iou | mask_iou.
+    e.best_metric = "chamfer_cm"
+
+    if arg == "tiny":
+        _tiny(c)
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r} (expected one of {VARIANTS} or none)")
     return c
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+    """Same structure at 1/8 of the side and 1/8 of the width: minutes on a laptop CPU."""
+    c.model.canvas = 256
+    c.model.width = 8
+    c.input.dataset.config = "twok2k_tiny"
+    c.render.num_points = 200
+    c.train.steps = (600, 300)
+    c.train.cycle_epochs = 50.0
+    c.train.warmup_epochs = 0.5
+    c.train.log_every = 50
+    c.train.checkpoint_every = 300
+    c.eval.normal_size = 128
+    c.eval.iou_resolution = 64
+    c.eval.num_samples = 5000

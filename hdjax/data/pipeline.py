@@ -44,6 +44,8 @@ key                 shape           meaning
 ``image_global``    (S, S, 3)       fine mode only: whole image at ``coarse_size``
 ``crop_offset``     (2,) int32      fine mode only: (row, col) of the crop's corner in
                                     the stored image's pixels
+``theta``           (12, 2, 3)      twok2k mode only: the part transforms of
+                                    ``keypoints`` (`twok2k_theta`)
 ==================  ==============  ==================================================
 
 Determinism: grain seeds every record's generator from (seed, record position), so a seed
@@ -333,11 +335,33 @@ def prepare(
         prefer = np.all(np.abs(uv) <= 1.0, axis=1)
     else:
         out["calib"] = calib
+        out["theta"] = twok2k_theta(keypoints, size, record.get("subject", ""))
 
     pts, lab = choose_points(points, labels, config.num_points, rng, prefer)
     out["image"] = out["image"] * 2.0 - 1.0
     out.update(points=pts, labels=lab, keypoints=keypoints)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def twok2k_theta(keypoints: np.ndarray, size: int, subject: Any = "") -> np.ndarray:
+    """The 12 part transforms (12, 2, 3) of a record's keypoints, by the official training
+    rule: a joint outside the image is missing and sits at the image corner; a hand with
+    no finger inside takes the wrist-extension fallback (where the official solver fails).
+
+    Raises:
+      HdjaxError: a joint a part needs is missing (naming the subject).
+    """
+    from hdjax.geometry.part_transforms import part_transforms
+
+    try:
+        return part_transforms(keypoints, size, missing="corner", strict=False)[0]
+    except HdjaxError:
+        pass
+    try:
+        return part_transforms(keypoints, size, missing="corner", strict=True)[0]
+    except HdjaxError as e:
+        name = subject.decode() if isinstance(subject, bytes) else str(subject)
+        raise HdjaxError(f"record of subject {name!r}: {e}") from None
 
 
 class _Prepare(grain.RandomMapTransform):

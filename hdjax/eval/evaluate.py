@@ -68,6 +68,7 @@ class View:
     image: np.ndarray  # (S, S, 3) uint8 RGB, the subject over 0.5 grey (as an RGBA photo)
     gt: trimesh.Trimesh  # the normalised mesh turned into the view frame
     units_per_cm: float
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)  # the rendered record
 
 
 def eval_subjects(cfg: ml_collections.ConfigDict, workdir: str) -> list[subjects.Subject]:
@@ -133,7 +134,7 @@ def render_views(cfg: ml_collections.ConfigDict, subject: subjects.Subject) -> l
         image = np.where(mask, rgb, 127.5).round().astype(np.uint8)
         gt = mesh.copy()
         gt.vertices = cam.to_view(mesh.vertices, records.make_camera(render, yaw))
-        views.append(View(f"{subject.name}_yaw{yaw:+04.0f}", image, gt, per_cm))
+        views.append(View(f"{subject.name}_yaw{yaw:+04.0f}", image, gt, per_cm, rec))
     return views
 
 
@@ -162,23 +163,7 @@ def reconstruct_view(weights: Weights, view: View, cfg: ml_collections.ConfigDic
     return trimesh.Trimesh(verts.astype(np.float64), faces, process=False)
 
 
-def _check_params(params: Any, arch: PIFuHDArch, where: str) -> None:
-    want = jax.tree_util.tree_map(lambda s: tuple(s.shape), param_shapes(arch))
-    got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), params)
-    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got):
-        raise HdjaxError("checkpoint holds another architecture's parameters", where)
-    for (path, a), b in zip(
-        jax.tree_util.tree_leaves_with_path(want), jax.tree_util.tree_leaves(got), strict=True
-    ):
-        if a != b:
-            raise HdjaxError(
-                f"checkpoint parameter {jax.tree_util.keystr(path)} has shape {b}, the "
-                f"config's model expects {a}",
-                where,
-            )
-
-
-def _normal_png(view: View, pred: trimesh.Trimesh | None, size: int) -> np.ndarray:
+def normal_png(view: View, pred: trimesh.Trimesh | None, size: int) -> np.ndarray:
     """input | prediction | ground truth, normal-shaded from the front, uint8 RGB."""
     gt = metrics.normal_images(view.gt, size=size, views=1)[0]
     if pred is None or metrics.is_empty(pred):
@@ -190,11 +175,11 @@ def _normal_png(view: View, pred: trimesh.Trimesh | None, size: int) -> np.ndarr
     return np.concatenate(tiles, axis=1)
 
 
-def _json_safe(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -234,7 +219,7 @@ def evaluate_params(
             normal_size=size,
             iou_resolution=cfg.eval.iou_resolution,
         )
-        write_png(os.path.join(out_dir, f"{view.name}.png"), _normal_png(view, pred, size))
+        write_png(os.path.join(out_dir, f"{view.name}.png"), normal_png(view, pred, size))
         rows.append({"subject": view.name, **row})
         logging.info(
             "eval %d/%d %s: p2s %.2f cm, chamfer %.2f cm, normal %.4f, IoU %.3f (%.1f s)",
@@ -249,14 +234,14 @@ def evaluate_params(
         )
     summary = metrics.summarize(rows)
     summary["failed"] = sum(not math.isfinite(r["p2s_cm"]) for r in rows)
-    text = json.dumps(_json_safe(summary), indent=1)
+    text = json.dumps(json_safe(summary), indent=1)
     atomic_write(os.path.join(out_dir, "metrics.json"), lambda f: f.write(text), mode="w")
     table = metrics.markdown_table(summary)
     atomic_write(os.path.join(out_dir, "metrics.md"), lambda f: f.write(table + "\n"), mode="w")
     return summary
 
 
-HIGHER_IS_BETTER = ("iou",)
+HIGHER_IS_BETTER = ("iou", "mask_iou")
 
 
 def keep_best(
@@ -264,13 +249,11 @@ def keep_best(
     workdir: str,
     step: int,
     summary: dict[str, Any],
-    params: Any,
-    arch: PIFuHDArch,
+    save: Any,
 ) -> bool:
-    """Makes ``params`` of ``step`` the kept best in ``workdir/best`` if its
-    ``eval.best_metric`` beats the kept one's; returns whether it did."""
-    from hdjax.models.pifuhd_official import save_converted
-
+    """Makes the checkpoint of ``step`` the kept best in ``workdir/best`` if its
+    ``eval.best_metric`` beats the kept one's (``save(directory)`` writes its converted
+    weights); returns whether it did."""
     name = cfg.eval.best_metric
     value = summary.get(name)
     if value is None or not math.isfinite(value) or summary.get("failed"):
@@ -288,7 +271,7 @@ def keep_best(
     staging, old = f"{best}.new", f"{best}.old"
     for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    save_converted(staging, params, arch)
+    save(staging)
     text = json.dumps({"step": step, "metric": name, "value": value}, indent=1)
     atomic_write(os.path.join(staging, "best.json"), lambda f: f.write(text), mode="w")
     if os.path.exists(best):
@@ -299,18 +282,36 @@ def keep_best(
     return True
 
 
-def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
-    """``--mode=eval``: scores ``eval.step`` (or the latest, or with ``eval.watch`` each new
-    one until training's last step) into ``WORKDIR/eval/step_<S>/``. Returns the summaries."""
-    from hdjax.train import train
+def check_shapes(want: Any, got: Any, where: str) -> None:
+    """Raises `HdjaxError` naming the first parameter whose shape differs (or a different
+    tree: another architecture)."""
+    want = jax.tree_util.tree_map(lambda s: tuple(s.shape), want)
+    got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), got)
+    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got):
+        raise HdjaxError("checkpoint holds another architecture's parameters", where)
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(want), jax.tree_util.tree_leaves(got), strict=True
+    ):
+        if a != b:
+            raise HdjaxError(
+                f"checkpoint parameter {jax.tree_util.keystr(path)} has shape {b}, the "
+                f"config's model expects {a}",
+                where,
+            )
 
+
+def score_checkpoints(
+    cfg: ml_collections.ConfigDict, workdir: str, final_step: int, check, score, save
+) -> dict[int, dict[str, Any]]:
+    """The eval job's loop, for any model: scores ``eval.step`` (or the latest, or with
+    ``eval.watch`` each new one until ``final_step``) into ``WORKDIR/eval/step_<S>/`` and
+    keeps the best. ``check(params, where)`` validates a restored checkpoint's params,
+    ``score(params, out_dir)`` returns its summary, ``save(params, directory)`` writes
+    them as converted weights."""
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise HdjaxError("no checkpoints to evaluate (train first, or check --workdir)", directory)
     manager = checkpointing.Manager(directory, cfg.train)
-    arch = PIFuHDArch.from_config(cfg.model.arch)
-    final = train.schedule(cfg)[-1].end
-    views = [v for s in eval_subjects(cfg, workdir) for v in render_views(cfg, s)]
     done: dict[int, dict[str, Any]] = {}
     while True:
         steps = manager.all_steps()
@@ -322,12 +323,33 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str
             todo = [s for s in steps if s not in done] if cfg.eval.watch else steps[-1:]
         for step in todo:
             params = manager.restore_params(step)
-            _check_params(params, arch, os.path.join(directory, str(step)))
-            out = os.path.join(workdir, "eval", f"step_{step}")
-            done[step] = evaluate_params(cfg, params, out, views)
-            keep_best(cfg, workdir, step, done[step], params, arch)
-            logging.info("eval step %d:\n%s", step, metrics.markdown_table(done[step]))
-        if not cfg.eval.watch or cfg.eval.step >= 0 or final in done:
+            check(params, os.path.join(directory, str(step)))
+            done[step] = score(params, os.path.join(workdir, "eval", f"step_{step}"))
+            keep_best(cfg, workdir, step, done[step], lambda d, p=params: save(p, d))
+        if not cfg.eval.watch or cfg.eval.step >= 0 or final_step in done:
             manager.close()
             return done
         time.sleep(cfg.eval.poll_seconds)
+
+
+def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
+    """``--mode=eval`` of PIFuHD (`score_checkpoints`). Returns the summaries by step."""
+    from hdjax.models.pifuhd_official import save_converted
+    from hdjax.train import train
+
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    views = [v for s in eval_subjects(cfg, workdir) for v in render_views(cfg, s)]
+
+    def score(params, out_dir):
+        summary = evaluate_params(cfg, params, out_dir, views)
+        logging.info("eval:\n%s", metrics.markdown_table(summary))
+        return summary
+
+    return score_checkpoints(
+        cfg,
+        workdir,
+        train.schedule(cfg)[-1].end,
+        lambda params, where: check_shapes(param_shapes(arch), params, where),
+        score,
+        lambda params, d: save_converted(d, params, arch),
+    )

@@ -290,24 +290,26 @@ def evaluate_mesh(
     }
 
 
-def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(
+    results: Sequence[Mapping[str, Any]], keys: Sequence[str] = METRIC_KEYS
+) -> dict[str, Any]:
     """Means over subjects plus the per-subject list.
 
     Args:
-      results: one mapping per subject holding at least `METRIC_KEYS` (e.g. the output
-        of `evaluate_mesh`, optionally with a ``"subject"`` name).
+      results: one mapping per subject holding at least ``keys`` (default `METRIC_KEYS`,
+        e.g. the output of `evaluate_mesh`), optionally with a ``"subject"`` name.
 
     Returns:
-      ``{key: mean for key in METRIC_KEYS, "num_subjects": N, "subjects": [...]}``; the
+      ``{key: mean for key in keys, "num_subjects": N, "subjects": [...]}``; the
       means are plain means (an inf subject makes the mean inf), nan when N = 0.
     """
     subjects = [dict(r) for r in results]
     for i, r in enumerate(subjects):
-        missing = [k for k in METRIC_KEYS if k not in r]
+        missing = [k for k in keys if k not in r]
         if missing:
             raise HdjaxError(f"result {i} lacks the metric(s) {', '.join(missing)}")
     out: dict[str, Any] = {}
-    for key in METRIC_KEYS:
+    for key in keys:
         values = [float(r[key]) for r in subjects]
         out[key] = math.fsum(values) / len(values) if values else math.nan
     out["num_subjects"] = len(subjects)
@@ -315,7 +317,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_COLUMNS = (
+COLUMNS = (
     ("p2s_cm", "P2S (cm) ↓"),
     ("chamfer_cm", "Chamfer (cm) ↓"),
     ("normal_l2", "Normal L2 ↓"),
@@ -327,17 +329,18 @@ def _fmt(value: Any) -> str:
     return f"{float(value):.4f}"
 
 
-def markdown_table(summary: Mapping[str, Any]) -> str:
+def markdown_table(summary: Mapping[str, Any], columns: Sequence[tuple[str, str]] = COLUMNS) -> str:
     """A Markdown table of a `summarize` result: one row per subject, then the mean.
 
-    Subjects are named by their ``"subject"`` entry when present, else by their index.
+    Subjects are named by their ``"subject"`` entry when present, else by their index;
+    ``columns``: (key, title) pairs.
     """
-    header = "| subject | " + " | ".join(title for _, title in _COLUMNS) + " |"
-    lines = [header, "|---" + "|---:" * len(_COLUMNS) + "|"]
+    header = "| subject | " + " | ".join(title for _, title in columns) + " |"
+    lines = [header, "|---" + "|---:" * len(columns) + "|"]
     for i, r in enumerate(summary.get("subjects", [])):
         name = str(r.get("subject", i))
-        lines.append(f"| {name} | " + " | ".join(_fmt(r[k]) for k, _ in _COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(r[k]) for k, _ in columns) + " |")
     n = summary.get("num_subjects", len(summary.get("subjects", [])))
-    mean = " | ".join(f"**{_fmt(summary[k])}**" for k, _ in _COLUMNS)
+    mean = " | ".join(f"**{_fmt(summary[k])}**" for k, _ in columns)
     lines.append(f"| **mean ({n})** | {mean} |")
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ normalised coordinates (the official `init_affine`, i.e. what `affine_grid` rece
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -60,6 +61,66 @@ STRIP_HALO = 4
 # Warp-back boxes are rounded up to this many pixels, so nearby poses share a compilation.
 BOX_QUANTUM = 64
 BOX_MARGIN = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """The sizes of the forward for one canvas (hashable: a static argument of the jit).
+
+    canvas: image side (2048 official); crops: per `PART_NETS` entry, the (h, w) centre crop
+    of the canonical frame; blur_frame, blur_sigma, blur_taps: the blending-weight blur.
+    """
+
+    canvas: int = CANVAS
+    crops: tuple[tuple[int, int], ...] = tuple(crop for crop, _ in PART_NETS.values())
+    blur_frame: int = BLUR_FRAME
+    blur_sigma: float = BLUR_SIGMA
+    blur_taps: int = BLUR_TAPS
+
+    @property
+    def low_res(self) -> int:
+        return self.canvas // 8
+
+    @property
+    def part_crop(self) -> tuple[tuple[int, int], ...]:
+        """The (h, w) crop of each of the 12 parts."""
+        return tuple(
+            crop
+            for crop, (_, parts) in zip(self.crops, PART_NETS.values(), strict=True)
+            for _ in parts
+        )
+
+    def net_crops(self) -> dict[str, tuple[tuple[int, int], tuple[int, ...]]]:
+        """`PART_NETS` with this geometry's crops."""
+        return {
+            name: (crop, parts)
+            for crop, (name, (_, parts)) in zip(self.crops, PART_NETS.items(), strict=True)
+        }
+
+
+OFFICIAL = Geometry()
+
+
+def geometry(canvas: int) -> Geometry:
+    """The official geometry scaled to a ``canvas``² image (a multiple of 128, for the
+    low-resolution net's four poolings): crops rounded to multiples of 8 (the part nets'
+    three poolings), the blur's frame, sigma and reach scaled alike. 2048: `OFFICIAL`."""
+    if canvas == CANVAS:
+        return OFFICIAL
+    if canvas < 128 or canvas % 128:
+        raise HdjaxError(f"2K2K canvas must be a multiple of 128, got {canvas}")
+    s = canvas / CANVAS
+
+    def side(n: int) -> int:
+        return max(16, 8 * round(n * s / 8))
+
+    return Geometry(
+        canvas=canvas,
+        crops=tuple((side(h), side(w)) for (h, w) in OFFICIAL.crops),
+        blur_frame=max(1, round(BLUR_FRAME * s)),
+        blur_sigma=BLUR_SIGMA * s,
+        blur_taps=2 * max(1, round((BLUR_TAPS - 1) / 2 * s)) + 1,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -247,20 +308,22 @@ class ATUNetSmall(nn.Module):
     """Attention U-Net, 3 poolings (`ATUNet_small`).
 
     (B, H, W, Cin) -> (B, H, W, out_ch), H and W divisible by 8. The head is 1x1 + ReLU, so
-    the normals (front ch 0-2, back 3-5, encoded (n + 1) / 2) are >= 0.
+    the normals (front ch 0-2, back 3-5, encoded (n + 1) / 2) are >= 0. Level widths
+    ``width`` x (1, 2, 4, 8) (official 64).
     """
 
     out_ch: int = 6
     precision: str = "highest"
+    width: int = 64
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        p = self.precision
-        x1 = ConvBlock(64, p, name="Conv1")(x, train)
-        x2 = ConvBlock(128, p, name="Conv2")(max_pool2x(x1), train)
-        x3 = ConvBlock(256, p, name="Conv3")(max_pool2x(x2), train)
-        d = ConvBlock(512, p, name="Conv4")(max_pool2x(x3), train)
-        for level, skip, width in ((4, x3, 256), (3, x2, 128), (2, x1, 64)):
+        p, w = self.precision, self.width
+        x1 = ConvBlock(w, p, name="Conv1")(x, train)
+        x2 = ConvBlock(2 * w, p, name="Conv2")(max_pool2x(x1), train)
+        x3 = ConvBlock(4 * w, p, name="Conv3")(max_pool2x(x2), train)
+        d = ConvBlock(8 * w, p, name="Conv4")(max_pool2x(x3), train)
+        for level, skip, width in ((4, x3, 4 * w), (3, x2, 2 * w), (2, x1, w)):
             d = UpConv(width, p, name=f"Up{level}")(d, train)
             gated = AttentionBlock(width // 2, p, name=f"Att{level}")(d, skip, train)
             d = ConvBlock(width, p, name=f"Up_conv{level}")(jnp.concatenate([gated, d], -1), train)
@@ -271,31 +334,33 @@ class ATUNetME(nn.Module):
     """Dual-encoder attention U-Net (`ATUNetME`, the low-resolution depth net).
 
     x (B, H, W, 3) image, y (B, H, W, 6) normals, H and W divisible by 16 ->
-    (B, H, W, out_ch) raw (no activation): front depth, back depth, mask logit.
+    (B, H, W, out_ch) raw (no activation): front depth, back depth, mask logit. Encoder
+    widths ``width`` x (1/2, 1, 2, 4, 8) (official 64).
     """
 
     out_ch: int = 3
     precision: str = "highest"
+    width: int = 64
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        p = self.precision
+        p, w = self.precision, self.width
         skips = []
         for branch, z in ((1, x), (2, y)):
             feats = []
-            for level, width in enumerate((32, 64, 128, 256, 512), start=1):
+            for level, width in enumerate((w // 2, w, 2 * w, 4 * w, 8 * w), start=1):
                 if level > 1:
                     z = max_pool2x(z)
                 z = ConvBlock(width, p, name=f"Conv{level}_{branch}")(z, train)
                 feats.append(z)
             skips.append(feats)
         d = jnp.concatenate([skips[0][4], skips[1][4]], -1)
-        for level, width in ((5, 512), (4, 256), (3, 128), (2, 64)):
+        for level, width in ((5, 8 * w), (4, 4 * w), (3, 2 * w), (2, w)):
             d = UpConv(width, p, name=f"Up{level}")(d, train)
             skip = jnp.concatenate([skips[0][level - 2], skips[1][level - 2]], -1)
             gated = AttentionBlock(width // 2, p, name=f"Att{level}")(d, skip, train)
             d = ConvBlock(width, p, name=f"Up_conv{level}")(jnp.concatenate([gated, d], -1), train)
-        return _conv(self.out_ch, 1, 64, "Conv_1x1", p)(d)
+        return _conv(self.out_ch, 1, w, "Conv_1x1", p)(d)
 
 
 class Refine2048(nn.Module):
@@ -305,23 +370,25 @@ class Refine2048(nn.Module):
 
     `__call__(d, n1, n2, n)`: d (B, S, S, 2) low-res depth; n1 (B, 2S, 2S, 6),
     n2 (B, 4S, 4S, 6), n (B, 8S, 8S, 6) merged normals -> (B, 8S, 8S, 3) raw.
-    `stage(k, d_prev, n_k)` runs block k alone (what the strip-wise forward uses).
+    `stage(k, d_prev, n_k)` runs block k alone (what the strip-wise forward uses). Widths
+    ``width`` / 2 per branch, ``width`` merged (official 64).
     """
 
     precision: str = "highest"
+    width: int = 64
 
     def setup(self):
-        p = self.precision
+        p, w = self.precision, self.width
         for k in (1, 2, 3):
-            setattr(self, f"depth{k}", UpConv(32, p))
-            setattr(self, f"normal{k}", SingleConv(32, p))
-            setattr(self, f"merge{k}_1", ConvBlock(64, p))
-        self.merge1_2 = ConvBlock1x1(64, p)
-        self.merge2_2 = ConvBlock1x1(64, p)
-        self.merge3_2 = _conv(3, 1, 64, None, p)
+            setattr(self, f"depth{k}", UpConv(w // 2, p))
+            setattr(self, f"normal{k}", SingleConv(w // 2, p))
+            setattr(self, f"merge{k}_1", ConvBlock(w, p))
+        self.merge1_2 = ConvBlock1x1(w, p)
+        self.merge2_2 = ConvBlock1x1(w, p)
+        self.merge3_2 = _conv(3, 1, w, None, p)
 
     def stage(self, k: int, d_prev: jnp.ndarray, n_k: jnp.ndarray, train: bool = False):
-        """Block k: d_prev (B, H/2, W/2, C), n_k (B, H, W, 6) -> (B, H, W, 64 or 3)."""
+        """Block k: d_prev (B, H/2, W/2, C), n_k (B, H, W, 6) -> (B, H, W, width or 3)."""
         d = getattr(self, f"depth{k}")(d_prev, train)
         m = jnp.concatenate([d, getattr(self, f"normal{k}")(n_k, train)], -1)
         m = getattr(self, f"merge{k}_1")(m, train)
@@ -339,21 +406,24 @@ class TwoK2K(nn.Module):
 
     `__call__(crops, img256, d_fb, n1, n2, n)` touches every network once (for `init`):
     crops maps net name -> (N, h, w, 6); img256 (B, 256, 256, 3); d_fb (B, S, S, 2); n1, n2, n
-    the merged normals at 2S, 4S, 8S.
+    the merged normals at 2S, 4S, 8S. ``width``: the networks' base width (official 64;
+    smaller for CPU-sized training runs).
     """
 
     precision: str = "highest"
+    width: int = 64
 
     def setup(self):
-        p = self.precision
+        p, w = self.precision, self.width
         for name in PART_NETS:
-            setattr(self, f"img2normal_{name}", ATUNetSmall(6, p))
-        self.img2normal_down = ATUNetSmall(6, p)
-        self.ImgNorm_to_Dep = ATUNetME(3, p)
-        self.refine = Refine2048(p)
+            setattr(self, f"img2normal_{name}", ATUNetSmall(6, p, w))
+        self.img2normal_down = ATUNetSmall(6, p, w)
+        self.ImgNorm_to_Dep = ATUNetME(3, p, w)
+        self.refine = Refine2048(p, w)
 
     def low_res(self, img256: jnp.ndarray, train: bool = False):
-        """(B, 256, 256, 3) -> down normals (B, 256, 256, 6), raw depth (B, 256, 256, 3)."""
+        """(B, S, S, 3) -> down normals (B, S, S, 6), raw depth (B, S, S, 3); S = canvas / 8
+        (256 official)."""
         d_n = self.img2normal_down(img256, train)
         return d_n, self.ImgNorm_to_Dep(img256, d_n, train)
 
@@ -364,6 +434,10 @@ class TwoK2K(nn.Module):
     def refine_stage(self, k: int, d_prev, n_k, train: bool = False) -> jnp.ndarray:
         return self.refine.stage(k, d_prev, n_k, train)
 
+    def refine_all(self, d, n1, n2, n, train: bool = False) -> jnp.ndarray:
+        """The three refiner blocks at once (training): see `Refine2048`."""
+        return self.refine(d, n1, n2, n, train)
+
     def __call__(self, crops, img256, d_fb, n1, n2, n, train: bool = False):
         out = {name: self.part(name, crops[name], train) for name in PART_NETS}
         out["low_res"] = self.low_res(img256, train)
@@ -371,11 +445,11 @@ class TwoK2K(nn.Module):
         return out
 
 
-def init_variables(key: jax.Array, precision: str = "highest") -> dict:
+def init_variables(key: jax.Array, precision: str = "highest", width: int = 64) -> dict:
     """Freshly initialised {'params', 'batch_stats'} of `TwoK2K` (the official init)."""
     crops = {name: jnp.zeros((1, 16, 16, 6)) for name in PART_NETS}
     z = jnp.zeros
-    return TwoK2K(precision).init(
+    return TwoK2K(precision, width).init(
         key,
         crops,
         z((1, 16, 16, 3)),
@@ -529,24 +603,24 @@ def gaussian_taps(taps: int = BLUR_TAPS, sigma: float = BLUR_SIGMA) -> np.ndarra
     return (pdf / pdf.sum()).astype(np.float32)
 
 
-def blur(x: jnp.ndarray) -> jnp.ndarray:
-    """Separable 15x15 sigma-5 Gaussian with zero padding. (N, h, w) -> (N, h, w).
+def blur(x: jnp.ndarray, taps: int = BLUR_TAPS, sigma: float = BLUR_SIGMA) -> jnp.ndarray:
+    """Separable Gaussian (official: 15x15, sigma 5) with zero padding. (N, h, w) -> (N, h, w).
 
     The official blur reflect-pads its 2048^2 frame; callers only blur maps whose 8-pixel
     border is zero, inside which reflection and zeros agree.
     """
-    k = jnp.asarray(gaussian_taps())
-    r = (BLUR_TAPS - 1) // 2
+    k = jnp.asarray(gaussian_taps(taps, sigma))
+    r = (taps - 1) // 2
     xp = jnp.pad(x, ((0, 0), (r, r), (0, 0)))
-    x = sum(xp[:, i : i + x.shape[1]] * k[i] for i in range(BLUR_TAPS))
+    x = sum(xp[:, i : i + x.shape[1]] * k[i] for i in range(taps))
     xp = jnp.pad(x, ((0, 0), (0, 0), (r, r)))
-    return sum(xp[:, :, i : i + x.shape[2]] * k[i] for i in range(BLUR_TAPS))
+    return sum(xp[:, :, i : i + x.shape[2]] * k[i] for i in range(taps))
 
 
-def _window(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _window(h: int, w: int, canvas: int = CANVAS) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the centre (h, w) crop of the canonical frame."""
-    return np.arange(CANVAS // 2 - h // 2, CANVAS // 2 + h // 2), np.arange(
-        CANVAS // 2 - w // 2, CANVAS // 2 + w // 2
+    return np.arange(canvas // 2 - h // 2, canvas // 2 + h // 2), np.arange(
+        canvas // 2 - w // 2, canvas // 2 + w // 2
     )
 
 
@@ -555,19 +629,21 @@ def sample_part_window(
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The centre crop of `grid_sample(src, affine_grid(theta))`, computed on the crop only.
 
-    src (2048, 2048, C); theta (2, 3) canonical -> image -> (crop (h, w, C), ones map (h, w)).
+    src (S, S, C) (S = 2048 official); theta (2, 3) canonical -> image ->
+    (crop (h, w, C), ones map (h, w)).
     """
-    rows, cols = _window(*crop)
-    ix, iy = _affine_coords(theta, rows, cols, CANVAS)
-    return _bilinear_sample(src, ix, iy), _ones_sample(ix, iy, CANVAS, CANVAS)
+    canvas = src.shape[0]
+    rows, cols = _window(*crop, canvas)
+    ix, iy = _affine_coords(theta, rows, cols, canvas)
+    return _bilinear_sample(src, ix, iy), _ones_sample(ix, iy, canvas, canvas)
 
 
-def blend_weight(ones: jnp.ndarray) -> jnp.ndarray:
+def blend_weight(ones: jnp.ndarray, geom: Geometry = OFFICIAL) -> jnp.ndarray:
     """Unnormalised blending weight of one part on its crop window: the in-image map with
-    its 8-pixel frame zeroed, blurred. (N, h, w) -> (N, h, w)."""
-    f = BLUR_FRAME
+    its frame (8 pixels official) zeroed, blurred. (N, h, w) -> (N, h, w)."""
+    f = geom.blur_frame
     framed = jnp.zeros_like(ones).at[:, f:-f, f:-f].set(ones[:, f:-f, f:-f])
-    return blur(framed)
+    return blur(framed, geom.blur_taps, geom.blur_sigma)
 
 
 # ------------------------------------------------------------------------------------------
@@ -584,7 +660,9 @@ class WarpBoxes(NamedTuple):
     offsets: np.ndarray
 
 
-def warp_boxes(theta: np.ndarray, quantum: int = BOX_QUANTUM) -> WarpBoxes:
+def warp_boxes(
+    theta: np.ndarray, quantum: int = BOX_QUANTUM, geom: Geometry = OFFICIAL
+) -> WarpBoxes:
     """Image boxes of the 12 part windows mapped by theta (host-side, numpy).
 
     theta (B, 12, 2, 3) concrete. A box is the bounding box of the window's corners in the
@@ -597,60 +675,64 @@ def warp_boxes(theta: np.ndarray, quantum: int = BOX_QUANTUM) -> WarpBoxes:
     if not np.all(np.isfinite(theta)):
         raise HdjaxError("theta holds non-finite values (a part transform failed)")
     sizes, offsets = [], []
-    for i, (h, w) in enumerate(PART_CROP):
-        rows, cols = _window(h, w)
-        cy = (2 * np.array([rows[0], rows[-1]], np.float64) + 1) / CANVAS - 1
-        cx = (2 * np.array([cols[0], cols[-1]], np.float64) + 1) / CANVAS - 1
+    n = geom.canvas
+    for i, (h, w) in enumerate(geom.part_crop):
+        rows, cols = _window(h, w, n)
+        cy = (2 * np.array([rows[0], rows[-1]], np.float64) + 1) / n - 1
+        cx = (2 * np.array([cols[0], cols[-1]], np.float64) + 1) / n - 1
         u, v = np.meshgrid(cx, cy)
         pts = np.stack([u.ravel(), v.ravel(), np.ones(4)])  # (3, 4)
         img = theta[:, i] @ pts  # (B, 2, 4), normalised image coords
-        pix = ((img + 1) * CANVAS - 1) / 2
+        pix = ((img + 1) * n - 1) / 2
         lo = np.floor(pix.min(-1)) - BOX_MARGIN  # (B, 2) (x, y)
         hi = np.ceil(pix.max(-1)) + BOX_MARGIN
         size = np.max(hi - lo + 1, axis=0)
-        size = np.minimum(np.ceil(size / quantum) * quantum, CANVAS).astype(int)
-        off = np.clip(lo, 0, CANVAS - size).astype(np.int32)
+        size = np.minimum(np.ceil(size / quantum) * quantum, n).astype(int)
+        off = np.clip(lo, 0, n - size).astype(np.int32)
         sizes.append((int(size[1]), int(size[0])))
         offsets.append(off[:, ::-1])
     return WarpBoxes(tuple(sizes), np.stack(offsets, 1).astype(np.int32))
 
 
-def full_frame_boxes(batch: int) -> WarpBoxes:
+def full_frame_boxes(batch: int, canvas: int = CANVAS) -> WarpBoxes:
     """Boxes covering the whole image (for a traced theta: no host-side bounds)."""
-    return WarpBoxes(((CANVAS, CANVAS),) * N_PARTS, np.zeros((batch, N_PARTS, 2), np.int32))
+    return WarpBoxes(((canvas, canvas),) * N_PARTS, np.zeros((batch, N_PARTS, 2), np.int32))
 
 
 def _warp_back_part(acc, part_map, inv_theta, offset, size):
     """Adds one part's weighted normals and weight into the image accumulator.
 
-    acc (2048, 2048, 7) [sum w n (6), sum w]; part_map (h, w, 7) [normal (6), weight] on
-    the part's crop window; inv_theta (2, 3) image -> canonical; offset (2,) box corner.
+    acc (S, S, 7) [sum w n (6), sum w]; part_map (h, w, 7) [normal (6), weight] on the
+    part's crop window; inv_theta (2, 3) image -> canonical; offset (2,) box corner.
     """
     h, w = part_map.shape[:2]
+    n = acc.shape[0]
     rows = offset[0] + jnp.arange(size[0])
     cols = offset[1] + jnp.arange(size[1])
-    ix, iy = _affine_coords(inv_theta, rows, cols, CANVAS)
+    ix, iy = _affine_coords(inv_theta, rows, cols, n)
     # Outside the window the official padded map is zero: one zero pixel around the window
     # and clipped indices give the same taps.
     padded = jnp.pad(part_map, ((1, 1), (1, 1), (0, 0)))
-    ix = ix - np.float32(CANVAS // 2 - w // 2 - 1)
-    iy = iy - np.float32(CANVAS // 2 - h // 2 - 1)
+    ix = ix - np.float32(n // 2 - w // 2 - 1)
+    iy = iy - np.float32(n // 2 - h // 2 - 1)
     s = _bilinear_sample(padded, jnp.clip(ix, -2, w + 2), jnp.clip(iy, -2, h + 2))
     contrib = jnp.concatenate([s[..., :6] * s[..., 6:], s[..., 6:]], -1)
     box = jax.lax.dynamic_slice(acc, (offset[0], offset[1], 0), (size[0], size[1], 7))
     return jax.lax.dynamic_update_slice(acc, box + contrib, (offset[0], offset[1], 0))
 
 
-def blend_part_normals(part_normals, weights, inv_theta, boxes: WarpBoxes) -> tuple:
+def blend_part_normals(
+    part_normals, weights, inv_theta, boxes: WarpBoxes, canvas: int = CANVAS
+) -> tuple:
     """Warps the 12 part normals back into the image and blends them.
 
     part_normals: list of 12 arrays (B, h_i, w_i, 6); weights: list of 12 (B, h_i, w_i)
     unnormalised blending weights; inv_theta (B, 12, 2, 3).
-    Returns (merged normals (B, 2048, 2048, 6), weight sum (B, 2048, 2048)).
+    Returns (merged normals (B, S, S, 6), weight sum (B, S, S)), S = canvas.
     """
 
     def one(pn, wt, inv, off):
-        acc = jnp.zeros((CANVAS, CANVAS, 7), jnp.float32)
+        acc = jnp.zeros((canvas, canvas, 7), jnp.float32)
         for i in range(N_PARTS):
             pmap = jnp.concatenate([pn[i], wt[i][..., None]], -1)
             acc = _warp_back_part(acc, pmap, inv[i], off[i], boxes.sizes[i])
@@ -733,10 +815,14 @@ def strip_apply2(fn2, fn3, d1, n2, n, strip: int, halo: int) -> jnp.ndarray:
 # The phase-2 forward
 
 
-def _part_inputs(image6: jnp.ndarray, theta: jnp.ndarray):
-    """Per network: crops (B * n, h, w, 6) and ones maps (B, n, h, w) of its parts."""
+def part_inputs(image6: jnp.ndarray, theta: jnp.ndarray, geom: Geometry = OFFICIAL):
+    """Per network: crops (B * n, h, w, C) and ones maps (B, n, h, w) of its n parts.
+
+    image6 (B, S, S, C) (the official: RGB and the upsampled low-res front normal, C = 6);
+    theta (B, 12, 2, 3). Crops are batch-major (sample 0's parts first).
+    """
     crops, ones = {}, {}
-    for name, (crop, parts) in PART_NETS.items():
+    for name, (crop, parts) in geom.net_crops().items():
         c, o = jax.vmap(
             lambda img, th, crop=crop: jax.vmap(lambda t: sample_part_window(img, t, crop))(th)
         )(image6, theta[:, list(parts)])
@@ -745,46 +831,73 @@ def _part_inputs(image6: jnp.ndarray, theta: jnp.ndarray):
     return crops, ones
 
 
-def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
-    """`twok2k_forward` with the warp-back boxes split into traced offsets and static sizes."""
-    model = TwoK2K(precision)
+def part_net_input(image: jnp.ndarray, down_normal: jnp.ndarray) -> jnp.ndarray:
+    """What the part nets are cropped from: the image (B, S, S, 3) and the low-res front
+    normal (B, S/8, S/8, 6 -> first 3) upsampled to S, as one 6-channel frame."""
+    return jnp.concatenate([image, upsample_bilinear(down_normal[..., :3], image.shape[1])], -1)
 
-    def run(method, *args):
-        return model.apply(variables, *args, method=method)
 
-    b = image.shape[0]
-    img256 = downsample8_bilinear(image)
-    d_n, d_d = run(TwoK2K.low_res, img256)
-    # The part nets see the RGB crop and the front low-res normal upsampled to 2048 and
-    # warped by the same transform: sample both from one 6-channel frame.
-    image6 = jnp.concatenate([image, upsample_bilinear(d_n[..., :3], CANVAS)], -1)
-    crops, ones = _part_inputs(image6, theta)
-    del image6
-    part_out, part_normals, weights = {}, [], []
+def low_res_maps(raw: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """The low-res depth net's raw output (B, s, s, 3) -> ReLU6 depths and sigmoid mask
+    (B, s, s, 1 each), and ``d_fb`` (B, s, s, 2): what the refiner sees (front 6 and back 0
+    where the mask is <= 0.5, as the official masks them in place)."""
+    front = jnp.clip(raw[..., 0:1], 0, 6)
+    back = jnp.clip(raw[..., 1:2], 0, 6)
+    mask = nn.sigmoid(raw[..., 2:3])
+    inside = mask > 0.5
+    d_fb = jnp.concatenate([jnp.where(inside, front, 6.0), back * inside], -1)
+    return {"front": front, "back": back, "mask": mask, "d_fb": d_fb}
+
+
+def merge_part_normals(part_out, ones, theta, boxes: WarpBoxes, geom: Geometry = OFFICIAL):
+    """Part nets' outputs (net name -> (B * n, h, w, 6)) -> blended image normals
+    (B, S, S, 6), the weight sum (B, S, S) and inv_theta (B, 12, 2, 3)."""
+    b = theta.shape[0]
+    part_normals, weights = [], []
     for name, (_, parts) in PART_NETS.items():
-        # One crop at a time: the nets' activations for a batch of 4 crops would dominate
-        # the forward's memory (BatchNorm uses running statistics, so the result is the same).
-        out = jax.lax.map(lambda c, name=name: run(TwoK2K.part, name, c[None])[0], crops[name])
-        part_out[name] = out
-        out = out.reshape(b, len(parts), *out.shape[1:])
-        wt = jax.vmap(blend_weight)(ones[name])
+        out = part_out[name].reshape(b, len(parts), *part_out[name].shape[1:])
+        wt = jax.vmap(lambda o: blend_weight(o, geom))(ones[name])
         part_normals += [out[:, j] for j in range(len(parts))]
         weights += [wt[:, j] for j in range(len(parts))]
     inv_theta = invert_affine(theta)
-    normal, total = blend_part_normals(part_normals, weights, inv_theta, WarpBoxes(sizes, offsets))
+    normal, total = blend_part_normals(part_normals, weights, inv_theta, boxes, geom.canvas)
+    return normal, total, inv_theta
 
-    depth_front = jnp.clip(d_d[..., 0:1], 0, 6)
-    depth_back = jnp.clip(d_d[..., 1:2], 0, 6)
-    mask = nn.sigmoid(d_d[..., 2:3])
-    inside = mask > 0.5
-    d_fb = jnp.concatenate([jnp.where(inside, depth_front, 6.0), depth_back * inside], -1)
 
+def refine_strips(run, d_fb: jnp.ndarray, normal: jnp.ndarray, strip: int) -> jnp.ndarray:
+    """The three refiner blocks (``run(TwoK2K.refine_stage, k, d_prev, n_k)``), the last
+    two strip by strip: d_fb (B, S/8, S/8, 2), normal (B, S, S, 6) -> raw (B, S, S, 3)."""
     d1 = run(TwoK2K.refine_stage, 1, d_fb, normal[:, 1::4, 1::4])
 
     def stage(k):
         return lambda d_prev, n_k: run(TwoK2K.refine_stage, k, d_prev, n_k)
 
-    d3 = strip_apply2(stage(2), stage(3), d1, normal[:, 0::2, 0::2], normal, strip, STRIP_HALO)
+    return strip_apply2(stage(2), stage(3), d1, normal[:, 0::2, 0::2], normal, strip, STRIP_HALO)
+
+
+def _forward_core(variables, image, theta, offsets, sizes, strip, precision, geom, width):
+    """`twok2k_forward` with the warp-back boxes split into traced offsets and static sizes."""
+    model = TwoK2K(precision, width)
+
+    def run(method, *args):
+        return model.apply(variables, *args, method=method)
+
+    img_low = downsample8_bilinear(image)
+    d_n, d_d = run(TwoK2K.low_res, img_low)
+    # The part nets see the RGB crop and the front low-res normal upsampled to S and warped
+    # by the same transform: sample both from one 6-channel frame.
+    crops, ones = part_inputs(part_net_input(image, d_n), theta, geom)
+    # One crop at a time: the nets' activations for a batch of 4 crops would dominate the
+    # forward's memory (BatchNorm uses running statistics, so the result is the same).
+    part_out = {
+        name: jax.lax.map(lambda c, name=name: run(TwoK2K.part, name, c[None])[0], crops[name])
+        for name in PART_NETS
+    }
+    normal, total, inv_theta = merge_part_normals(
+        part_out, ones, theta, WarpBoxes(sizes, offsets), geom
+    )
+    low = low_res_maps(d_d)
+    d3 = refine_strips(run, low["d_fb"], normal, strip)
 
     out = {
         f"{name}_normal_{side}": part_out[name][..., sl]
@@ -795,9 +908,9 @@ def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
         "down_normal_front": d_n[..., :3],
         "down_normal_back": d_n[..., 3:],
         # The official returns the low-res depths after its in-place masking.
-        "down_depth_front": d_fb[..., 0],
-        "down_depth_back": d_fb[..., 1],
-        "down_depth_mask": mask[..., 0],
+        "down_depth_front": low["d_fb"][..., 0],
+        "down_depth_back": low["d_fb"][..., 1],
+        "down_depth_mask": low["mask"][..., 0],
         "normal_front": normal[..., :3],
         "normal_back": normal[..., 3:],
         "depth_front": jnp.clip(d3[..., 0], 0, 6),
@@ -809,7 +922,9 @@ def _forward_core(variables, image, theta, offsets, sizes, strip, precision):
     return out
 
 
-_forward_jit = jax.jit(_forward_core, static_argnames=("sizes", "strip", "precision"))
+_forward_jit = jax.jit(
+    _forward_core, static_argnames=("sizes", "strip", "precision", "geom", "width")
+)
 
 
 def twok2k_forward(
@@ -820,19 +935,20 @@ def twok2k_forward(
     boxes: WarpBoxes | None = None,
     strip: int = STRIP_ROWS,
     precision: str = "highest",
+    width: int = 64,
 ) -> dict[str, jnp.ndarray]:
     """The official phase-2 forward (`Model_2K2K(phase=2)` in eval mode), jitted.
 
     Args:
-      variables: {'params', 'batch_stats'} of `TwoK2K`.
-      image: (B, 2048, 2048, 3) float32 in [-1, 1].
+      variables: {'params', 'batch_stats'} of `TwoK2K` (of base width ``width``).
+      image: (B, S, S, 3) float32 in [-1, 1]: S = 2048 official, else `geometry(S)`.
       theta: (B, 12, 2, 3) canonical -> image transforms (the official `init_affine`).
       boxes: warp-back boxes; by default `warp_boxes(theta)` (theta must then be concrete;
         with a traced theta pass `full_frame_boxes(B)`: same numbers, twelve full warps).
       strip: output rows per strip of the fused 1024^2 + 2048^2 refiner blocks (a multiple
         of 4 dividing 2048; fewer rows, less memory).
       precision: conv / matmul precision ("highest" keeps float32 on GPU/TPU).
-    Returns (NHWC, float32):
+    Returns (NHWC, float32; shapes for S = 2048):
       `{face,upper,arm,leg,shoe}_normal_{front,back}`: part normals (B * n, h, w, 3) for
         the crops of `PART_NETS` (n = parts served, batch-major), in [0, inf) ~ (n + 1) / 2;
       `down_normal_{front,back}` (B, 256, 256, 3);
@@ -844,10 +960,11 @@ def twok2k_forward(
       `inv_theta` (B, 12, 2, 3).
     """
     image = jnp.asarray(image, jnp.float32)
-    if image.ndim != 4 or image.shape[1:] != (CANVAS, CANVAS, 3):
-        raise HdjaxError(f"image must be (B, {CANVAS}, {CANVAS}, 3), got {image.shape}")
+    if image.ndim != 4 or image.shape[1] != image.shape[2] or image.shape[3] != 3:
+        raise HdjaxError(f"image must be (B, S, S, 3), got {image.shape}")
+    geom = geometry(image.shape[1])
     if boxes is None:
-        boxes = warp_boxes(np.asarray(theta))
+        boxes = warp_boxes(np.asarray(theta), geom=geom)
     theta = jnp.asarray(theta, jnp.float32)
     if theta.shape != (image.shape[0], N_PARTS, 2, 3):
         raise HdjaxError(f"theta must be ({image.shape[0]}, {N_PARTS}, 2, 3), got {theta.shape}")
@@ -859,4 +976,6 @@ def twok2k_forward(
         sizes=boxes.sizes,
         strip=strip,
         precision=precision,
+        geom=geom,
+        width=width,
     )

@@ -90,9 +90,16 @@ def _to_torch(x: np.ndarray, kind: str) -> np.ndarray:
     return np.transpose(x, (3, 2, 0, 1)) if kind == "conv" else x
 
 
-def variable_shapes() -> Variables:
-    """{'params', 'batch_stats'} of `TwoK2K` as ShapeDtypeStructs."""
-    return jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0)))
+def variable_shapes(width: int = 64) -> Variables:
+    """{'params', 'batch_stats'} of `TwoK2K` (base ``width``) as ShapeDtypeStructs."""
+    return jax.eval_shape(lambda: init_variables(jax.random.PRNGKey(0), width=width))
+
+
+def width_of(variables: Variables) -> int:
+    """The base width of `TwoK2K` variables (the first conv block's channels)."""
+    return int(
+        jax.tree_util.tree_leaves(variables["params"]["img2normal_down"]["Conv1"])[0].shape[-1]
+    )
 
 
 def official_shapes() -> dict[str, tuple[int, ...]]:
@@ -219,10 +226,9 @@ def open_official(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_converted(directory: str | os.PathLike, variables: Variables) -> None:
-    """Writes variables with orbax plus a small `format.json` marker."""
-    save_tree_dir(
-        directory, "variables", variables, {"format.json": json.dumps({"format": FORMAT})}
-    )
+    """Writes variables with orbax plus a small `format.json` marker (with the width)."""
+    meta = json.dumps({"format": FORMAT, "width": width_of(variables)})
+    save_tree_dir(directory, "variables", variables, {"format.json": meta})
 
 
 def load_converted(directory: str | os.PathLike) -> Variables:
@@ -233,13 +239,14 @@ def load_converted(directory: str | os.PathLike) -> Variables:
     marker = os.path.join(directory, "format.json")
     try:
         with open(marker) as f:
-            fmt = json.load(f).get("format")
-    except (OSError, ValueError, AttributeError) as e:
+            meta = json.load(f)
+        fmt, width = meta.get("format"), int(meta.get("width", 64))
+    except (OSError, ValueError, AttributeError, TypeError) as e:
         raise HdjaxError(f"not a converted hdjax 2K2K checkpoint ({e})", marker) from None
     if fmt != FORMAT:
         raise HdjaxError(f"not a converted hdjax 2K2K checkpoint (format {fmt!r})", marker)
     target = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), variable_shapes()
+        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), variable_shapes(width)
     )
     return ocp.StandardCheckpointer().restore(os.path.join(directory, "variables"), target)
 

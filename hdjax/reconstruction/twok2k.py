@@ -97,10 +97,10 @@ def demo_jitter(image: np.ndarray, factor: float = JITTER) -> np.ndarray:
 
 
 def network_input(
-    item: preprocess.InputItem, cfg: ml_collections.ConfigDict
+    item: preprocess.InputItem, cfg: ml_collections.ConfigDict, size: int = SIZE
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    """An image -> ((2048, 2048, 3) float32 in [-1, 1], theta (12, 2, 3), mask or None, the
-    jittered uint8 RGB)."""
+    """An image -> ((size, size, 3) float32 in [-1, 1], theta (12, 2, 3), mask or None, the
+    jittered uint8 RGB); ``size``: the model's canvas (2048 official)."""
     from hdjax.data.keypoints import openpose_to_twok2k
     from hdjax.geometry.part_transforms import part_transforms
 
@@ -117,12 +117,12 @@ def network_input(
     if min(rgb.shape[:2]) < 64:
         raise HdjaxError(f"image is {rgb.shape[1]}x{rgb.shape[0]}: too small for 2K2K", item.image)
     kp = openpose_to_twok2k(item.crop_file)
-    image, kp, mask = pad_to_square(rgb, kp, SIZE, mask)
+    image, kp, mask = pad_to_square(rgb, kp, size, mask)
     if mask is not None:
         image = np.where(mask[..., None], image, 0).astype(np.uint8)
     if cfg.jitter == "demo":
         image = demo_jitter(image)
-    theta, _ = part_transforms(kp, size=SIZE, missing="centre")
+    theta, _ = part_transforms(kp, size=size, missing="centre")
     x = (image.astype(np.float32) / 255.0 - 0.5) / 0.5
     return x, np.asarray(theta, np.float32), mask, image
 
@@ -136,14 +136,17 @@ def output_paths(item: preprocess.InputItem, out_dir: str, cfg) -> list[str]:
     return [base + e for e in meshes] + [base + e for e in pngs + maps]
 
 
-def reconstruct_image(variables, item: preprocess.InputItem, out_dir: str, cfg) -> dict:
-    """One image -> its outputs (see the module docstring); returns timings and sizes."""
+def reconstruct_image(
+    variables, item: preprocess.InputItem, out_dir: str, cfg, size: int = SIZE, width: int = 64
+) -> dict:
+    """One image -> its outputs (see the module docstring); returns timings and sizes.
+    ``size``, ``width``: the model's canvas and base width."""
     from hdjax.geometry import depth_mesh
     from hdjax.models.twok2k import twok2k_forward
 
     t0 = time.perf_counter()
-    x, theta, mask, _ = network_input(item, cfg)
-    out = twok2k_forward(variables, x[None], theta[None], precision=cfg.precision)
+    x, theta, mask, _ = network_input(item, cfg, size)
+    out = twok2k_forward(variables, x[None], theta[None], precision=cfg.precision, width=width)
     maps = {
         "depth_front": np.asarray(out["depth_front"][0], np.float32),
         "depth_back": np.asarray(out["depth_back"][0], np.float32),
@@ -199,7 +202,8 @@ def load_variables(cfg: ml_collections.ConfigDict):
     log.warning(
         "no --config.checkpoint: random weights (seed %d), the mesh means nothing", cfg.seed
     )
-    return twok2k.init_variables(jax.random.PRNGKey(cfg.seed)), f"random (seed {cfg.seed})"
+    variables = twok2k.init_variables(jax.random.PRNGKey(cfg.seed), width=cfg.model.width)
+    return variables, f"random (seed {cfg.seed})"
 
 
 def reconstruct(
@@ -207,14 +211,16 @@ def reconstruct(
 ) -> RunSummary:
     """Every image of ``items`` into ``workdir/reconstruct``; a bad image is reported and
     skipped, no output of the same run is overwritten."""
+    from hdjax.models.twok2k_official import width_of
+
     variables, source = load_variables(cfg)
     log.info("weights: %s", source)
-    rc = cfg.reconstruct
+    rc, size, width = cfg.reconstruct, cfg.model.canvas, width_of(variables)
     return run_items(
         items,
         os.path.join(workdir, "reconstruct"),
         lambda item, out_dir: output_paths(item, out_dir, rc),
-        lambda item, out_dir: reconstruct_image(variables, item, out_dir, rc),
+        lambda item, out_dir: reconstruct_image(variables, item, out_dir, rc, size, width),
         lambda t: (
             f"{t['vertices']} vertices, network {t['network']:.1f} s, mesh {t['mesh']:.1f} s, "
             f"total {t['total']:.1f} s"

@@ -1,4 +1,4 @@
-"""Training losses: PIFuHD's occupancy BCE and the normal networks' image losses.
+"""Training losses: PIFuHD's occupancy BCE and normal-network losses, and 2K2K's terms.
 
 `occupancy_bce` is the official ``CustomBCELoss`` as ``HGPIFuMRNet.query`` feeds it
 (``lib/net_util.py`` of the PIFuHD code): predictions clamped to [1e-5, 1 − 1e-5], each
@@ -11,6 +11,10 @@ same mean up to the clamp's 1e-5), averaged over points, samples and hourglass s
 L = λ_VGG · L_VGG + λ_l1 · L1 (the paper: λ_l1 = 5), with the VGG perceptual term when a
 feature function is given; without one (no pretrained VGG19 here) it falls back to
 L1 + (1 − SSIM), the usual structure term, and says so where the trainer logs.
+
+2K2K (``models/loss_builder.py`` of the official code): every L1 / smooth-L1 / BCE term is a
+mean per sample summed over the batch, the SSIM term one batch mean (`twok2k_normal_loss`,
+`twok2k_depth_loss`, `twok2k_consistency_loss`, `twok2k_mask_loss`).
 """
 
 from __future__ import annotations
@@ -70,13 +74,21 @@ def _blur(x: jax.Array, window: jax.Array) -> jax.Array:
     )
 
 
-def ssim(a: jax.Array, b: jax.Array, data_range: float = 2.0) -> jax.Array:
-    """Mean SSIM (Wang et al. 2004: 11-tap Gaussian σ = 1.5, K1 = 0.01, K2 = 0.03).
+def ssim(
+    a: jax.Array,
+    b: jax.Array,
+    data_range: float = 2.0,
+    window: int = 11,
+    nonnegative: bool = False,
+) -> jax.Array:
+    """Mean SSIM (Wang et al. 2004: ``window``-tap Gaussian σ = 1.5, K1 = 0.01, K2 = 0.03).
 
     Args:
       a, b: (B, H, W, C) maps, values spanning ``data_range`` (2 for [−1, 1] normals).
+      nonnegative: each (sample, channel) SSIM clipped at 0 before the mean (the
+        ``nonnegative_ssim`` of pytorch_msssim, which 2K2K uses).
     """
-    w = _gaussian_window()
+    w = _gaussian_window(window)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_a, mu_b = _blur(a, w), _blur(b, w)
     var_a = _blur(a * a, w) - mu_a**2
@@ -85,6 +97,8 @@ def ssim(a: jax.Array, b: jax.Array, data_range: float = 2.0) -> jax.Array:
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
         (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
     )
+    if nonnegative:
+        return jax.nn.relu(s.mean((1, 2))).mean()
     return s.mean()
 
 
@@ -119,3 +133,43 @@ def normal_loss(
         return vgg + l1_weight * l1, {"l1": l1, "vgg": vgg}
     s = ssim(pred, target)
     return (1.0 - s) + l1_weight * l1, {"l1": l1, "ssim": s}
+
+
+def _batch_sum(x: jax.Array) -> jax.Array:
+    """Mean per sample (leading axis), summed over samples."""
+    return x.reshape(x.shape[0], -1).mean(-1).sum()
+
+
+def smooth_l1(pred: jax.Array, target: jax.Array, beta: float = 1.0) -> jax.Array:
+    """Element-wise smooth L1 (Huber / β)."""
+    d = jnp.abs(pred - target)
+    return jnp.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta)
+
+
+def twok2k_normal_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """One (prediction, target) normal pair, (B, H, W, C) in [0, 1]:
+    0.5 · (0.85 · L1 + 0.15 · (1 − SSIM)), SSIM with a 5-tap window, data range 1,
+    non-negative (pytorch_msssim's options in the official code)."""
+    s = ssim(pred, target, data_range=1.0, window=5, nonnegative=True)
+    return 0.5 * (0.85 * _batch_sum(jnp.abs(pred - target)) + 0.15 * (1.0 - s))
+
+
+def twok2k_depth_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """0.85 · smooth L1 (β = 1) of a depth map (B, H, W, 1) in network units."""
+    return 0.85 * _batch_sum(smooth_l1(pred, target))
+
+
+def twok2k_consistency_loss(
+    pred_normal: jax.Array, target_normal: jax.Array, mask: jax.Array
+) -> jax.Array:
+    """0.15 · smooth L1 between the normals of the predicted depth and the ground-truth
+    normals, both zeroed outside the ground-truth ``mask`` (B, H, W, 1)."""
+    return 0.15 * _batch_sum(smooth_l1(pred_normal * mask, target_normal * mask))
+
+
+def twok2k_mask_loss(mask_prob: jax.Array, target: jax.Array) -> jax.Array:
+    """The official mask term: ``BCEWithLogitsLoss`` applied to the already-sigmoided mask
+    (a double sigmoid: the networks were trained with it, so it is kept)."""
+    z = mask_prob
+    bce = jnp.maximum(z, 0) - z * target + jnp.log1p(jnp.exp(-jnp.abs(z)))
+    return _batch_sum(bce)

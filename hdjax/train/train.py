@@ -83,9 +83,10 @@ class Stage:
         return self.end - self.start
 
 
-def schedule(cfg: ml_collections.ConfigDict) -> list[Stage]:
+def schedule(cfg: ml_collections.ConfigDict, known: tuple[str, ...] = STAGES) -> list[Stage]:
     """The stages of ``cfg.train`` with their global step ranges (``train.num_steps`` > 0
-    rescales the stages' steps to that total, each stage keeping at least one step)."""
+    rescales the stages' steps to that total, each stage keeping at least one step);
+    ``known``: the model's stage names."""
     names, counts = tuple(cfg.train.stages), tuple(int(n) for n in cfg.train.steps)
     if len(names) != len(counts) or not names:
         raise HdjaxError(
@@ -97,8 +98,8 @@ def schedule(cfg: ml_collections.ConfigDict) -> list[Stage]:
         counts = tuple(max(1, round(n * cfg.train.num_steps / total)) for n in counts)
     out, start = [], 0
     for i, (name, n) in enumerate(zip(names, counts, strict=True)):
-        if name not in STAGES:
-            raise HdjaxError(f"config train.stages: unknown stage {name!r} (one of {STAGES})")
+        if name not in known:
+            raise HdjaxError(f"config train.stages: unknown stage {name!r} (one of {known})")
         if int(n) < 1:
             raise HdjaxError(f"config train.steps: stage {name!r} needs at least 1 step")
         out.append(Stage(name, i, start, start + int(n)))
@@ -367,16 +368,54 @@ def _check_finite(step: int, metrics: Mapping[str, Any], last_saved: int | None)
     raise HdjaxError(f"training stopped at step {step}: loss is {loss} ({terms}); {kept}")
 
 
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Runs (or resumes) the whole schedule of ``cfg`` in ``workdir``; returns the last state."""
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What a model brings to the training loop (`run_schedule`).
+
+    modes: stage name -> the input pipeline mode that feeds it;
+    params: the initial ``TrainState.params`` (any pytree);
+    optimizer: (stage, params) -> the stage's optax transformation;
+    step: (stage name, optimizer) -> a pure (state, batch) -> (state, metrics) step;
+    previews: (stage name, params, host batch) -> uint8 RGB tiles of the first sample;
+    batch_keys: the pipeline keys the step reads (None: all).
+    """
+
+    modes: Mapping[str, str]
+    params: Any
+    optimizer: Any
+    step: Any
+    previews: Any
+    batch_keys: tuple[str, ...] | None = None
+
+
+def pifuhd_recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
+    """PIFuHD's stages (`STAGES`) on ``source``, whose image size is checked first."""
     model = training_model(cfg)
-    arch = model.arch
-    stages = schedule(cfg)
+    input_pipeline.check_sizes(cfg, model.arch, source)
+    vgg = input_pipeline.vgg_features(cfg)
+    return Recipe(
+        modes=MODES,
+        params=init_params(model.arch, cfg.seed),
+        optimizer=lambda stage, params: make_optimizer(cfg, stage, params),
+        step=lambda name, tx: make_train_step(model, name, tx, cfg, vgg),
+        previews=lambda name, params, batch: preview_images(model, name, params, batch),
+    )
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Runs (or resumes) the whole PIFuHD schedule of ``cfg`` in ``workdir``; returns the
+    last state."""
+    return run_schedule(cfg, workdir, pifuhd_recipe)
+
+
+def run_schedule(cfg: ml_collections.ConfigDict, workdir: str, make_recipe) -> TrainState:
+    """The training loop of every model: ``make_recipe(cfg, source)`` gives the `Recipe`;
+    runs (or resumes) the schedule of ``cfg`` in ``workdir``; returns the last state."""
     source = input_pipeline.train_source(cfg)
-    input_pipeline.check_sizes(cfg, arch, source)
+    recipe = make_recipe(cfg, source)
+    stages = schedule(cfg, tuple(recipe.modes))
     mesh = device_mesh()
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    vgg = input_pipeline.vgg_features(cfg)
     manager = checkpointing.Manager(os.path.join(workdir, "checkpoints"), cfg.train)
     writer = monitor.Writer(workdir, total=stages[-1].end, enabled=jax.process_index() == 0)
     resume = manager.latest()  # (step, stage index) of the newest checkpoint, or None
@@ -385,28 +424,33 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
             f"checkpoint {resume[0]} does not fit this config's schedule {cfg.train.steps}",
             manager.directory,
         )
-    params = init_params(arch, cfg.seed)
+    params = recipe.params
+    keys = recipe.batch_keys
     state = None
     with _Preemption() as preemption:
         for stage in stages:
             if resume is not None and stage.index != resume[1]:
                 continue  # finished before the checkpoint: its params come with the restore
-            tx, state = stage_state(cfg, stage, params)
+            tx = recipe.optimizer(stage, params)
+            state = TrainState(jnp.asarray(stage.start, jnp.int32), params, tx.init(params))
             state = jax.device_put(state, replicated)
-            config = input_pipeline.pipeline_config(cfg, MODES[stage.name])
+            config = input_pipeline.pipeline_config(cfg, recipe.modes[stage.name])
             data = iter(pipeline.make_loader(source, config, seed=cfg.seed + stage.index))
             if resume is not None:
                 state, data_state = manager.restore(resume[0], state)
                 data.set_state(data_state)
                 logging.info("resumed at step %d (%s stage)", resume[0], stage.name)
                 resume = None
-            step_fn = jit_step(make_train_step(model, stage.name, tx, cfg, vgg), mesh)
+            step_fn = jit_step(recipe.step(stage.name, tx), mesh)
             batch = None
             writer.start(int(state.step))
             # The step is counted here, not read back from the device, so that steps are
             # dispatched without waiting for the previous one (which matters on TPU/GPU).
             for step in range(int(state.step) + 1, stage.end + 1):
-                batch = global_batch(next(data), batch_sharding)
+                host = next(data)
+                if keys is not None:
+                    host = {k: host[k] for k in keys}
+                batch = global_batch(host, batch_sharding)
                 state, metrics = step_fn(state, batch)
                 log = step % cfg.train.log_every == 0 or step == stage.end
                 save = step % cfg.train.checkpoint_every == 0 or step == stage.end
@@ -425,7 +469,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainSta
                     return state
             params = state.params
             if batch is not None:
-                images = preview_images(model, stage.name, params, jax.device_get(batch))
+                images = recipe.previews(stage.name, params, jax.device_get(batch))
                 writer.previews(stage.name, images, stage.end)
     manager.close()
     writer.close()

@@ -12,7 +12,7 @@ from configs.pifuhd import get_config
 from hdjax.data import subjects
 from hdjax.errors import HdjaxError
 from hdjax.eval import evaluate
-from hdjax.models.pifuhd import PIFuHDArch, init_params
+from hdjax.models.pifuhd import PIFuHDArch, init_params, param_shapes
 
 
 def _cfg():
@@ -64,7 +64,7 @@ def test_checkpoint_of_another_architecture_is_one_clear_error():
     params = init_params(arch, 0)
     params["mlp"]["filters_0"]["kernel"] = np.zeros((3, 3), np.float32)
     with pytest.raises(HdjaxError, match=r"ck/7: checkpoint parameter \['mlp'\]\['filters_0'\]"):
-        evaluate._check_params(params, arch, "ck/7")
+        evaluate.check_shapes(param_shapes(arch), params, "ck/7")
 
 
 def test_scans_folder_of_meshes(tmp_path):
@@ -85,7 +85,7 @@ def test_scans_folder_of_meshes(tmp_path):
 def test_the_best_checkpoint_is_kept_apart(tmp_path):
     """`W/best` follows the best `eval.best_metric` seen, loads as converted weights, and a
     checkpoint that failed on a subject never becomes the best."""
-    from hdjax.models.pifuhd_official import load_converted
+    from hdjax.models.pifuhd_official import load_converted, save_converted
 
     cfg = _cfg()
     arch = PIFuHDArch.from_config(cfg.model.arch)
@@ -94,7 +94,9 @@ def test_the_best_checkpoint_is_kept_apart(tmp_path):
 
     def keep(step, params, failed=0, **values):
         summary = {"chamfer_cm": 5.0, "iou": 0.3, "failed": failed, **values}
-        return evaluate.keep_best(cfg, workdir, step, summary, params, arch)
+        return evaluate.keep_best(
+            cfg, workdir, step, summary, lambda d: save_converted(d, params, arch)
+        )
 
     assert keep(10, first, chamfer_cm=5.0)
     assert not keep(20, second, chamfer_cm=6.0)

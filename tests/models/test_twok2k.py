@@ -117,8 +117,10 @@ def test_strip_wise_refiner_block_equals_whole():
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(HdjaxError, match=r"image must be \(B, 2048, 2048, 3\)"):
-        K.twok2k_forward({}, np.zeros((1, 1024, 1024, 3), np.float32), np.zeros((1, 12, 2, 3)))
+    with pytest.raises(HdjaxError, match=r"image must be \(B, S, S, 3\)"):
+        K.twok2k_forward({}, np.zeros((1, 1024, 512, 3), np.float32), np.zeros((1, 12, 2, 3)))
+    with pytest.raises(HdjaxError, match="multiple of 128"):
+        K.twok2k_forward({}, np.zeros((1, 1000, 1000, 3), np.float32), np.zeros((1, 12, 2, 3)))
     theta = _similarities(np.random.default_rng(3), K.N_PARTS)
     theta[0, 3, 0, 0] = np.nan
     with pytest.raises(HdjaxError, match="non-finite"):

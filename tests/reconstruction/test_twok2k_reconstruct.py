@@ -55,7 +55,7 @@ def test_ground_truth_depth_gives_the_body(tmp_path, monkeypatch):
 
     seen = {}
 
-    def ground_truth_forward(variables, image, theta, *, precision):
+    def ground_truth_forward(variables, image, theta, *, precision, width):
         seen.update(image=np.asarray(image), theta=np.asarray(theta))
         front, back = network_units(out["depth_front"]), network_units(out["depth_back"])
         normal = np.zeros((1, *front.shape, 3), np.float32)
@@ -68,7 +68,8 @@ def test_ground_truth_depth_gives_the_body(tmp_path, monkeypatch):
         }
 
     monkeypatch.setattr(model_lib, "twok2k_forward", ground_truth_forward)
-    monkeypatch.setattr(recon, "load_variables", lambda cfg: ({}, "ground truth"))
+    fake = {"params": {"img2normal_down": {"Conv1": {"bias": np.zeros(64)}}}}  # width 64
+    monkeypatch.setattr(recon, "load_variables", lambda cfg: (fake, "ground truth"))
     cfg = get_config()
     cfg.reconstruct.update(input=str(tmp_path), save_maps=True, mesh_format="both")
     summary = recon.reconstruct(cfg, str(tmp_path / "w"), preprocess.find_inputs(tmp_path))

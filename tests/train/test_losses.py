@@ -96,3 +96,43 @@ def test_normal_loss_terms():
     want = sum(w * 0.1 * (i + 1) for i, w in enumerate(losses.VGG_LAYER_WEIGHTS))
     assert float(terms["vgg"]) == pytest.approx(want, rel=1e-4)  # measured 6e-7
     assert float(loss) == pytest.approx(want + 0.5, rel=1e-4)  # measured 2e-6
+
+
+def test_twok2k_terms_by_hand():
+    # Smooth L1 (β = 1): quadratic inside |d| < 1, linear outside.
+    d = losses.smooth_l1(jnp.array([0.5, -2.0]), jnp.zeros(2))
+    np.testing.assert_allclose(d, [0.125, 1.5], rtol=1e-6)
+    # Depth: 0.85 · per-sample mean, summed over the batch.
+    pred = jnp.array([[[[0.5]], [[0.0]]], [[[3.0]], [[1.0]]]])  # (2, 2, 1, 1)
+    want = 0.85 * ((0.125 + 0.0) / 2 + (2.5 + 0.5) / 2)
+    assert float(losses.twok2k_depth_loss(pred, jnp.zeros_like(pred))) == pytest.approx(want)
+    # Mask: BCE-with-logits of the sigmoided mask (the official double sigmoid).
+    p, y = 0.8, 1.0
+    want = math.log1p(math.exp(-p))  # -log σ(p) for target 1
+    got = losses.twok2k_mask_loss(jnp.full((1, 2, 2, 1), p), jnp.full((1, 2, 2, 1), y))
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    # Consistency: 0.15 · smooth L1 of masked normals; outside the mask nothing counts.
+    a = jnp.zeros((1, 1, 2, 3)).at[0, 0, 1].set(10.0)
+    mask = jnp.array([[[[1.0], [0.0]]]])
+    assert float(losses.twok2k_consistency_loss(a, jnp.zeros_like(a), mask)) == 0.0
+    # Normals: 0 for a perfect prediction; 0.5 · 0.85 · L1 + 0.5 · 0.15 · (1 − SSIM).
+    n = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 6)), jnp.float32)
+    assert float(losses.twok2k_normal_loss(n, n)) == pytest.approx(0.0, abs=1e-6)
+    off = n + 0.1
+    s = losses.ssim(off, n, data_range=1.0, window=5, nonnegative=True)
+    want = 0.5 * (0.85 * 2 * 0.1 + 0.15 * (1 - float(s)))
+    assert float(losses.twok2k_normal_loss(off, n)) == pytest.approx(want, rel=1e-5)
+
+
+def test_twok2k_ssim_matches_pytorch_msssim():
+    torch = pytest.importorskip("torch")
+    msssim = pytest.importorskip("pytorch_msssim")
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, (2, 40, 36, 3)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1).astype(np.float32)
+    b[1] = rng.uniform(0, 1, b[1].shape)  # an unrelated pair: SSIM near 0 or below
+    ours = float(losses.ssim(jnp.asarray(a), jnp.asarray(b), 1.0, window=5, nonnegative=True))
+    t = [torch.from_numpy(x.transpose(0, 3, 1, 2)) for x in (a, b)]
+    ref = float(msssim.ssim(*t, data_range=1, win_size=5, nonnegative_ssim=True))
+    # Measured |diff| 3e-8 (float32 sums in another order).
+    assert ours == pytest.approx(ref, abs=1e-6)
