@@ -231,10 +231,10 @@ KEY_POSES: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
     },
     "crossed_arms": {
         "aim": {
-            "upperarm01.L": (0.12, -0.75, -0.7),
-            "lowerarm01.L": (-0.8, -0.6, 0.0),
-            "upperarm01.R": (-0.2, -0.45, -0.85),
-            "lowerarm01.R": (0.7, -0.55, 0.35),
+            "upperarm01.L": (0.25, -0.7, -0.7),
+            "lowerarm01.L": (-0.7, -0.7, 0.0),
+            "upperarm01.R": (-0.3, -0.45, -0.85),
+            "lowerarm01.R": (0.6, -0.65, 0.4),
         },
         "rot": {},
     },
