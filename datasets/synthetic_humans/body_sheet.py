@@ -101,8 +101,9 @@ def print_stats(made: list[bodies.GeneratedBody]) -> None:
         print(f"{k:12s} min {v.min():.3f}  median {np.median(v):.3f}  max {v.max():.3f}")
     g = np.asarray(rows["gender"])
     print(f"gender <0.2: {np.mean(g < 0.2):.0%}, 0.2-0.8: {np.mean((g >= 0.2) & (g <= 0.8)):.0%}")
-    poses, counts = np.unique([b.pose for b in made], return_counts=True)
-    print("poses:", dict(zip(poses.tolist(), counts.tolist(), strict=True)))
+    for key in ("drawn_pose", "pose"):
+        poses, counts = np.unique([getattr(b, key) for b in made], return_counts=True)
+        print(f"{key}:", dict(zip(poses.tolist(), counts.tolist(), strict=True)))
     rej = np.asarray([b.rejected for b in made])
     print(f"rejected draws: {rej.sum()} over {len(made)} bodies (max {rej.max()} for one body)")
 

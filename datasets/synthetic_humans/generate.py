@@ -1,7 +1,7 @@
 """Generate the embedded synthetic bodies (`hdjax/data/assets/bodies/*.npz`) with anny.
 
-Needs the `bodies` extra; the dataset builders only read the `.npz` files this writes and
-need neither torch nor anny. anny's warp-lang dependency is not needed on CPU:
+Needs torch and the `embedded-bodies` extra; the dataset builders only read the `.npz` files
+this writes and need neither torch nor anny. anny's warp-lang dependency is not needed on CPU:
 
     pip install torch==2.13.0            # the local CPU wheel
     pip install --no-deps anny==0.6.2 roma==1.8.0 safetensors==0.8.0   # + pyyaml, scipy

@@ -10,7 +10,8 @@ are generated while building, deterministically from ``seed`` (`hdjax.data.bodie
 through body-models' numpy port, no torch; needs the `bodies` extra); the last
 max(1, N // 10) are `test`. Generated bodies are untextured (random flat albedo); their
 phenotype, pose and self-intersection rejections go to ``bodies_<split>.json`` beside the
-build report. All logic is in `hdjax.data` (`subjects`, `bodies`, `records`).
+build report, with the licences (this folder's NOTICE). All logic is in `hdjax.data`
+(`subjects`, `bodies`, `records`).
 Caveat: naked-ish, hairless procedural bodies; numbers measured on them are not comparable
 to clothed-scan benchmarks.
 
@@ -29,6 +30,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 from typing import ClassVar
 
 import tensorflow_datasets as tfds
@@ -104,6 +106,7 @@ class Builder(tfds_base.RenderBuilder):
         )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
         if made:
+            shutil.copy(os.path.join(os.path.dirname(__file__), "NOTICE"), self.data_dir)
             rejected = sum(m["rejected"] for m in made)
             with open(os.path.join(self.data_dir, f"bodies_{split}.json"), "w") as f:
                 json.dump({"rejected_pose_draws": rejected, "bodies": made}, f, indent=1)

@@ -379,7 +379,8 @@ class GeneratedBody:
       vertices: (V, 3) float32; faces: (F, 3) int32, one closed watertight piece.
       keypoints: (31, 3) float32, 2K2K layout (module docstring).
       hands: (42, 3) float32, COCO-WholeBody hand points, left hand then right.
-      phenotype: the shape draw; pose: key pose name; pose_aims, pose_degrees: the bone
+      phenotype: the shape draw; pose: key pose name; drawn_pose: the one drawn first
+        (differs from ``pose`` after the A-pose fallback); pose_aims, pose_degrees: the bone
         directions and jittered rotations of `BodyModel.pose`.
       rejected: self-intersecting pose draws redrawn before this one (after half of
         `generate_body`'s attempts the pose falls back to the A-pose).
@@ -394,6 +395,7 @@ class GeneratedBody:
     hands: np.ndarray
     phenotype: Phenotype
     pose: str
+    drawn_pose: str
     pose_aims: dict[str, tuple[float, float, float]]
     pose_degrees: dict[str, tuple[float, float, float]]
     rejected: int
@@ -407,6 +409,7 @@ class GeneratedBody:
             **dataclasses.asdict(self.phenotype),
             "stature_m": self.stature_m,
             "pose": self.pose,
+            "drawn_pose": self.drawn_pose,
             "pose_aims": self.pose_aims,
             "pose_degrees": self.pose_degrees,
             "rejected": self.rejected,
@@ -585,7 +588,7 @@ def generate_body(
     rng = body_rng(seed, index)
     phenotype = model.prior.sample(rng)
     drawn = POSE_NAMES[int(rng.integers(len(POSE_NAMES)))]
-    pose = drawn if pose is None else pose
+    pose = drawn = drawn if pose is None else pose
     max_buried = MAX_BURIED_VERTICES if max_buried is None else max_buried
     rest_verts, _ = model.pose(phenotype, {})
     rest_buried = buried_vertices(rest_verts[model.kept], model.faces)
@@ -618,6 +621,7 @@ def generate_body(
         hands=(hands - shift).astype(np.float32),
         phenotype=phenotype,
         pose=pose,
+        drawn_pose=drawn,
         pose_aims=aims,
         pose_degrees=rotations,
         rejected=attempt,
