@@ -36,7 +36,7 @@ from typing import ClassVar
 import tensorflow_datasets as tfds
 
 from hdjax.data import bodies as bodies_lib
-from hdjax.data import records, subjects, tfds_base
+from hdjax.data import records, render_cache, subjects, tfds_base
 from hdjax.errors import HdjaxError
 
 
@@ -63,6 +63,17 @@ class Builder(tfds_base.RenderBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self._info_for(__doc__, homepage="https://github.com/naver/anny", citation=CITATION)
+
+    @property
+    def render_cache_dir(self) -> str | None:
+        """`RenderBuilder.render_cache_dir`; for generated bodies one per generator code and
+        package versions (``<version>-bodies<digest>``), so a resumed build never mixes
+        bodies of two versions."""
+        cfg = self.builder_config
+        if cfg.num_bodies is None or not cfg.render_cache:
+            return super().render_cache_dir
+        version = f"{self.version}-bodies{bodies_lib.generator_digest()}"
+        return render_cache.builder_cache_dir(self.data_dir_root, self.name, cfg.name, version)
 
     def _split_generators(self, dl_manager):
         del dl_manager

@@ -165,6 +165,10 @@ def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
         made = json.load(f)
     assert made["bodies"][0]["name"] == "anny_s5_000000"
     assert made["rejected_pose_draws"] == made["bodies"][0]["rejected"]
+    assert os.path.isfile(os.path.join(builder.data_dir, "NOTICE"))
+    # The render cache was keyed by the generator's code and removed after the build.
+    assert bodies.generator_digest() in builder.render_cache_dir
+    assert not os.path.exists(os.path.dirname(builder.render_cache_dir))
 
 
 # ---------------------------------------------------------------- bad input (no extra needed)
