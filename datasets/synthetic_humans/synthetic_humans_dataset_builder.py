@@ -119,9 +119,17 @@ class Builder(tfds_base.RenderBuilder):
         if made:
             shutil.copy(os.path.join(os.path.dirname(__file__), "NOTICE"), self.data_dir)
             rejected = sum(m["rejected"] for m in made)
+            fallbacks = sum(m["pose"] != m["drawn_pose"] for m in made)
+            summary = {"rejected_pose_draws": rejected, "a_pose_fallbacks": fallbacks}
             with open(os.path.join(self.data_dir, f"bodies_{split}.json"), "w") as f:
-                json.dump({"rejected_pose_draws": rejected, "bodies": made}, f, indent=1)
-            logging.info("%d bodies generated, %d pose draws rejected", len(made), rejected)
+                json.dump(summary | {"bodies": made}, f, indent=1)
+            logging.info(
+                "%d bodies generated, %d pose draws rejected for self-intersection, "
+                "%d fell back to the A-pose",
+                len(made),
+                rejected,
+                fallbacks,
+            )
         logging.info("synthetic_humans/%s %s: %s", cfg.name, split, report.summary())
 
     def _generated(self, names, made: list[dict], report: subjects.BuildReport):

