@@ -81,9 +81,22 @@ def _is_twok2k(cfg: ml_collections.ConfigDict) -> bool:
     return cfg.get("model_name", "pifuhd") == "twok2k"
 
 
-def _run_twok2k(mode: str, cfg, workdir: str, items: list | None) -> int:
+def _train_then_eval(mode: str, cfg, workdir: str, train_fn, eval_fn) -> int:
+    """train: the schedule, then (process 0, ``train.eval_at_end``) one eval of the last
+    checkpoint; eval: the eval job as configured."""
     import jax
 
+    if mode == "train":
+        train_fn(cfg, workdir)
+        if jax.process_index() != 0 or not cfg.train.eval_at_end:
+            return EXIT_OK
+        cfg = cfg.copy_and_resolve_references()
+        cfg.eval.step, cfg.eval.watch = -1, False
+    eval_fn(cfg, workdir)
+    return EXIT_OK
+
+
+def _run_twok2k(mode: str, cfg, workdir: str, items: list | None) -> int:
     from hdjax.models import twok2k_official
     from hdjax.reconstruction import twok2k as recon
 
@@ -91,14 +104,9 @@ def _run_twok2k(mode: str, cfg, workdir: str, items: list | None) -> int:
         from hdjax.eval.twok2k import evaluate_twok2k
         from hdjax.train import twok2k as twok2k_train
 
-        if mode == "train":
-            twok2k_train.train_and_evaluate(cfg, workdir)
-            if jax.process_index() != 0 or not cfg.train.eval_at_end:
-                return EXIT_OK
-            cfg = cfg.copy_and_resolve_references()
-            cfg.eval.step, cfg.eval.watch = -1, False
-        evaluate_twok2k(cfg, workdir)
-        return EXIT_OK
+        return _train_then_eval(
+            mode, cfg, workdir, twok2k_train.train_and_evaluate, evaluate_twok2k
+        )
     if mode == "convert":
         out = _OUTPUT.value or os.path.join(workdir, "converted")
         twok2k_official.save_converted(out, twok2k_official.load(cfg.checkpoint))
@@ -231,7 +239,6 @@ def sigterm_as_interrupt(enabled: bool = True) -> Iterator[None]:
 def _run(mode: str, cfg, workdir: str, items: list | None) -> int:
     if _is_twok2k(cfg):
         return _run_twok2k(mode, cfg, workdir, items)
-    import jax
 
     from hdjax.models.pifuhd_official import save_converted
     from hdjax.reconstruction import reconstruct as recon
@@ -242,14 +249,7 @@ def _run(mode: str, cfg, workdir: str, items: list | None) -> int:
         from hdjax.eval import evaluate
         from hdjax.train import train
 
-        if mode == "train":
-            train.train_and_evaluate(cfg, workdir)
-            if jax.process_index() != 0 or not cfg.train.eval_at_end:
-                return EXIT_OK
-            cfg = cfg.copy_and_resolve_references()
-            cfg.eval.step, cfg.eval.watch = -1, False
-        evaluate.evaluate(cfg, workdir)
-        return EXIT_OK
+        return _train_then_eval(mode, cfg, workdir, train.train_and_evaluate, evaluate.evaluate)
     weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics)
     logging.info("weights: %s", weights.source)
     if mode == "reconstruct":

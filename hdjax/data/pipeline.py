@@ -85,6 +85,8 @@ class PipelineConfig:
       coarse_size: side of the whole-image input of the PIFuHD coarse level.
       crop_size: side of the PIFuHD fine-level crop.
       background_dir: folder of background images; None: procedural backgrounds.
+      black_background: the fraction of samples composited over black instead (2K2K: 0.1,
+        the masked input its demo feeds the network).
       jitter: (low, high) range of the brightness, contrast and saturation factors.
       num_epochs: None repeats forever.
       worker_count: grain worker processes (0: in-process; needs a __main__ guard if > 0).
@@ -99,6 +101,7 @@ class PipelineConfig:
     coarse_size: int = 512
     crop_size: int = 512
     background_dir: str | None = None
+    black_background: float = 0.0
     jitter: tuple[float, float] = (0.7, 1.0)
     num_epochs: int | None = None
     worker_count: int = 0
@@ -302,7 +305,9 @@ def prepare(
         raise HdjaxError(f"mode {config.mode!r} cannot train on records of the {camera} camera")
     maps = decode_maps(record)
     background = None
-    if backgrounds:
+    if config.black_background > 0 and rng.random() < config.black_background:
+        background = np.zeros((size, size, 3), np.float32)
+    if backgrounds and background is None:
         background = image_background(backgrounds[rng.integers(len(backgrounds))], rng, size)
     if background is None:
         background = procedural_background(rng, size)

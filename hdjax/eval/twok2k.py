@@ -84,14 +84,15 @@ def depth_metrics(
 
 def reconstruct_view(variables, view: evaluate.View, cfg: ml_collections.ConfigDict):
     """The forward's maps of one view and their mesh (view frame; None without surface)."""
-    from hdjax.models.twok2k import twok2k_forward
+    from hdjax.models.twok2k import geometry, native_depth, twok2k_forward
     from hdjax.models.twok2k_official import width_of
 
     x, theta, mask = view_input(view, cfg.model.canvas)
     out = twok2k_forward(variables, x[None], theta[None], width=width_of(variables))
+    geom = geometry(cfg.model.canvas)
     pred = {
-        "front": np.asarray(out["depth_front"][0], np.float32),
-        "back": np.asarray(out["depth_back"][0], np.float32),
+        "front": native_depth(np.asarray(out["depth_front"][0], np.float32), geom),
+        "back": native_depth(np.asarray(out["depth_back"][0], np.float32), geom),
         "mask": np.asarray(out["depth_mask"][0], np.float32),
     }
     keep = pred["mask"] > 0.5

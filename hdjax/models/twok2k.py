@@ -82,6 +82,13 @@ class Geometry:
         return self.canvas // 8
 
     @property
+    def depth_gain(self) -> float:
+        """How much the networks' depth is stretched about the subject centre (D = 2): the
+        records' D = d / 512 spans 8x less on a 256² canvas than at 2048² (d scales with
+        the focal length), so smaller canvases train on the official range (`network_depth`)."""
+        return CANVAS / self.canvas
+
+    @property
     def part_crop(self) -> tuple[tuple[int, int], ...]:
         """The (h, w) crop of each of the 12 parts."""
         return tuple(
@@ -99,6 +106,22 @@ class Geometry:
 
 
 OFFICIAL = Geometry()
+DEPTH_CENTRE = 2.0  # D of the subject centre (ray distance = camera distance)
+
+
+def network_depth(depth, geom: Geometry):
+    """Depth of the canvas's own camera (D = d / 512, background 0) -> the networks' units:
+    stretched by `Geometry.depth_gain` about `DEPTH_CENTRE` (identity at 2048²)."""
+    if geom.depth_gain == 1:
+        return depth
+    return jnp.where(depth > 0, (depth - DEPTH_CENTRE) * geom.depth_gain + DEPTH_CENTRE, 0.0)
+
+
+def native_depth(depth, geom: Geometry):
+    """Inverse of `network_depth` (on the subject's pixels; callers mask the rest)."""
+    if geom.depth_gain == 1:
+        return depth
+    return (depth - DEPTH_CENTRE) / geom.depth_gain + DEPTH_CENTRE
 
 
 def geometry(canvas: int) -> Geometry:

@@ -142,14 +142,15 @@ def reconstruct_image(
     """One image -> its outputs (see the module docstring); returns timings and sizes.
     ``size``, ``width``: the model's canvas and base width."""
     from hdjax.geometry import depth_mesh
-    from hdjax.models.twok2k import twok2k_forward
+    from hdjax.models.twok2k import geometry, native_depth, twok2k_forward
 
     t0 = time.perf_counter()
     x, theta, mask, _ = network_input(item, cfg, size)
     out = twok2k_forward(variables, x[None], theta[None], precision=cfg.precision, width=width)
+    geom = geometry(size)  # depth in this canvas's own units (the networks' at 2048²)
     maps = {
-        "depth_front": np.asarray(out["depth_front"][0], np.float32),
-        "depth_back": np.asarray(out["depth_back"][0], np.float32),
+        "depth_front": native_depth(np.asarray(out["depth_front"][0], np.float32), geom),
+        "depth_back": native_depth(np.asarray(out["depth_back"][0], np.float32), geom),
         "mask": np.asarray(out["depth_mask"][0], np.float32),
         "normal_front": np.asarray(out["normal_front"][0], np.float32),
         "normal_back": np.asarray(out["normal_back"][0], np.float32),

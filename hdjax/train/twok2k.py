@@ -98,34 +98,40 @@ def make_optimizer(
     )
 
 
-def targets(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Depth, mask and normal targets at full and low resolution (module docstring)."""
+def targets(batch: Mapping[str, jax.Array], geom: K.Geometry) -> dict[str, jax.Array]:
+    """Depth (in the networks' units, `K.network_depth`), mask and normal targets (from the
+    canvas's own depth) at full and low resolution (module docstring)."""
     front = batch["depth_front"] / 512.0
     back = batch["depth_back"] / 512.0
     low_f, low_b = front[:, 3::8, 3::8], back[:, 3::8, 3::8]
     return {
-        "front": front,
-        "back": back,
+        "front": K.network_depth(front, geom),
+        "back": K.network_depth(back, geom),
         "mask": (front > 0).astype(jnp.float32),
         "normal": normal_targets(front, back),
-        "low_front": low_f,
-        "low_back": low_b,
+        "low_front": K.network_depth(low_f, geom),
+        "low_back": K.network_depth(low_b, geom),
         "low_mask": (low_f > 0).astype(jnp.float32),
         "low_normal": normal_targets(low_f, low_b),
     }
 
 
 def depth_terms(
-    prefix: str, front, back, mask_prob, t_front, t_back, t_mask, t_normal
+    prefix: str, geom, front, back, mask_prob, t_front, t_back, t_mask, t_normal
 ) -> dict[str, jax.Array]:
-    """Depth, consistency and mask terms of one resolution (official weights)."""
+    """Depth, consistency and mask terms of one resolution (official weights); normals of
+    the predicted depth in the canvas's own units, as the targets'."""
     far = jnp.where(t_mask > 0, t_front, BACKGROUND_DEPTH)
     con = losses.twok2k_consistency_loss
+
+    def normals(d):
+        return get_normal(K.native_depth(d, geom))
+
     return {
         f"{prefix}_depth": losses.twok2k_depth_loss(front, far)
         + losses.twok2k_depth_loss(back, t_back),
-        f"{prefix}_con": con(get_normal(front), t_normal[..., :3], t_mask)
-        + con(get_normal(back), t_normal[..., 3:], t_mask),
+        f"{prefix}_con": con(normals(front), t_normal[..., :3], t_mask)
+        + con(normals(back), t_normal[..., 3:], t_mask),
         f"{prefix}_mask": losses.twok2k_mask_loss(mask_prob, t_mask),
     }
 
@@ -147,13 +153,14 @@ class _Run:
 
 def phase1_loss(model, geom, params, stats, batch):
     """Phase 1's loss and terms, and the updated statistics."""
-    t = targets(batch)
+    t = targets(batch, geom)
     run = _Run(model, params, stats)
     d_n, raw = run(K.TwoK2K.low_res, K.downsample8_bilinear(batch["image"]), train=True)
     low = K.low_res_maps(raw)
     terms = {"down_normal": losses.twok2k_normal_loss(d_n, t["low_normal"])}
     terms |= depth_terms(
         "down",
+        geom,
         low["front"],
         low["back"],
         low["mask"],
@@ -202,13 +209,14 @@ def phase2_outputs(run: _Run, d_fb, normal, train: bool) -> dict[str, jax.Array]
 
 def phase2_loss(model, geom, params, stats, batch):
     """Phase 2's loss and terms, and the updated statistics."""
-    t = targets(batch)
+    t = targets(batch, geom)
     frozen = jax.lax.stop_gradient({"params": params, "batch_stats": stats})
     d_fb, normal = pre_refine(model, geom, frozen, batch["image"], batch["theta"])
     run = _Run(model, params, stats)
     out = phase2_outputs(run, jax.lax.stop_gradient(d_fb), jax.lax.stop_gradient(normal), True)
     terms = depth_terms(
         "full",
+        geom,
         *(out[k] for k in ("front", "back", "mask")),
         *(t[k] for k in ("front", "back", "mask", "normal")),
     )
@@ -276,7 +284,7 @@ def preview_images(
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _preview_maps(model, geom, stage, variables, batch):
-    t = targets(batch)
+    t = targets(batch, geom)
     run = _Run(model, variables["params"], variables["batch_stats"])
     if stage == "phase1":
         normal, raw = run(K.TwoK2K.low_res, K.downsample8_bilinear(batch["image"]), train=False)

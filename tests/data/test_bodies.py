@@ -22,6 +22,8 @@ from hdjax.data import bodies, camera, records, render
 from hdjax.errors import HdjaxError
 
 TINY = {"size": 64, "yaws": (0.0,), "num_points": 500}
+# One worker: the body model (and its first-use asset cache) is loaded once.
+pytestmark = pytest.mark.xdist_group("bodies")
 
 
 @pytest.fixture(scope="module")

@@ -153,3 +153,15 @@ def test_fused_strip_wise_blocks_equal_whole():
     whole = stage(3)(stage(2)(d1, n2), n)
     fused = K.strip_apply2(stage(2), stage(3), d1, n2, n, strip=8, halo=4)
     np.testing.assert_allclose(fused, whole, atol=1e-5, rtol=0)
+
+
+def test_geometry_scales_the_official_sizes():
+    assert K.geometry(2048) is K.OFFICIAL
+    assert K.OFFICIAL.part_crop == K.PART_CROP
+    g = K.geometry(256)
+    assert g.low_res == 32 and len(g.part_crop) == K.N_PARTS
+    # Official crops / 8, rounded to the part nets' multiple of 8 (face 368x320 -> 48x40).
+    assert g.crops[0] == (48, 40) and all(h % 8 == 0 and w % 8 == 0 for h, w in g.crops)
+    assert (g.blur_frame, g.blur_taps) == (1, 3) and g.blur_sigma == pytest.approx(0.625)
+    with pytest.raises(HdjaxError, match="multiple of 128"):
+        K.geometry(200)

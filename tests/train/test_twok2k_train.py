@@ -128,3 +128,51 @@ def test_run_resumes_exactly_and_evaluates(tmp_path):
     # An untrained model may find no surface: then it is never kept as the best.
     kept = os.path.isfile(os.path.join(workdir, "best", "format.json"))
     assert kept == (saved["failed"] == 0)
+
+
+_MULTI_DEVICE = r"""
+import sys
+sys.path.insert(0, {repo!r})
+sys.path.insert(0, {tests!r})
+import jax, jax.numpy as jnp, numpy as np, optax
+jax.config.update("jax_disable_most_optimizations", True)
+from test_twok2k_train import CANVAS, WIDTH, fake_batch
+from hdjax.models import twok2k as K
+from hdjax.train import train
+from hdjax.train import twok2k as T
+assert jax.device_count() == 2
+model, geom = K.TwoK2K("highest", WIDTH), K.geometry(CANVAS)
+# A host copy: the steps donate their state.
+variables = jax.device_get(K.init_variables(jax.random.PRNGKey(0), width=WIDTH))
+# Plain SGD: Adam would turn rounding noise in near-zero gradients into whole lr steps.
+tx = optax.sgd(0.1)
+out = []
+for devices in (jax.devices()[:1], jax.devices()):
+    mesh = train.device_mesh(devices)
+    step = train.jit_step(T.make_train_step(model, geom, "phase2", tx), mesh)
+    state = train.TrainState(jnp.asarray(0), variables, tx.init(variables))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    for i in range(2):
+        state, _ = step(state, train.global_batch(fake_batch(np.random.default_rng(i)), sharding))
+    out.append(jax.tree_util.tree_leaves(jax.device_get(state.params)))
+diff = max(float(np.abs(a - b).max()) for a, b in zip(*out))
+scale = max(float(np.abs(a).max()) for a in out[0])
+print("MAXDIFF", diff, scale)
+"""
+
+
+def test_two_devices_equal_one_device():
+    """Phase 2 (BatchNorm in train mode) with the batch split over 2 devices trains the same
+    variables as on 1: the statistics are those of the global batch."""
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = _MULTI_DEVICE.format(repo=os.path.dirname(os.path.dirname(tests)), tests=tests)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    diff, scale = (float(x) for x in out.stdout.split("MAXDIFF")[1].split())
+    assert diff <= 1e-5 * scale, (diff, scale)
