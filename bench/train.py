@@ -20,10 +20,14 @@ points per sample. Both sides train the same subtrees with RMSprop (lr 1e-3):
   stage's image filter + MLP; ``torch.set_num_threads`` = the number of cores.
 
 Each (implementation, stage, batch) runs in its own process: peak RSS is that process's
-VmHWM (model, data, compile and steps). Step time is the median of ``--steps`` steps after a
-first (warm-up / compile) step. Numbers depend on the machine's free cores; the load average
-is printed with them, and the official code runs first so that each hdjax row's ratio
-(torch/hdjax: > 1 means hdjax is faster) is printed as soon as it is measured.
+VmHWM (model, data, compile and steps). The processes of one (stage, batch) are built one
+after another, then take their timed steps in turn, so that on a shared machine each meets
+the same load (``--sequential``: one process at a time, less memory at once). Step time is
+the median of ``--steps`` steps after a first (warm-up / compile) step; torch/hdjax > 1 means
+hdjax is faster. Numbers depend on the machine's free cores and the load average is printed
+with them: under oversubscription PyTorch's OpenMP threads slow down more than XLA's (a
+coarse step at load ~5 on 2 cores: torch 4x its idle time, hdjax 2x), so compare ratios
+measured at the same, low load.
 """
 
 from __future__ import annotations
