@@ -1,4 +1,4 @@
-"""Two choices behind the training step's speed on CPU, each measured both ways in one run.
+"""Three choices behind the training step's speed on CPU, each measured both ways in one run.
 
     python bench/kernels.py
 
@@ -6,7 +6,9 @@
   (what training uses for the nets it trains) vs the CPU kernels (`Numerics(conv_impl="cpu")`,
   what `train.frozen_model` uses for the nets a stage runs but does not train);
 * resize gradient: forward + backward of the hourglass's ×2 bicubic upsample, autodiff of the
-  gathered taps (a scatter-add) vs the hand-written gradient of `layers._resize_axis`.
+  gathered taps (a scatter-add) vs the hand-written gradient of `layers._resize_axis`;
+* 1x1 conv gradient: forward + backward of the hourglass's 256-channel 1x1 convs, XLA's conv
+  gradient vs matmuls (`Numerics(conv_grad="matmul")`, what training on CPU uses).
 
 Times are the best of ``--repeat`` calls after a compiling one; the load average is printed.
 """
@@ -77,6 +79,18 @@ def main() -> None:
         label = f"upsample fwd+bwd {shape[1]}²×{shape[3]}, autodiff | custom"
         print(f"{label:46s} {t['autodiff'] * 1e3:10.0f}ms {t['custom'] * 1e3:10.0f}ms "
               f"{t['autodiff'] / t['custom']:6.1f}x")  # fmt: skip
+
+    for size in (128, 256):
+        x = jnp.asarray(rng.normal(size=(1, size, size, 256)).astype(np.float32))
+        t = {}
+        for grad in layers.CONV_GRADS:
+            conv = layers.Numerics(conv_grad=grad).conv(256, 1, "c")
+            p = conv.init(jax.random.PRNGKey(0), x)
+            fn = jax.jit(jax.grad(lambda p, x, c=conv: jnp.sum(c.apply(p, x) ** 2), (0, 1)))
+            t[grad] = best_time(fn, p, x, repeat=args.repeat)
+        label = f"1x1 conv fwd+bwd {size}²×256→256, xla | matmul"
+        print(f"{label:46s} {t['xla'] * 1e3:10.0f}ms {t['matmul'] * 1e3:10.0f}ms "
+              f"{t['xla'] / t['matmul']:6.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python bench/train.py                     # batch 1, both stages, both implementations
     python bench/train.py --batch 1 8         # also batch 8 (slow: ~8x the time and memory)
     python bench/train.py --steps 1 --stages coarse --impls hdjax   # smoke
+    python bench/train.py --conv-grad xla matmul   # hdjax once per 1x1-conv gradient path
 
 Paper sizes, random weights: coarse level at 512² (4-stack hourglass, normal nets frozen and
 run on the image, as at test time), fine level on a 512² crop of a 1024² image (coarse level
@@ -11,15 +12,22 @@ points per sample. Both sides train the same subtrees with RMSprop (lr 1e-3):
 
 * hdjax: `hdjax.train.train.make_train_step` of the full `configs/pifuhd.py`, jitted with the
   old state donated (as `train.jit_step`), compiled ahead of the first step (reported apart);
+  ``--conv-grad`` sets `model.numerics.conv_grad` (default "auto": what training takes, the
+  matmul gradients of 1x1 convs on CPU), one row each, e.g. ``xla matmul`` for both;
 * official: `HGPIFuNetwNML` / `HGPIFuMRNet` of the `pifu-hd` package with the released option
   table, `CustomBCELoss` averaged over stacks with the official γ (fraction of in-box points
   outside) and, for the fine level, w (points / in-box points), `torch.optim.RMSprop` over the
   stage's image filter + MLP; ``torch.set_num_threads`` = the number of cores.
 
 Each (implementation, stage, batch) runs in its own process: peak RSS is that process's
-VmHWM (model, data, compile and steps). Step time is the median of ``--steps`` steps after a
-first (warm-up / compile) step. Numbers depend on the machine's free cores; the load average
-is printed with them.
+VmHWM (model, data, compile and steps). The processes of one (stage, batch) are built one
+after another, then take their timed steps in turn, so that on a shared machine each meets
+the same load (``--sequential``: one process at a time, less memory at once). Step time is
+the median of ``--steps`` steps after a first (warm-up / compile) step; torch/hdjax > 1 means
+hdjax is faster. Numbers depend on the machine's free cores and the load average is printed
+with them: under oversubscription PyTorch's OpenMP threads slow down more than XLA's (a
+coarse step at load ~5 on 2 cores: torch 4x its idle time, hdjax 2x), so compare ratios
+measured at the same, low load.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -70,7 +79,8 @@ def fake_batch(stage: str, batch: int, points: int, seed: int = 0) -> dict[str, 
     return dict(out, image=img(COARSE), normal_front=img(COARSE), normal_back=img(COARSE))
 
 
-def run_hdjax(stage: str, batch: int, points: int, steps: int) -> dict:
+def make_hdjax(stage: str, batch: int, points: int, conv_grad: str = "auto"):
+    """(compile seconds, a function running one training step and returning its loss)."""
     import jax
     import jax.numpy as jnp
 
@@ -80,6 +90,8 @@ def run_hdjax(stage: str, batch: int, points: int, steps: int) -> dict:
 
     cfg = get_config()
     cfg.train.coarse_normals = "predicted"
+    if conv_grad != "auto":
+        cfg.model.numerics.conv_grad = conv_grad
     model = train.training_model(cfg)
     params = init_params(model.arch, 0)
     st = train.schedule(cfg)[train.STAGES.index(stage)]
@@ -92,16 +104,17 @@ def run_hdjax(stage: str, batch: int, points: int, steps: int) -> dict:
         .compile()
     )
     compile_s = time.perf_counter() - t0
-    times, loss = [], float("nan")
-    for _ in range(steps + 1):  # the first step pays one-off allocation; not counted
-        t0 = time.perf_counter()
-        state, metrics = step(state, data)
-        loss = float(jax.block_until_ready(metrics["loss"]))
-        times.append(time.perf_counter() - t0)
-    return dict(compile_s=compile_s, first_s=times[0], times=times[1:], loss=loss)
+    holder = [state]
+
+    def one_step() -> float:
+        holder[0], metrics = step(holder[0], data)
+        return float(jax.block_until_ready(metrics["loss"]))
+
+    return compile_s, one_step
 
 
-def run_official(stage: str, batch: int, points: int, steps: int) -> dict:
+def make_official(stage: str, batch: int, points: int, conv_grad: str = ""):
+    """As `make_hdjax`, for the official code (nothing to compile)."""
     import torch
     from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
     from PIFuHD.net_util import CustomBCELoss
@@ -155,36 +168,93 @@ def run_official(stage: str, batch: int, points: int, steps: int) -> dict:
 
     params = [p for m in trained for p in m.parameters()]
     optim = torch.optim.RMSprop(params, lr=1e-3)
-    times, loss = [], float("nan")
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
+
+    def one_step() -> float:
         optim.zero_grad(set_to_none=True)
         out = loss_fn()
         out.backward()
         optim.step()
-        loss = float(out.detach())
-        times.append(time.perf_counter() - t0)
-    return dict(compile_s=0.0, first_s=times[0], times=times[1:], loss=loss)
+        return float(out.detach())
+
+    return 0.0, one_step
 
 
-IMPLS = {"hdjax": run_hdjax, "official": run_official}
+IMPLS = {"hdjax": make_hdjax, "official": make_official}
 
 
 def worker(args: argparse.Namespace) -> None:
-    res = IMPLS[args.worker](args.stages[0], args.batch[0], args.points, args.steps)
-    res["rss_mib"] = _hwm_mib()
+    """Builds one implementation, runs a first step, then one timed step per "step" line on
+    stdin (answering "TIME"), or ``--steps`` steps at once with ``--sequential``."""
+    compile_s, one_step = IMPLS[args.worker](
+        args.stages[0], args.batch[0], args.points, args.conv_grad[0]
+    )
+
+    def timed() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        loss = one_step()
+        return time.perf_counter() - t0, loss
+
+    first_s, loss = timed()  # the first step pays one-off allocation; not counted
+    times = []
+    if args.sequential:
+        for _ in range(args.steps):
+            times.append(timed()[0])
+    else:
+        print("READY", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "step":
+                break
+            t, loss = timed()
+            times.append(t)
+            print(f"TIME {t}", flush=True)
+    res = dict(compile_s=compile_s, first_s=first_s, times=times, loss=loss, rss_mib=_hwm_mib())
     print("RESULT " + json.dumps(res), flush=True)
 
 
-def spawn(impl: str, stage: str, batch: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--stages", stage]
-    cmd += ["--batch", str(batch), "--points", str(args.points), "--steps", str(args.steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        tail = (out.stderr or out.stdout)[-1500:]
-        return dict(error=f"exit {out.returncode}: {tail}")
-    return json.loads(lines[-1][len("RESULT ") :])
+def _read_until(proc: subprocess.Popen, prefix: str) -> str | None:
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+    return None
+
+
+def measure(runs: list[tuple[str, str]], stage: str, batch: int, args) -> list[dict]:
+    """One result dict per (impl, conv_grad) run. By default the workers are started one
+    after another and then step in turn, so that every implementation meets the same load
+    on a shared machine; ``--sequential`` runs each worker alone (less memory at once)."""
+    procs = []
+    for impl, conv_grad in runs:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--stages", stage]
+        cmd += ["--batch", str(batch), "--points", str(args.points), "--steps", str(args.steps)]
+        cmd += ["--conv-grad", conv_grad or "auto"] + (["--sequential"] * args.sequential)
+        err = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO
+        )
+        procs.append((proc, err))
+        if not args.sequential:
+            _read_until(proc, "READY")
+        else:
+            proc.wait()
+    for _ in range(0 if args.sequential else args.steps):
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.stdin.write("step\n")
+                proc.stdin.flush()
+                _read_until(proc, "TIME ")
+    results = []
+    for proc, err in procs:
+        if proc.poll() is None:
+            proc.stdin.close()
+        line = _read_until(proc, "RESULT ")
+        proc.wait()
+        if proc.returncode != 0 or line is None:
+            err.seek(0)
+            results.append(dict(error=f"exit {proc.returncode}: {err.read()[-1500:]}"))
+        else:
+            results.append(json.loads(line))
+        err.close()
+    return results
 
 
 def main() -> None:
@@ -194,6 +264,16 @@ def main() -> None:
     p.add_argument("--batch", nargs="+", type=int, default=[1])
     p.add_argument("--points", type=int, default=8000)
     p.add_argument("--steps", type=int, default=3, help="timed steps (median) after a first")
+    p.add_argument(
+        "--conv-grad",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "xla", "matmul"],
+        help="hdjax's model.numerics.conv_grad, one row each (auto: as training on this backend)",
+    )
+    p.add_argument(
+        "--sequential", action="store_true", help="run the implementations one at a time"
+    )
     p.add_argument("--worker", choices=list(IMPLS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -201,26 +281,26 @@ def main() -> None:
         return
     print(f"cores {os.cpu_count()}, load before {os.getloadavg()}", flush=True)
     header = (
-        f"{'stage':<7}{'B':>3} {'impl':<9}{'compile s':>10}{'first s':>9}{'step ms':>10}"
+        f"{'stage':<7}{'B':>3} {'impl':<13}{'compile s':>10}{'first s':>9}{'step ms':>10}"
         f"{'samples/s':>10}{'peak RSS MiB':>13}{'loss':>8}{'torch/hdjax':>12}"
     )
     rows = [header, "-" * len(header)]
     for stage in args.stages:
         for batch in args.batch:
-            step_ms = {}
-            for impl in args.impls:
-                r = spawn(impl, stage, batch, args)
+            torch_ms = None
+            runs = [("official", "")] if "official" in args.impls else []
+            runs += [("hdjax", g) for g in args.conv_grad if "hdjax" in args.impls]
+            for (impl, conv_grad), r in zip(runs, measure(runs, stage, batch, args), strict=True):
+                label = f"{impl}/{conv_grad}" if conv_grad not in ("", "auto") else impl
                 if "error" in r:
-                    rows.append(f"{stage:<7}{batch:>3} {impl:<9} FAILED {r['error']}")
+                    rows.append(f"{stage:<7}{batch:>3} {label:<13} FAILED {r['error']}")
                     print(rows[-1], flush=True)
                     continue
                 ms = 1000 * statistics.median(r["times"])
-                step_ms[impl] = ms
-                ratio = ""
-                if impl == "official" and "hdjax" in step_ms:
-                    ratio = f"{ms / step_ms['hdjax']:.2f}"
+                torch_ms = ms if impl == "official" else torch_ms
+                ratio = f"{torch_ms / ms:.2f}" if impl == "hdjax" and torch_ms else ""
                 rows.append(
-                    f"{stage:<7}{batch:>3} {impl:<9}{r['compile_s']:>10.1f}{r['first_s']:>9.1f}"
+                    f"{stage:<7}{batch:>3} {label:<13}{r['compile_s']:>10.1f}{r['first_s']:>9.1f}"
                     f"{ms:>10.0f}{batch * 1000 / ms:>10.3f}{r['rss_mib']:>13.0f}"
                     f"{r['loss']:>8.4f}{ratio:>12}"
                 )
