@@ -19,6 +19,8 @@ zeros) down to the float32 operation order, so sample positions agree bit for bi
 
 Shapes: image (B, 2048, 2048, 3) in [-1, 1]; theta (B, 12, 2, 3) canonical -> image in
 normalised coordinates (the official `init_affine`, i.e. what `affine_grid` receives).
+Other canvases (a multiple of 128, e.g. 256² for CPU-sized training) scale the part crops,
+the blur and the low-resolution branch (`geometry`); the networks take a base width.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ replicated. Each process reads its own shard of the records and contributes its 
 global batch (`jax.make_array_from_process_local_data`), so the same code runs on one CPU,
 several local devices and many hosts (`jax.distributed.initialize()` before, see `main`).
 
+The loop itself (`run_schedule`) serves every model: a `Recipe` brings what differs (stages
+and their pipeline modes, initial params, optimiser, step, previews); 2K2K's is in
+`hdjax.train.twok2k`.
+
 Checkpoints (`checkpointing`): the state, the data iterator and the stage, every
 ``train.checkpoint_every`` steps, at the end of every stage and on SIGTERM. Rerunning the
 same command continues from the latest one, bit for bit: the data order is fixed by the
