@@ -82,6 +82,7 @@ def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     p.coarse_size = arch.get_ref("coarse_size")
     p.crop_size = 512  # opt.loadSizeLocal: the fine level's training crop
     p.background_dir = config_dict.placeholder(str)
+    p.black_background = 0.0  # fraction of samples over black (2K2K's masked-input rule)
     p.jitter = (0.7, 1.0)
     p.num_epochs = config_dict.placeholder(int)
     p.worker_count = 0

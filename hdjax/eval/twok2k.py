@@ -34,6 +34,7 @@ import trimesh
 from hdjax.data import camera as cam
 from hdjax.data import codecs
 from hdjax.data.pipeline import twok2k_theta
+from hdjax.errors import HdjaxError
 from hdjax.eval import evaluate, metrics
 from hdjax.geometry import depth_mesh
 from hdjax.geometry import mesh as mesh_lib
@@ -54,7 +55,9 @@ def view_input(view: evaluate.View, size: int) -> tuple[np.ndarray, np.ndarray, 
     rgb = codecs.decode_png(rec["image"]).astype(np.float32)
     mask = codecs.decode_png(rec["mask"]).reshape(rgb.shape[:2]) > 127
     if rgb.shape[0] != size:
-        raise ValueError(f"view {view.name} is {rgb.shape[0]}², the model's canvas {size}²")
+        raise HdjaxError(
+            f"eval renders are {rgb.shape[0]}² (render.size) but model.canvas is {size}"
+        )
     x = np.where(mask[..., None], rgb / 127.5 - 1.0, -1.0).astype(np.float32)
     return x, twok2k_theta(np.asarray(rec["keypoints"]), size, view.name), mask
 
@@ -62,8 +65,8 @@ def view_input(view: evaluate.View, size: int) -> tuple[np.ndarray, np.ndarray, 
 def depth_metrics(
     pred: dict[str, np.ndarray], view: evaluate.View, mask: np.ndarray
 ) -> dict[str, float]:
-    """``depth_l1_cm`` and ``mask_iou`` of predicted maps (network units, (S, S)) against the
-    view's rendered depth."""
+    """``depth_l1_cm`` and ``mask_iou`` of predicted maps ((S, S), D in the canvas's own
+    units, `models.twok2k.native_depth`) against the view's rendered depth."""
     rec = view.record
     camera = cam.PerspCamera(size=mask.shape[0])
     keep = pred["mask"] > 0.5

@@ -6,8 +6,9 @@ high-resolution refiner, everything before it frozen), as the official ``train.p
 The loop, data parallelism, checkpoints, resume and logging are PIFuHD's
 (`hdjax.train.train.run_schedule`); this module gives the 2K2K `Recipe`:
 
-* targets (from the records' depth maps, network units D = d / 512): normals `get_normal`
-  of the depth (`depth_mesh.normal_targets`, front and back, 6 channels); low-res targets
+* targets (from the records' depth maps, D = d / 512, stretched to the official range on
+  smaller canvases: `models.twok2k.network_depth`): normals `get_normal` of the depth
+  (`depth_mesh.normal_targets`, front and back, 6 channels); low-res targets
   the depth subsampled ``[3::8, 3::8]`` and its normals; masks where the front depth > 0;
   part targets the full-size target normals cut by the same part windows as the input;
 * phase 1: the down normal net and ``ImgNorm_to_Dep`` on the image downsampled 8x, the
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,11 +39,12 @@ import ml_collections
 import numpy as np
 import optax
 
+from hdjax.data.codecs import record_camera
 from hdjax.errors import HdjaxError
 from hdjax.geometry.depth_mesh import get_normal, normal_targets
 from hdjax.models import twok2k as K
 from hdjax.train import losses
-from hdjax.train.train import Recipe, Stage, TrainState
+from hdjax.train.train import Recipe, Stage, TrainState, run_schedule
 
 log = logging.getLogger(__name__)
 
@@ -304,9 +305,9 @@ def _preview_maps(model, geom, stage, variables, batch):
 
 def check_source(cfg: ml_collections.ConfigDict, source) -> None:
     """The records must be perspective renders at the model's canvas."""
-    rec = source[0]
-    camera = rec["camera"].decode() if isinstance(rec["camera"], bytes) else str(rec["camera"])
-    size = rec["image"].shape[0]
+    if len(source) == 0:
+        raise HdjaxError("the training split holds no record")
+    camera, size = record_camera(source[0]), source[0]["image"].shape[0]
     if camera != "persp" or size != cfg.model.canvas:
         raise HdjaxError(
             f"2K2K trains on perspective renders at model.canvas={cfg.model.canvas}, the "
@@ -325,8 +326,6 @@ def recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
     global_batch = cfg.input.pipeline.batch_size * jax.process_count()
     steps_per_epoch = max(len(source) / global_batch, 1.0)
     log.info("2K2K: %d records, %.1f steps per epoch", len(source), steps_per_epoch)
-    if not math.isfinite(steps_per_epoch):
-        raise HdjaxError("the training split is empty")
     return Recipe(
         modes={name: "twok2k" for name in STAGES},
         params=variables,
@@ -339,6 +338,4 @@ def recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Runs (or resumes) the 2K2K schedule of ``cfg`` in ``workdir``."""
-    from hdjax.train.train import run_schedule
-
     return run_schedule(cfg, workdir, recipe)
