@@ -272,7 +272,12 @@ def stage_state(
 ) -> tuple[optax.GradientTransformation, TrainState]:
     """The optimiser of ``stage`` and a fresh state at its first step."""
     tx = make_optimizer(cfg, stage, params)
-    return tx, TrainState(jnp.asarray(stage.start, jnp.int32), params, tx.init(params))
+    return tx, first_state(stage, tx, params)
+
+
+def first_state(stage: Stage, tx: optax.GradientTransformation, params: Any) -> TrainState:
+    """The state at ``stage``'s first step: ``params`` and a fresh optimiser state."""
+    return TrainState(jnp.asarray(stage.start, jnp.int32), params, tx.init(params))
 
 
 def random_batch(
@@ -436,8 +441,7 @@ def run_schedule(cfg: ml_collections.ConfigDict, workdir: str, make_recipe) -> T
             if resume is not None and stage.index != resume[1]:
                 continue  # finished before the checkpoint: its params come with the restore
             tx = recipe.optimizer(stage, params)
-            state = TrainState(jnp.asarray(stage.start, jnp.int32), params, tx.init(params))
-            state = jax.device_put(state, replicated)
+            state = jax.device_put(first_state(stage, tx, params), replicated)
             config = input_pipeline.pipeline_config(cfg, recipe.modes[stage.name])
             data = iter(pipeline.make_loader(source, config, seed=cfg.seed + stage.index))
             if resume is not None:
