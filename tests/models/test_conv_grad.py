@@ -135,7 +135,9 @@ def test_a_train_step_equals_the_xla_gradient_step(stage):
         state = train.TrainState(jnp.asarray(0), params, tx.init(params))
         new, metrics = jax.jit(train.make_train_step(model, stage, tx, cfg))(state, batch)
         out[grad] = (float(metrics["loss"]), new.opt_state[0], new.params)
-    assert out["matmul"][0] == out["xla"][0]
+    # Equal here (the forward is the same conv call); other CPUs may fuse the two programs
+    # differently, so float noise is allowed.
+    assert out["matmul"][0] == pytest.approx(out["xla"][0], rel=1e-6, abs=0)
     (_, g_new, p_new), (_, g_ref, p_ref) = out["matmul"], out["xla"]
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(g_ref)) > 0
     _assert_grads_close(g_new, g_ref, rtol=5e-6)

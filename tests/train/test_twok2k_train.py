@@ -31,11 +31,12 @@ def fast_compiles():
 def test_cosine_restarts_by_hand():
     lr = T.cosine_restarts(1.0, cycle=10, warmup=2, decay=0.5)
     got = [float(lr(jnp.asarray(i))) for i in range(22)]
-    assert got[:3] == [0.0, 0.5, 1.0]  # linear warm-up, then the peak
+    # float32 pow / cos: exact here, a few ulps elsewhere.
+    assert got[:3] == pytest.approx([0.0, 0.5, 1.0], abs=1e-6)  # linear warm-up, the peak
     assert got[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)), abs=1e-6)  # half way
     assert got[9] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)), abs=1e-6)
-    assert got[10:13] == [0.0, 0.25, 0.5]  # restart, peak halved
-    assert got[20:22] == [0.0, 0.125]
+    assert got[10:13] == pytest.approx([0.0, 0.25, 0.5], abs=1e-6)  # restart, peak halved
+    assert got[20:22] == pytest.approx([0.0, 0.125], abs=1e-6)
 
 
 def _standing_theta(batch: int) -> np.ndarray:
@@ -175,4 +176,6 @@ def test_two_devices_equal_one_device():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     diff, scale = (float(x) for x in out.stdout.split("MAXDIFF")[1].split())
-    assert diff <= 1e-5 * scale, (diff, scale)
+    # Measured 1.9e-5 of the largest variable (3.5) after 2 SGD steps: the batch statistics
+    # summed in another order. Per-device statistics (the bug this catches) differ by O(1).
+    assert diff <= 5e-5 * scale, (diff, scale)
