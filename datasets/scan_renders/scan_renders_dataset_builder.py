@@ -81,9 +81,9 @@ class Builder(tfds_base.RenderBuilder):
     def _generate_locally(self, root, names, split):
         cfg = self.builder_config
         report = subjects.BuildReport()
-        scans = subjects.scan_subjects(root, cfg.render, report, names=names)
+        load = functools.partial(subjects.load_named_scan, root, cfg.render)
         yield from records.generate_records(
-            scans, cfg.render, report, cfg.seed, self.render_cache_dir
+            names, load, cfg.render, report, cfg.seed, self.render_cache_dir, self.num_workers
         )
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
         logging.warning("scan_renders/%s %s: %s", cfg.name, split, report.summary())

@@ -93,59 +93,89 @@ class Builder(tfds_base.RenderBuilder):
             "test": self._generate_examples(names[-num_test:], "test"),
         }
 
+    def _load(self):
+        """``name -> Subject`` of this config's bodies (picklable, for build workers)."""
+        cfg = self.builder_config
+        if cfg.num_bodies is None:
+            return subjects.load_embedded_body
+        return functools.partial(bodies_lib.generated_subject, cache_dir=cfg.body_cache_dir)
+
     def _generate_examples(self, names, split):
         cfg = self.builder_config
         if cfg.beam:
-            if cfg.num_bodies is None:
-                load = subjects.load_embedded_body
-            else:
-                load = functools.partial(bodies_lib.generated_subject, cache_dir=cfg.body_cache_dir)
             cache = self.render_cache_dir
-            return tfds_base.beam_records(load, names, cfg.render, cfg.seed, cache)
+            return tfds_base.beam_records(self._load(), names, cfg.render, cfg.seed, cache)
         return self._generate_locally(names, split)
 
     def _generate_locally(self, names, split):
         report = subjects.BuildReport()
         cfg = self.builder_config
-        made: list[dict] = []
-        if cfg.num_bodies is None:
-            people = (subjects.load_embedded_body(n) for n in names)
-        else:
-            people = self._generated(names, made, report)
+        if cfg.num_bodies is not None:
+            # Parse Anny's assets once before the workers start, so they only read the cache.
+            bodies_lib.load_body_model(cfg.body_cache_dir)
         yield from records.generate_records(
-            people, cfg.render, report, cfg.seed, self.render_cache_dir
-        )
+            names, self._load(), cfg.render, report, cfg.seed, self.render_cache_dir,
+            self.num_workers,
+        )  # fmt: skip
         report.write(os.path.join(self.data_dir, f"build_report_{split}.json"))
-        if made:
-            shutil.copy(os.path.join(os.path.dirname(__file__), "NOTICE"), self.data_dir)
-            rejected = sum(m["rejected"] for m in made)
-            fallbacks = sum(m["pose"] != m["drawn_pose"] for m in made)
-            summary = {"rejected_pose_draws": rejected, "a_pose_fallbacks": fallbacks}
-            with open(os.path.join(self.data_dir, f"bodies_{split}.json"), "w") as f:
-                json.dump(summary | {"bodies": made}, f, indent=1)
-            logging.info(
-                "%d bodies generated, %d pose draws rejected for self-intersection, "
-                "%d fell back to the A-pose",
-                len(made),
-                rejected,
-                fallbacks,
-            )
+        if cfg.num_bodies is not None:
+            self._write_bodies(report, split)
         logging.info("synthetic_humans/%s %s: %s", cfg.name, split, report.summary())
 
-    def _generated(self, names, made: list[dict], report: subjects.BuildReport):
-        """Subjects of the generated bodies ``names``, appending each one's meta to ``made``
-        (a body whose every pose draw self-intersects is skipped into ``report``)."""
-        cfg = self.builder_config
-        model = bodies_lib.load_body_model(cfg.body_cache_dir)
-        for name in names:
-            index = int(name.rsplit("_", 1)[1])
-            try:
-                body = bodies_lib.generate_body(model, cfg.seed, index)
-            except RuntimeError as e:
-                report.skipped.append((name, str(e)))
-                continue
-            made.append(body.meta())
-            yield body.subject()
+    def _write_bodies(self, report: subjects.BuildReport, split: str) -> None:
+        """``bodies_<split>.json`` (every body's draws, rejection counts) and the NOTICE."""
+        shutil.copy(os.path.join(os.path.dirname(__file__), "NOTICE"), self.data_dir)
+        made = report.meta
+        rejected = sum(m["rejected"] for m in made)
+        fallbacks = sum(m["pose"] != m["drawn_pose"] for m in made)
+        summary = {
+            "rejected_pose_draws": rejected,
+            "a_pose_fallbacks": fallbacks,
+            "skipped_bodies": len(report.skipped),
+        }
+        with open(os.path.join(self.data_dir, f"bodies_{split}.json"), "w") as f:
+            json.dump(summary | {"bodies": made}, f, indent=1)
+        logging.info(
+            "%d bodies generated, %d pose draws rejected for self-intersection, "
+            "%d fell back to the A-pose, %d skipped",
+            len(made),
+            rejected,
+            fallbacks,
+            len(report.skipped),
+        )
+
+
+def variant(
+    base: str,
+    name: str | None = None,
+    num_bodies: int | None = None,
+    seed: int | None = None,
+    body_cache_dir: str | None = None,
+    **changes,
+) -> Config:
+    """Builder config ``base`` ("pifuhd" | "twok2k") renamed ``name`` (default ``base``),
+    with ``num_bodies`` bodies generated from ``seed`` and any other field ``changes``.
+
+    Generated variants are named ``<name>_n<N>_s<seed>`` (``<name>_s<seed>`` for a seed
+    alone), so a variant's dataset folder never mixes with another's.
+    """
+    config = next((c for c in Builder.BUILDER_CONFIGS if c.name == base), None)
+    if config is None:
+        names = [c.name for c in Builder.BUILDER_CONFIGS]
+        raise HdjaxError(f"synthetic_humans has configs {names}, not {base!r}")
+    name = name or base
+    if num_bodies is not None:
+        check_num_bodies(num_bodies)
+        bodies_lib.check_installed()
+        changes["num_bodies"] = num_bodies
+        name += f"_n{num_bodies}_s{config.seed if seed is None else seed}"
+    elif seed is not None:
+        name += f"_s{seed}"
+    if seed is not None:
+        changes["seed"] = seed
+    if body_cache_dir is not None:
+        changes["body_cache_dir"] = os.path.expanduser(body_cache_dir)
+    return dataclasses.replace(config, name=name, **changes)
 
 
 def check_num_bodies(num_bodies: int) -> None:

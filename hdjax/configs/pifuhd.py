@@ -14,6 +14,8 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from hdjax import configs
+
 # The embedded example photo (a render of one of the embedded synthetic bodies). Located from
 # this file, not from `hdjax.__file__`: beside a folder named `hdjax` (a clone), `import
 # hdjax` can resolve to that folder as a namespace package without a `__file__`.
@@ -69,11 +71,7 @@ def _model() -> ml_collections.ConfigDict:
 
 def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     i = ml_collections.ConfigDict()
-    # A built dataset folder; empty: the embedded synthetic humans, built on first use as
-    # the `synthetic_humans` builder config `config` (with the `render` section) in `root`.
-    i.dataset = ml_collections.ConfigDict(
-        dict(data_dir="", split="train", config="pifuhd", root="~/tensorflow_datasets")
-    )
+    i.dataset = configs.dataset("pifuhd", configs.NUM_BODIES)
     # PipelineConfig (hdjax/data/pipeline.py), field for field.
     p = i.pipeline = ml_collections.ConfigDict()
     p.mode = "pifuhd_coarse"  # pifuhd_coarse | pifuhd_fine | twok2k
@@ -207,6 +205,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     c.input.pipeline.batch_size = 4
     c.input.pipeline.num_points = 2048
     c.input.dataset.config = "pifuhd_tiny"
+    c.input.dataset.num_bodies = None  # the eight embedded bodies: the 20-minute budget
     c.render.num_points = 20_000
     c.train.stages = ("normals", "coarse", "fine")  # once each: the 20-minute budget
     c.train.steps = (400, 3000, 1200)

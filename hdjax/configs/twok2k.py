@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from hdjax import configs
 from hdjax.data import camera as cam
 
 VARIANTS = ("tiny",)
@@ -41,11 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     r.precision = "highest"  # conv precision (matters on GPU/TPU only)
 
     i = c.input = ml_collections.ConfigDict()
-    # A built dataset folder; empty: the embedded synthetic humans, built on first use as
-    # the `synthetic_humans` builder config `config` (with the `render` section) in `root`.
-    i.dataset = ml_collections.ConfigDict(
-        dict(data_dir="", split="train", config="twok2k", root="~/tensorflow_datasets")
-    )
+    i.dataset = configs.dataset("twok2k", configs.NUM_BODIES)
     p = i.pipeline = ml_collections.ConfigDict()  # PipelineConfig, field for field
     p.mode = "twok2k"
     p.batch_size = 2  # per process (paper: 2)
@@ -113,6 +110,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     c.model.canvas = 256
     c.model.width = 8
     c.input.dataset.config = "twok2k_tiny"
+    c.input.dataset.num_bodies = None  # the eight embedded bodies
     c.render.num_points = 200
     c.train.steps = (1200, 400)
     c.train.lr = 3e-3  # the official 1e-4 barely moves a model in so few steps

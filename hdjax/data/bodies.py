@@ -426,7 +426,8 @@ class GeneratedBody:
         mesh = trimesh.Trimesh(
             self.vertices.astype(np.float64), self.faces.astype(np.int64), process=False
         )
-        return Subject(self.name, mesh, self.keypoints.astype(np.float64), unit_cm=100.0)
+        keypoints = self.keypoints.astype(np.float64)
+        return Subject(self.name, mesh, keypoints, unit_cm=100.0, meta=self.meta())
 
 
 def body_name(seed: int, index: int) -> str:

@@ -43,11 +43,18 @@ sampling, keypoints), so neither a changed config nor changed code ever reuses s
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import inspect
+import itertools
+import logging
+import multiprocessing
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +66,7 @@ from hdjax.data import render as render_lib
 from hdjax.data.render_cache import RecordCache
 from hdjax.data.render_cache import cache_tag as _cache_tag
 from hdjax.data.subjects import BuildReport, ScanError, Subject
+from hdjax.errors import HdjaxError
 
 NUM_KEYPOINTS = 31  # 2K2K layout: COCO-WholeBody 23 + 8 knuckles (hdjax.data.keypoints)
 
@@ -208,46 +216,148 @@ def cache_tag(config: RenderConfig, seed: int) -> str:
     )
 
 
+@dataclasses.dataclass
+class SubjectRecords:
+    """What one subject gave: its records, or why it was skipped (`render_subject`)."""
+
+    name: str
+    records: list[tuple[str, dict[str, Any]]]
+    cached: int = 0
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+def render_subject(
+    load: Callable[[str], Subject],
+    config: RenderConfig,
+    seed: int,
+    cache_dir: str | None,
+    name: str,
+) -> SubjectRecords:
+    """Every view of subject ``name`` (``load(name)``), through the render cache.
+
+    A subject that fails to load or render (`ScanError`, or ValueError / RuntimeError, e.g.
+    no foreground at all) comes back with ``error`` set and no records. Module-level and
+    picklable with its arguments, so build workers run it.
+    """
+    try:
+        subject = load(name)
+    except (ScanError, ValueError, RuntimeError) as e:
+        return SubjectRecords(name, [], error=str(e))
+    cache = None if cache_dir is None else RecordCache(cache_dir, cache_tag(config, seed))
+    out, cached = [], 0
+    try:
+        for view in range(len(config.yaws)):
+            key = record_key(subject.name, view)
+            record = None if cache is None else cache.get(key)
+            if record is None:
+                record = render_record(subject, config, view, seed)
+                if cache is not None:
+                    cache.put(key, record)
+            else:
+                cached += 1
+            out.append((key, record))
+    except (ScanError, ValueError, RuntimeError) as e:
+        return SubjectRecords(subject.name, [], error=f"render failed: {e}")
+    return SubjectRecords(subject.name, out, cached, meta=subject.meta)
+
+
 def generate_records(
-    subjects: Iterable[Subject],
+    names: Sequence[str],
+    load: Callable[[str], Subject],
     config: RenderConfig,
     report: BuildReport,
     seed: int = 0,
     cache_dir: str | None = None,
+    num_workers: int = 1,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(key, record)`` for every view of every subject, counting into ``report``.
 
-    A subject that fails while rendering (e.g. no foreground at all) is skipped and reported
-    like a scan that failed to load.
+    Subjects come in the order of ``names``; one that fails to load or render is skipped
+    into ``report`` (with its reason), and each used subject's ``meta`` is appended to
+    ``report.meta``. Progress (subjects, records/s, ETA) is logged every 30 s.
 
     Args:
+      load: ``name -> Subject``; must be picklable (a module-level function or a
+        `functools.partial` of one) when ``num_workers > 1``.
       cache_dir: optional `RecordCache` folder: every rendered record is saved there, and
         records already there (same config and seed) are read back instead of rendered, so
         a rerun after an interruption only renders what is missing.
+      num_workers: processes rendering subjects in parallel (1: in this process). A record
+        depends only on (seed, subject, view), so the records are the same for any number
+        of workers.
     """
-    cache = None if cache_dir is None else RecordCache(cache_dir, cache_tag(config, seed))
-    for subject in subjects:
-        records = []
-        cached = 0
-        try:
-            for view in range(len(config.yaws)):
-                key = record_key(subject.name, view)
-                record = None if cache is None else cache.get(key)
-                if record is None:
-                    record = render_record(subject, config, view, seed)
-                    if cache is not None:
-                        cache.put(key, record)
-                else:
-                    cached += 1
-                records.append(record)
-        except (ScanError, ValueError, RuntimeError) as e:
-            report.skipped.append((subject.name, f"render failed: {e}"))
-            continue
-        report.used.append(subject.name)
-        report.cached += cached
-        for view, record in enumerate(records):
+    work = functools.partial(render_subject, load, config, seed, cache_dir)
+    progress = _Progress(len(names), len(config.yaws))
+    if num_workers > 1 and len(names) > 1:
+        results = _in_workers(work, names, min(num_workers, len(names)), cache_dir)
+    else:
+        results = map(work, names)
+    for result in results:
+        if result.error is not None:
+            report.skipped.append((result.name, result.error))
+        else:
+            report.used.append(result.name)
+            report.cached += result.cached
+            if result.meta is not None:
+                report.meta.append(result.meta)
+        for key, record in result.records:
             report.records += 1
-            yield record_key(subject.name, view), record
+            yield key, record
+        progress.update(len(result.records) - result.cached)
+
+
+def _in_workers(
+    work: Callable[[str], SubjectRecords], names: Sequence[str], workers: int, cache_dir: str | None
+) -> Iterator[SubjectRecords]:
+    """``map(work, names)`` in ``workers`` processes, in order, at most 2 subjects per worker
+    in flight (finished records wait in memory only until the ones before them are done)."""
+    # spawn: the parent may hold threads (TFDS, point-cloud-utils) that fork would copy
+    # mid-flight; workers import only hdjax.data.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: collections.deque = collections.deque()
+        todo = iter(names)
+        try:
+            for name in itertools.islice(todo, 2 * workers):
+                pending.append(pool.submit(work, name))
+            while pending:
+                result = pending.popleft().result()
+                for name in itertools.islice(todo, 1):
+                    pending.append(pool.submit(work, name))
+                yield result
+        except concurrent.futures.process.BrokenProcessPool:
+            kept = "are kept in the render cache" if cache_dir else "are lost (no render cache)"
+            raise HdjaxError(
+                "a build worker died (killed, or out of memory?); the records finished so far "
+                f"{kept}: rerun the same command to render only the missing ones"
+            ) from None
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class _Progress:
+    """Logs subjects done, rendered records/s and the ETA at most every ``every_s`` seconds."""
+
+    def __init__(self, num_subjects: int, views: int, every_s: float = 30.0):
+        self.total, self.views, self.every_s = num_subjects, views, every_s
+        self.done = self.rendered = 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, rendered: int) -> None:
+        self.done += 1
+        self.rendered += rendered
+        now = time.monotonic()
+        if now - self.last < self.every_s and self.done < self.total:
+            return
+        self.last = now
+        rate = self.rendered / max(now - self.start, 1e-9)
+        left = (self.total - self.done) * self.views
+        eta = f"{left / rate / 60:.1f} min" if rate > 0 else "?"
+        logging.info(
+            "rendered %d/%d subjects, %.2f records/s, ETA %s", self.done, self.total, rate, eta
+        )
 
 
 def tfds_features(config: RenderConfig):

@@ -13,7 +13,7 @@ import importlib.resources
 import json
 import os
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import trimesh
@@ -34,12 +34,14 @@ class Subject:
     knuckles of 2K2K's layout appended (`hdjax.data.keypoints`).
 
     ``unit_cm`` is the length of one scan unit in centimetres, None when unknown.
+    ``meta``: JSON-able facts a build reports per subject (a generated body's draws).
     """
 
     name: str
     mesh: trimesh.Trimesh
     keypoints: np.ndarray | None = None
     unit_cm: float | None = None
+    meta: dict[str, Any] | None = None
 
 
 class ScanError(Exception):
@@ -54,6 +56,7 @@ class BuildReport:
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     records: int = 0
     cached: int = 0  # records read back from the render cache instead of rendered
+    meta: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # Subject.meta
 
     def summary(self) -> str:
         """One line: counts of used subjects, skipped subjects and written (cached) records."""

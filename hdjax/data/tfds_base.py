@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Sequence
 
 import tensorflow_datasets as tfds
 
 from hdjax.data import records, render_cache
-from hdjax.data.subjects import BuildReport, ScanError, Subject
+from hdjax.data.subjects import Subject
 
 
 @dataclasses.dataclass
@@ -21,6 +22,9 @@ class RenderBuilderConfig(tfds.core.BuilderConfig):
     render: records.RenderConfig = dataclasses.field(default_factory=records.RenderConfig)
     seed: int = 0
     beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
+    # Local builds: processes rendering subjects in parallel (0: one per CPU core). The
+    # records do not depend on it.
+    num_workers: int = 0
     render_cache: bool = True  # cache rendered records so an interrupted build resumes
     keep_render_cache: bool = False  # keep the cache after a successful build
 
@@ -47,6 +51,11 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init__(self, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
+
+    @property
+    def num_workers(self) -> int:
+        """The config's ``num_workers``, 0 resolved to the number of CPU cores."""
+        return self.builder_config.num_workers or os.cpu_count() or 1
 
     @property
     def render_cache_dir(self) -> str | None:
@@ -91,17 +100,12 @@ def beam_records(
     import apache_beam as beam
 
     def one(name: str):
-        report = BuildReport()
-        try:
-            subjects = [load(name)]
-        except ScanError as e:
-            subjects = []
-            report.skipped.append((name, str(e)))
-        yield from records.generate_records(subjects, config, report, seed, cache_dir)
-        for skipped, reason in report.skipped:
-            logging.warning("skipped subject %s: %s", skipped, reason)
+        result = records.render_subject(load, config, seed, cache_dir, name)
+        if result.error is not None:
+            logging.warning("skipped subject %s: %s", name, result.error)
             beam.metrics.Metrics.counter("hdjax", "skipped_subjects").inc()
-        beam.metrics.Metrics.counter("hdjax", "records").inc(report.records)
-        beam.metrics.Metrics.counter("hdjax", "cached_records").inc(report.cached)
+        beam.metrics.Metrics.counter("hdjax", "records").inc(len(result.records))
+        beam.metrics.Metrics.counter("hdjax", "cached_records").inc(result.cached)
+        yield from result.records
 
     return beam.Create(list(names)) | beam.FlatMap(one)

@@ -43,9 +43,18 @@ def build_embedded(cfg: ml_collections.ConfigDict) -> str:
         ) from None
     from hdjax.data.records import RenderConfig
 
+    d = cfg.input.dataset
     render = configlib.build(RenderConfig, cfg.render, "render")
-    config = builder_lib.Config(name=cfg.input.dataset.config, render=render)
-    root = os.path.expanduser(cfg.input.dataset.root or "~/tensorflow_datasets")
+    config = builder_lib.variant(
+        "pifuhd" if render.camera == "ortho" else "twok2k",
+        name=d.config,
+        num_bodies=d.get("num_bodies"),
+        seed=d.get("seed") if d.get("num_bodies") is not None else None,
+        body_cache_dir=d.get("body_cache_dir"),
+        render=render,
+        num_workers=d.get("num_workers", 0),
+    )
+    root = os.path.expanduser(d.root or "~/tensorflow_datasets")
     builder = builder_lib.Builder(config=config, data_dir=root)
     if not os.path.isfile(os.path.join(builder.data_dir, "dataset_info.json")):
         logging.info("building synthetic_humans/%s in %s (first use)", config.name, root)

@@ -15,6 +15,7 @@ from datasets.scan_renders import scan_renders_dataset_builder
 from datasets.synthetic_humans import synthetic_humans_dataset_builder
 from hdjax.data import camera as cam
 from hdjax.data import codecs, records, render_cache, subjects
+from hdjax.errors import HdjaxError
 
 TINY = {"size": 64, "yaws": (0.0, 90.0), "num_points": 1000}
 
@@ -259,10 +260,11 @@ class _CountingRender:
         return _RENDER_RECORD(*args, **kwargs)
 
 
-def _generate(names, config, cache_dir, seed=0):
+def _generate(names, config, cache_dir, seed=0, num_workers=1):
     report = subjects.BuildReport()
-    bodies = (subjects.load_embedded_body(n) for n in names)
-    return list(records.generate_records(bodies, config, report, seed, cache_dir)), report
+    load = subjects.load_embedded_body
+    out = records.generate_records(names, load, config, report, seed, cache_dir, num_workers)
+    return list(out), report
 
 
 def _assert_same_records(got, want):
@@ -413,3 +415,48 @@ def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
             assert set(a[i]) == set(b[i])
             for name in b[i]:
                 np.testing.assert_array_equal(a[i][name], b[i][name], err_msg=name)
+
+
+# ------------------------------------------------------------------------ parallel builds
+
+
+def _shard_bytes(builder) -> dict[str, bytes]:
+    names = sorted(n for n in os.listdir(builder.data_dir) if ".array_record-" in n)
+    assert names
+    return {n: open(os.path.join(builder.data_dir, n), "rb").read() for n in names}
+
+
+def test_shards_are_the_same_bytes_for_any_number_of_workers(tmp_path):
+    mod = synthetic_humans_dataset_builder
+    render = records.pifuhd_config(yaws=(0.0, 180.0), **CACHE_TINY)
+    bodies = ("body_02", "body_03", "body_04")
+    built = []
+    for workers in (1, 2):
+        config = mod.Config(name="tiny_workers", render=render, bodies=bodies, num_workers=workers)
+        builder = mod.Builder(config=config, data_dir=str(tmp_path / f"w{workers}"))
+        builder.download_and_prepare()
+        built.append(builder)
+    assert len(built[0].as_data_source("train")) == 4
+    assert _shard_bytes(built[0]) == _shard_bytes(built[1])
+
+
+def _load_or_die(name: str) -> subjects.Subject:
+    """A loader whose worker process dies (as if OOM-killed) on body_03."""
+    if name == "body_03":
+        os.kill(os.getpid(), 9)
+    return subjects.load_embedded_body(name)
+
+
+def test_a_dead_worker_fails_the_build_and_the_rerun_renders_only_the_rest(tmp_path):
+    config = records.pifuhd_config(yaws=(0.0,), **CACHE_TINY)
+    names = ("body_02", "body_03", "body_04")
+    cache = str(tmp_path / "cache")
+    report = subjects.BuildReport()
+    with pytest.raises(HdjaxError, match=r"worker died.*kept in the render cache.*rerun"):
+        list(records.generate_records(names, _load_or_die, config, report, 0, cache, 2))
+    finished = len(os.listdir(cache))
+    assert finished <= 2  # body_03 never rendered
+    got, report = _generate(names, config, cache_dir=cache, num_workers=2)
+    want, _ = _generate(names, config, cache_dir=None)
+    _assert_same_records(got, want)
+    assert report.cached == finished and report.used == list(names)
