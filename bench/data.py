@@ -14,6 +14,11 @@ Prints one table (median of ``--repeat`` where repeated; wall and process CPU se
   level; ``--build-size`` / ``--build-points`` shrink them for a smoke run), end to end
   (render + label + encode + write) and again from the render cache (the TFDS encode +
   write part alone); samples/s and MB/s of the finished dataset folder;
+* generated bodies (needs the `bodies` extra): the stages of one record of a generated,
+  clothed body at the PIFuHD config (1024², 100k points per σ level; body generation,
+  render, labelling, PNG encoding, the whole record), then `synthetic_humans` builds of
+  ``--gen-bodies`` bodies x ``--gen-views`` views with 1 and 2 worker processes: samples/s,
+  samples/s per core, and the speed-up of 2 processes over 1 (~2 min);
 * pipeline read: the grain loader (`hdjax.data.pipeline`, in-process, batch 1) over those
   datasets, samples/s per mode;
 * training-step demand: a jitted forward + backward (`jax.value_and_grad`) of one PIFuHD
@@ -206,6 +211,67 @@ def dataset_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], dict[st
     return rows, read_rate
 
 
+# ------------------------------------------------------------ generated bodies, at scale
+
+
+def generated_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], str]:
+    """Per-stage cost of a generated-body record at the PIFuHD config, then whole builds of
+    ``--gen-bodies`` bodies with 1 and 2 worker processes (samples/s per core, scaling)."""
+    import tensorflow_datasets as tfds
+
+    from datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
+    from hdjax.data import bodies, codecs, point_sampling
+    from hdjax.data import render as render_lib
+
+    tfds.disable_progress_bar()
+    cfg = dataclasses.replace(
+        records.pifuhd_config(),
+        size=args.build_size or 1024,
+        num_points=args.build_points or 100_000,
+        yaws=records.pifuhd_config().yaws[: args.gen_views],
+    )
+    what = f"{cfg.size}², {cfg.num_points // 1000}k pts/σ"
+    rows: list[Row] = []
+    t, model = timed(lambda: bodies.load_body_model(None), 1)
+    rows.append(("load Anny (parsed-asset cache)", t, ""))
+    t, body = timed(lambda: bodies.generate_body(model, 0, 0), args.repeat)
+    rows.append(("generate one body (shape, pose, screen, clothes)", t, ""))
+    subject = body.subject()
+    norm = records.normalization(subject, cfg)
+    mesh = C.normalize_mesh(subject.mesh, norm)
+    camera = records.make_camera(cfg, 30.0)
+    rng = np.random.default_rng(0)
+    t, out = timed(lambda: render_lib.render(mesh, camera, rng), args.repeat)
+    rows.append((f"render() ortho {cfg.size}², one view", t, ""))
+    sigma = cfg.sigma_coarse_cm * norm.scale / 100.0
+    t, _ = timed(lambda: point_sampling.sample_points(mesh, rng, cfg.num_points, sigma), 1)
+    rows.append((f"sample + label {cfg.num_points:,} points, one σ level", t, ""))
+    maps = [out["image"], codecs.normal_to_uint8(out["normal_front"], out["mask"])]
+    t, _ = timed(lambda: [codecs.png_bytes(m) for m in maps], args.repeat)
+    rows.append(("PNG-encode image + one normal map", t, ""))
+    t, _ = timed(lambda: records.render_record(subject, cfg, 1, 0), args.repeat)
+    rows.append((f"render_record, all of one record ({what})", t, f"{1 / t[0]:.2f} samples/s"))
+
+    n = args.gen_bodies * len(cfg.yaws)
+    base = None
+    for workers in (1, 2):
+        config = mod.variant("pifuhd", name=f"bench_w{workers}", num_bodies=args.gen_bodies)
+        config = dataclasses.replace(config, render=cfg, num_workers=workers, render_cache=False)
+        builder = mod.Builder(config=config, data_dir=tmp)
+        t, _ = timed(builder.download_and_prepare, 1)
+        rate = n / t[0]
+        base = base or rate
+        rows.append(
+            (
+                f"build {args.gen_bodies} bodies x {len(cfg.yaws)} views, {workers} worker(s)",
+                per(t, n),
+                f"{rate:.2f} samples/s, {rate / workers:.2f} /s/core, x{rate / base:.2f}",
+            )
+        )
+    note = f"generated body {len(body.faces):,} faces"
+    return rows, note
+
+
 # ---------------------------------------------------------------------- training step
 
 
@@ -345,7 +411,9 @@ def main() -> None:
     ap.add_argument("--fine-size", type=int, default=0, help="0: the architecture's (1024)")
     ap.add_argument("--step-points", type=int, default=8000)
     ap.add_argument("--step-repeat", type=int, default=2)
-    ap.add_argument("--skip", nargs="*", default=(), choices=("render", "dataset"))
+    ap.add_argument("--gen-bodies", type=int, default=6, help="generated bodies per build")
+    ap.add_argument("--gen-views", type=int, default=12, help="views per generated body")
+    ap.add_argument("--skip", nargs="*", default=(), choices=("render", "dataset", "generated"))
     args = ap.parse_args()
 
     rows: list[Row] = []
@@ -359,6 +427,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             r, read_rate = dataset_rows(args, tmp)
             rows += r
+    if "generated" not in args.skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            r, note = generated_rows(args, tmp)
+            rows += r
+            notes.append(note)
     step_rate, step_mode = None, None
     if args.step != "none":
         r, step_rate, step_mode = step_rows(args, args.step)
