@@ -14,8 +14,10 @@ dataset is then config ``<config>_n<N>_s<seed>``, beside the embedded-body one.
 Local builds render subjects in ``--num_workers`` processes (default one per core); the
 records, and so the shards, are the same for any number of workers. Rerunning an
 interrupted build reuses the records it already rendered (see the builders).
-Apache Beam: a builder config with `beam=True` renders subjects in parallel through TFDS's
-Beam support (`tests/data/test_builder.py` builds one with the DirectRunner).
+``--beam`` renders subjects with Apache Beam instead (TFDS's Beam support; ``--beam_options``
+picks the runner: Dataflow, Spark, Flink; see docs/beam.md). A Beam worker that dies has its
+subjects retried by the runner; with a local runner the render cache also keeps every
+finished record for a rerun.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import shlex
 import sys
 
 if __package__ in (None, ""):  # run as a script: the repository root holds `datasets`
@@ -54,6 +57,16 @@ def main() -> None:
     p.add_argument(
         "--num_workers", type=int, default=None, help="rendering processes (default: one per core)"
     )
+    p.add_argument(
+        "--beam",
+        action="store_true",
+        help="render with Apache Beam (needs the beam extra); see docs/beam.md",
+    )
+    p.add_argument(
+        "--beam_options",
+        default="--runner=DirectRunner",
+        help='Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ..."',
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
 
@@ -71,6 +84,17 @@ def main() -> None:
         raise SystemExit(f"error: {e}") from None
     builder = builder_cls(config=config, data_dir=os.path.expanduser(args.data_dir))
     download = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
+    if args.beam:
+        try:
+            from apache_beam.options.pipeline_options import PipelineOptions
+        except ImportError:
+            raise SystemExit(
+                'error: --beam needs Apache Beam: pip install -e ".[data,beam]" (in an '
+                "environment of its own, see docs/beam.md)"
+            ) from None
+        download = dataclasses.replace(
+            download, beam_options=PipelineOptions(shlex.split(args.beam_options))
+        )
 
     try:
         builder.download_and_prepare(download_config=download)
@@ -97,6 +121,10 @@ def builder_config(builder_cls, args: argparse.Namespace):
         config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == args.config)
         if args.seed is not None:
             config = dataclasses.replace(config, name=f"{config.name}_s{args.seed}", seed=args.seed)
+    if args.beam:
+        # The render cache is a local folder: only a local runner's workers all see it.
+        local = "://" not in args.data_dir and "DirectRunner" in args.beam_options
+        config = dataclasses.replace(config, beam=True, render_cache=local)
     if args.num_workers is not None:
         if args.num_workers < 0:
             raise HdjaxError(f"--num_workers must be 0 (one per core) or more: {args.num_workers}")

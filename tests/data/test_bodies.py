@@ -179,12 +179,13 @@ def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
 
 def _args(**kw):
     base = {"dataset": "synthetic_humans", "config": "pifuhd", "num_bodies": None}
-    return argparse.Namespace(**(base | {"seed": None, "body_cache_dir": None} | kw))
+    flags = {"seed": None, "body_cache_dir": None, "num_workers": None, "beam": False}
+    return argparse.Namespace(**(base | flags | {"beam_options": "--runner=DirectRunner"} | kw))
 
 
 @pytest.mark.parametrize("n", [0, -4])
 def test_non_positive_num_bodies_is_one_clear_error(n, tmp_path):
-    with pytest.raises(HdjaxError, match=f"--num_bodies must be at least 1, got {n}"):
+    with pytest.raises(HdjaxError, match=f"num_bodies must be a positive integer, got {n}"):
         build.builder_config(synthetic_humans.Builder, _args(num_bodies=n))
     config = synthetic_humans.Config(name="bad", render=records.pifuhd_config(**TINY))
     config.num_bodies = n
@@ -196,7 +197,19 @@ def test_non_positive_num_bodies_is_one_clear_error(n, tmp_path):
 def test_generation_flags_name_their_own_config():
     config = build.builder_config(synthetic_humans.Builder, _args(num_bodies=3, seed=2))
     assert (config.name, config.num_bodies, config.seed) == ("pifuhd_n3_s2", 3, 2)
-    assert build.builder_config(synthetic_humans.Builder, _args()) == "pifuhd"
+    assert build.builder_config(synthetic_humans.Builder, _args()).name == "pifuhd"
+    config = build.builder_config(synthetic_humans.Builder, _args(num_workers=3, seed=1))
+    assert (config.name, config.num_workers, config.num_bodies) == ("pifuhd_s1", 3, None)
+    with pytest.raises(HdjaxError, match="--num_workers"):
+        build.builder_config(synthetic_humans.Builder, _args(num_workers=-1))
+
+
+def test_beam_flag_keeps_the_render_cache_only_where_every_worker_sees_it():
+    local = build.builder_config(synthetic_humans.Builder, _args(beam=True, data_dir="/d"))
+    assert local.beam and local.render_cache
+    gcs = _args(beam=True, data_dir="gs://b/tfds", beam_options="--runner=DataflowRunner")
+    remote = build.builder_config(synthetic_humans.Builder, gcs)
+    assert remote.beam and not remote.render_cache
 
 
 def test_missing_anny_names_the_install_command(monkeypatch):
