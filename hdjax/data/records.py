@@ -329,8 +329,9 @@ def _in_workers(
         except concurrent.futures.process.BrokenProcessPool:
             kept = "are kept in the render cache" if cache_dir else "are lost (no render cache)"
             raise HdjaxError(
-                "a build worker died (killed, or out of memory?); the records finished so far "
-                f"{kept}: rerun the same command to render only the missing ones"
+                "a build worker died (killed, out of memory, or started from a script without "
+                "an `if __name__ == '__main__':` guard, which worker processes need); the "
+                f"records finished so far {kept}: rerun to render only the missing ones"
             ) from None
         finally:
             for future in pending:

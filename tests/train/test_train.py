@@ -169,8 +169,9 @@ def save_then_die(self, step, *args):
         os.kill(os.getpid(), signal.SIGKILL)
 
 checkpointing.Manager.save = save_then_die
-state = train.train_and_evaluate(tiny_config(root), workdir)
-np.savez(out, *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
+if __name__ == "__main__":  # the dataset build's worker processes import this file
+    state = train.train_and_evaluate(tiny_config(root), workdir)
+    np.savez(out, *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
 """
 
 
