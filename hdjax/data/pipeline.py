@@ -5,8 +5,8 @@
     it = iter(loader); batch = next(it); state = it.get_state()   # bytes; it.set_state(state)
 
 Per record (`prepare`): decode; composite the subject over a random background (images from
-``background_dir``, unreadable ones skipped with a warning; else procedural); colour jitter
-(brightness, contrast, saturation each × U(0.7, 1), as 2K2K); then per mode
+``background_dir``, unreadable ones skipped and counted in one warning; else procedural);
+colour jitter (brightness, contrast, saturation each × U(0.7, 1), as 2K2K); then per mode
 
 * ``pifuhd_coarse``: the whole image resized to ``coarse_size`` (512), with its calib
   ``calib_global`` (the coarse level's, named as in the official ``HGPIFuMRNet.query``);
@@ -127,7 +127,8 @@ def open_source(data_dir: str, split: str = "train"):
 
 
 def list_backgrounds(folder: str | None) -> list[str]:
-    """Readable image files of ``folder`` (sorted); unreadable ones are skipped with a warning.
+    """Readable image files of ``folder`` (sorted); unreadable ones are skipped and counted
+    in one warning line (with the first few names).
 
     Raises:
       HdjaxError: ``folder`` is given but is not a directory.
@@ -136,16 +137,26 @@ def list_backgrounds(folder: str | None) -> list[str]:
         return []
     if not os.path.isdir(folder):
         raise HdjaxError("background folder does not exist", folder)
-    good = []
+    good, bad = [], []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         if not name.lower().endswith(IMAGE_EXTS):
             continue
         # A reduced decode is enough to know the file is an image and costs 1/64 of a full one.
         if cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
-            logging.warning("skipping unreadable background image %s", path)
+            bad.append(name)
             continue
         good.append(path)
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        logging.warning(
+            "%s: skipped %d unreadable background image%s of %d (%s)",
+            folder,
+            len(bad),
+            "" if len(bad) == 1 else "s",
+            len(bad) + len(good),
+            shown,
+        )
     if not good:
         logging.warning("no readable background in %s; using procedural backgrounds", folder)
     return good

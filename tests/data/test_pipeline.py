@@ -155,11 +155,16 @@ def test_background_only_outside_the_mask(source, tmp_path):
 def test_background_folder_skips_unreadable_files(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "good.png"), np.full((40, 50, 3), (0, 0, 255), np.uint8))
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("ignored")
     with caplog.at_level(logging.WARNING):
         found = pl.list_backgrounds(str(tmp_path))
     assert found == [str(tmp_path / "good.png")]
-    assert "broken.jpg" in caplog.text
+    # One line with the count and the names, not one warning per file.
+    lines = [r.getMessage() for r in caplog.records if "background" in r.getMessage()]
+    assert len(lines) == 1
+    assert "skipped 2 unreadable background images of 3" in lines[0]
+    assert "broken.jpg" in lines[0] and "empty.png" in lines[0]
     bg = pl.image_background(found[0], np.random.default_rng(0), 16)
     np.testing.assert_allclose(bg[..., 0], 1.0)  # red (RGB) from a BGR file
     with pytest.raises(HdjaxError):
