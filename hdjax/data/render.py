@@ -237,6 +237,11 @@ def random_sh(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return coef.astype(np.float32), key.astype(np.float32)
 
 
+def sh_irradiance(normals: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``max(Σ_k c_k Y_k(n), 0)``: (N, 3) unit normals, (9, 3) coefficients -> (N, 3) float32."""
+    return np.clip(sh_basis(normals) @ np.asarray(coef, np.float32), 0.0, None)
+
+
 def _hemisphere(k: int) -> np.ndarray:
     """(k, 3) cosine-weighted directions about +z: a Fibonacci spiral on the unit disc
     lifted to the hemisphere (deterministic, evenly spread)."""
@@ -322,7 +327,7 @@ def shade(
     albedo = np.asarray(albedo, np.float32)
     normals = np.asarray(normals, np.float32)
     coef, key = random_sh(rng)
-    irradiance = np.clip(sh_basis(normals) @ coef, 0.0, None)
+    irradiance = sh_irradiance(normals, coef)
     ao_strength = np.float32(rng.uniform(*AO_STRENGTH))
     if occlusion is not None:
         irradiance *= (1.0 - ao_strength * np.asarray(occlusion, np.float32))[:, None]
