@@ -194,3 +194,22 @@ def test_loader_imports_no_rendering_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("style", pl.BACKGROUND_STYLES)
+def test_procedural_backgrounds_are_seeded_scenes(style):
+    bgs = [pl.procedural_background(np.random.default_rng(k), 64, style) for k in range(12)]
+    again = pl.procedural_background(np.random.default_rng(0), 64, style)
+    np.testing.assert_array_equal(again, bgs[0])
+    for bg in bgs:
+        assert bg.shape == (64, 64, 3) and bg.dtype == np.float32
+        assert 0.0 <= bg.min() and bg.max() <= 1.0
+    # Varied: the mean colours of the 12 draws spread out.
+    assert np.std([bg.mean(axis=(0, 1)) for bg in bgs], axis=0).mean() > 0.04
+    if style != "studio":
+        # A horizon: the top and bottom bands differ more than the left and right ones.
+        rows = np.mean([np.abs(bg[:8].mean((0, 1)) - bg[-8:].mean((0, 1))).sum() for bg in bgs])
+        cols = np.mean(
+            [np.abs(bg[:, :8].mean((0, 1)) - bg[:, -8:].mean((0, 1))).sum() for bg in bgs]
+        )
+        assert rows > 2 * cols
