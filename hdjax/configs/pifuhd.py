@@ -102,6 +102,10 @@ def _render(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     r.max_extent = 1.0e4
     # cm per scan unit (100: metres, 1: centimetres); unset: σ assumes a 180 cm body.
     r.scan_unit_cm = config_dict.placeholder(float)
+    # Camera jitter per view (RenderConfig docstring): max pitch, size and shift.
+    r.pitch_deg = 4.0
+    r.scale_jitter = 0.05
+    r.shift_jitter = 0.03
     return r
 
 

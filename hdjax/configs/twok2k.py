@@ -67,6 +67,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.max_faces = 3_000_000
     d.max_extent = 1.0e4
     d.scan_unit_cm = config_dict.placeholder(float)
+    # Camera jitter per view (RenderConfig docstring): max pitch, size and shift.
+    d.pitch_deg = 4.0
+    d.scale_jitter = 0.05
+    d.shift_jitter = 0.03
 
     t = c.train = ml_collections.ConfigDict()
     # phase1: the six normal nets and the low-res depth net; phase2: the refiner alone, the

@@ -6,9 +6,17 @@ Frames
 ------
 * **Normalised frame**: the scan after `normalize_mesh` (object centred, +y up, +z toward
   the front camera). Training points are sampled and labelled in this frame.
-* **View frame**: the normalised frame turned by the camera's yaw about +y,
-  ``q = R_yaw · p``. Still +y up and +z toward the viewer. For `OrthoCamera` this is the
-  PIFuHD *query frame* (`net.query` points), so normals and depths are given in it.
+* **View frame**: the normalised frame turned by the camera's yaw about +y, then by its
+  pitch about +x, scaled and shifted: ``q = s · R_pitch · R_yaw · p + t`` (`to_view`; the
+  jitter ``pitch_deg``, ``scale`` = s, ``shift`` = t is the identity by default). Still +y
+  up and +z toward the viewer. For `OrthoCamera` this is the PIFuHD *query frame*
+  (`net.query` points), so normals and depths are given in it.
+
+Camera jitter (records draw it per view, `records.RenderConfig`) moves the *subject*
+relative to a fixed camera: the intrinsics (ortho ratio, the 2K2K focal length and camera
+distance) never change, so every encoding below holds as is, and ``calib`` carries the
+whole pose: ``calib · [p, 1]`` is exact for the jittered image. A positive pitch turns the
+subject's top toward the camera (as a camera looking slightly down sees it).
 * **Pixels**: ``(u, v) = (column, row)`` float, pixel *centres* at integers, row 0 at the top.
 
 PIFuHD orthographic camera (`OrthoCamera`)
@@ -21,7 +29,8 @@ of that into one (centre, scale), so **1 cm of a 180 cm body = 1/102.4 units**
 (`PIFU_UNITS_PER_CM`; paper σ = 5 cm → 0.0488, 3 cm → 0.0293).
 
 calib (4×4) maps normalised points to uv in [−1, 1]: ``uv = (calib · [p, 1])[:2]``,
-``calib = diag(1, −1, 1, 1) · [R_yaw | 0]`` (at yaw 0 it equals the PIFuHD eval calib).
+``calib = diag(1, −1, 1, 1) · [s·R | t]`` with ``R = R_pitch · R_yaw`` (without jitter
+at yaw 0 it equals the PIFuHD eval calib).
 The uv are grid_sample(align_corners=True) coordinates (pifuhd.md §3): −1/+1 are the
 *centres* of the first/last pixel, ``u = (uv_x + 1)(W − 1)/2``. The third row keeps the
 view-frame z (the depth PIFu feeds to its networks).
@@ -136,33 +145,66 @@ def yaw_matrix(yaw_deg: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
+def pitch_matrix(pitch_deg: float) -> np.ndarray:
+    """(3, 3) float64 right-handed rotation about +x: a positive angle turns +y toward +z."""
+    a = math.radians(pitch_deg)
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+class _Pose:
+    """The subject's pose in the view frame, shared by both cameras (module docstring)."""
+
+    yaw_deg: float
+    pitch_deg: float
+    scale: float
+    shift: tuple[float, float, float]
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """(3, 3) float64 ``R_pitch · R_yaw``: the rotation of normalised -> view frame
+        (normals turn by it alone)."""
+        if self.pitch_deg == 0.0:
+            return yaw_matrix(self.yaw_deg)
+        return pitch_matrix(self.pitch_deg) @ yaw_matrix(self.yaw_deg)
+
+    @property
+    def translation(self) -> np.ndarray:
+        """(3,) float64 t of ``q = s · R · p + t``."""
+        return np.asarray(self.shift, np.float64).reshape(3)
+
+    @property
+    def view_matrix(self) -> np.ndarray:
+        """(3, 4) float64 ``[s·R | t]``: normalised point -> view frame."""
+        return np.concatenate([self.scale * self.rotation, self.translation[:, None]], axis=1)
+
+
 @dataclasses.dataclass(frozen=True)
-class OrthoCamera:
+class OrthoCamera(_Pose):
     """PIFuHD orthographic camera looking down −z of the view frame.
 
     Attributes:
       size: image side in pixels (512 coarse, 1024 fine).
       yaw_deg: rotation of the scan about +y before viewing.
+      pitch_deg, scale, shift: the pose jitter (module docstring).
     """
 
     size: int = 512
     yaw_deg: float = 0.0
-
-    @property
-    def rotation(self) -> np.ndarray:
-        """(3, 3) float64 normalised -> view frame."""
-        return yaw_matrix(self.yaw_deg)
+    pitch_deg: float = 0.0
+    scale: float = 1.0
+    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def calib(self) -> np.ndarray:
         """(4, 4) float32: normalised point -> (uv_x, uv_y, z_view, 1)."""
         m = np.eye(4)
-        m[:3, :3] = np.diag([1.0, -1.0, 1.0]) @ self.rotation
+        m[:3] = np.diag([1.0, -1.0, 1.0]) @ self.view_matrix
         return m.astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
-class PerspCamera:
+class PerspCamera(_Pose):
     """2K2K pinhole camera at (0, 0, distance) of the view frame, looking down −z.
 
     Attributes:
@@ -170,17 +212,17 @@ class PerspCamera:
       yaw_deg: rotation of the scan about +y before viewing.
       fov_deg: full field of view of both axes.
       distance: camera centre to the origin (the 2K2K depth encoding assumes 1).
+      pitch_deg, scale, shift: the subject's pose jitter (module docstring); records move
+        the subject (shift, including along z) rather than zoom, so ``scale`` stays 1.
     """
 
     size: int = TWOK2K_SIZE
     yaw_deg: float = 0.0
     fov_deg: float = TWOK2K_FOV_DEG
     distance: float = 1.0
-
-    @property
-    def rotation(self) -> np.ndarray:
-        """(3, 3) float64 normalised -> view frame."""
-        return yaw_matrix(self.yaw_deg)
+    pitch_deg: float = 0.0
+    scale: float = 1.0
+    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def focal(self) -> float:
@@ -202,11 +244,12 @@ class PerspCamera:
     def calib(self) -> np.ndarray:
         """(4, 4) float32 ``[K·[R | t]; 0 0 0 1]``: normalised point -> homogeneous pixels.
 
-        R = diag(1, −1, −1) · R_yaw (camera x right, y down, z forward), t = (0, 0, distance).
+        ``[R | t] = diag(1, −1, −1) · [s·R_pitch·R_yaw | shift] + [0 | (0, 0, distance)]``
+        (camera x right, y down, z forward).
         """
         m = np.eye(4)
-        m[:3, :3] = np.diag([1.0, -1.0, -1.0]) @ self.rotation
-        m[:3, 3] = (0.0, 0.0, self.distance)
+        m[:3] = np.diag([1.0, -1.0, -1.0]) @ self.view_matrix
+        m[2, 3] += self.distance
         m[:3] = self.intrinsics @ m[:3]
         return m.astype(np.float32)
 
@@ -215,13 +258,23 @@ Camera = OrthoCamera | PerspCamera
 
 
 def to_view(points: np.ndarray, camera: Camera) -> np.ndarray:
-    """(N, 3) normalised points -> (N, 3) float64 view-frame points (yaw applied)."""
-    return np.asarray(points, np.float64) @ camera.rotation.T
+    """(N, 3) normalised points -> (N, 3) float64 view-frame points ``s · R · p + t``."""
+    q = np.asarray(points, np.float64) @ camera.rotation.T
+    if camera.scale != 1.0:
+        q = q * camera.scale
+    return q + camera.translation
 
 
 def from_view(points: np.ndarray, camera: Camera) -> np.ndarray:
-    """(N, 3) view-frame points -> (N, 3) float64 normalised points."""
-    return np.asarray(points, np.float64) @ camera.rotation
+    """(N, 3) view-frame points -> (N, 3) float64 normalised points (`to_view` inverted)."""
+    q = np.asarray(points, np.float64) - camera.translation
+    return (q @ camera.rotation) / camera.scale
+
+
+def direction_from_view(directions: np.ndarray, camera: Camera) -> np.ndarray:
+    """(N, 3) view-frame directions -> (N, 3) float64 normalised-frame directions (the
+    linear part of `from_view`: a ray ``o + τ·d`` maps to ``from_view(o) + τ·this``)."""
+    return (np.asarray(directions, np.float64) @ camera.rotation) / camera.scale
 
 
 def project(points: np.ndarray, camera: Camera) -> np.ndarray:

@@ -5,8 +5,9 @@
     it = iter(loader); batch = next(it); state = it.get_state()   # bytes; it.set_state(state)
 
 Per record (`prepare`): decode; composite the subject over a random background (images from
-``background_dir``, unreadable ones skipped with a warning; else procedural); colour jitter
-(brightness, contrast, saturation each × U(0.7, 1), as 2K2K); then per mode
+``background_dir``, unreadable ones skipped and counted in one warning; else procedural:
+a studio backdrop, a room or an outdoor scene, `procedural_background`);
+colour jitter (brightness, contrast, saturation each × U(0.7, 1), as 2K2K); then per mode
 
 * ``pifuhd_coarse``: the whole image resized to ``coarse_size`` (512), with its calib
   ``calib_global`` (the coarse level's, named as in the official ``HGPIFuMRNet.query``);
@@ -127,7 +128,8 @@ def open_source(data_dir: str, split: str = "train"):
 
 
 def list_backgrounds(folder: str | None) -> list[str]:
-    """Readable image files of ``folder`` (sorted); unreadable ones are skipped with a warning.
+    """Readable image files of ``folder`` (sorted); unreadable ones are skipped and counted
+    in one warning line (with the first few names).
 
     Raises:
       HdjaxError: ``folder`` is given but is not a directory.
@@ -136,34 +138,134 @@ def list_backgrounds(folder: str | None) -> list[str]:
         return []
     if not os.path.isdir(folder):
         raise HdjaxError("background folder does not exist", folder)
-    good = []
+    good, bad = [], []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         if not name.lower().endswith(IMAGE_EXTS):
             continue
         # A reduced decode is enough to know the file is an image and costs 1/64 of a full one.
         if cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
-            logging.warning("skipping unreadable background image %s", path)
+            bad.append(name)
             continue
         good.append(path)
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        logging.warning(
+            "%s: skipped %d unreadable background image%s of %d (%s)",
+            folder,
+            len(bad),
+            "" if len(bad) == 1 else "s",
+            len(bad) + len(good),
+            shown,
+        )
     if not good:
         logging.warning("no readable background in %s; using procedural backgrounds", folder)
     return good
 
 
-def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) float32 in [0, 1]: a colour gradient, soft blobs and sensor noise."""
-    lo = 32
+BACKGROUND_STYLES = ("studio", "room", "outdoor")
+
+
+def _muted(rng: np.random.Generator, low: float, high: float, saturation: float) -> np.ndarray:
+    """(3,) a colour of brightness U(low, high), its hue at most ``saturation`` from grey."""
+    grey = rng.uniform(low, high)
+    return np.clip(grey + rng.uniform(-1, 1, 3) * saturation * grey, 0, 1)
+
+
+def _studio(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A coloured backdrop: a gradient and soft blobs."""
     c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     angle = rng.uniform(0, 2 * np.pi)
-    y, x = np.mgrid[0:lo, 0:lo] / (lo - 1)
     t = np.clip(0.5 + (x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle), 0, 1)
     img = c0 * (1 - t[..., None]) + c1 * t[..., None]
     for _ in range(rng.integers(2, 7)):
         cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.35)
         w = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
         img = img * (1 - 0.8 * w) + rng.uniform(0, 1, 3) * 0.8 * w
-    img = cv2.resize(img.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    return img
+
+
+def _room(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A wall over a floor (horizon below the subject's waist), with windows, pictures and
+    furniture blocks; the floor's boards run toward a vanishing point."""
+    h = rng.uniform(0.55, 0.85)
+    wall = _muted(rng, 0.35, 0.9, 0.35)
+    img = wall * (1 - rng.uniform(0, 0.35) * (x if rng.random() < 0.5 else 1 - x))[..., None]
+    floors = [[0.45, 0.3, 0.18], [0.5, 0.5, 0.5], [0.62, 0.55, 0.45], [0.3, 0.22, 0.16]]
+    floor = np.clip(np.asarray(floors[rng.integers(len(floors))]) * rng.uniform(0.5, 1.3), 0, 1)
+    vx = rng.uniform(0, 1)
+    angle = np.arctan2(x - vx, np.maximum(y - h, 1e-3))
+    boards = 0.5 + 0.5 * np.sin(angle * rng.uniform(10, 40)) if rng.random() < 0.6 else 0.5
+    shade = (0.75 + 0.35 * (y - h) / (1 - h)) * (1 - 0.2 * boards)
+    img = np.where((y > h)[..., None], floor * shade[..., None], img)
+    img[np.abs(y - h) < 0.01] *= 0.6  # skirting board
+    for _ in range(rng.integers(0, 5)):
+        x0, w = rng.uniform(-0.1, 1), rng.uniform(0.06, 0.35)
+        if rng.random() < 0.5:  # on the wall: a window (bright) or a picture / door
+            y0 = rng.uniform(0.02, h - 0.15)
+            y1 = rng.uniform(y0 + 0.08, h - 0.02)
+            colour = (
+                _muted(rng, 0.85, 1.0, 0.1) if rng.random() < 0.5 else _muted(rng, 0.1, 0.8, 0.6)
+            )
+        else:  # furniture standing on the floor
+            y0 = h - rng.uniform(0.05, 0.35)
+            y1 = h + rng.uniform(0.0, 0.08)
+            colour = _muted(rng, 0.1, 0.6, 0.5)
+        box = (x >= x0) & (x < x0 + w) & (y >= y0) & (y < y1)
+        img[box] = colour * (0.85 + 0.15 * (y[box] - y0) / max(y1 - y0, 1e-3))[:, None]
+    return img
+
+
+def _outdoor(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Sky (blue or overcast, with clouds), a skyline of buildings or trees, and ground."""
+    lo = y.shape[0]
+    h = rng.uniform(0.35, 0.7)
+    if rng.random() < 0.65:
+        top = np.array([rng.uniform(0.25, 0.5), rng.uniform(0.45, 0.7), rng.uniform(0.75, 0.98)])
+    else:
+        top = _muted(rng, 0.55, 0.9, 0.05)
+    sky = top + (1 - top) * 0.6 * (y / h)[..., None]
+    for _ in range(rng.integers(0, 6)):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, h), rng.uniform(0.04, 0.2)
+        w = np.exp(-((x - cx) ** 2 / 4 + (y - cy) ** 2) / (2 * r * r))[..., None]
+        sky = sky * (1 - 0.7 * w) + 0.95 * 0.7 * w
+    # Skyline: flat-topped buildings or a smooth tree line, up to 35 % of the frame.
+    if rng.random() < 0.5:
+        edges = np.sort(rng.uniform(0, 1, rng.integers(3, 12)))
+        tops = rng.uniform(0.02, 0.35, len(edges) + 1)
+        profile = tops[np.searchsorted(edges, x[0])]
+        colours = [_muted(rng, 0.2, 0.7, 0.3) for _ in range(len(tops))]
+        fill = np.array(colours)[np.searchsorted(edges, x[0])][None]
+    else:
+        coarse = rng.uniform(0.03, 0.25, 8)
+        profile = np.interp(x[0], np.linspace(0, 1, 8), coarse)
+        profile += rng.uniform(0, 0.03, lo)
+        fill = (_muted(rng, 0.1, 0.35, 0.3) * [0.7, 1.0, 0.6])[None, None]
+    band = (y < h) & (y > h - profile[None, :])
+    img = np.where(band[..., None], np.broadcast_to(fill, (*y.shape, 3)), sky)
+    ground = [[0.3, 0.45, 0.2], [0.4, 0.4, 0.4], [0.6, 0.5, 0.35], [0.35, 0.3, 0.25]]
+    base = np.asarray(ground[rng.integers(len(ground))]) * rng.uniform(0.6, 1.3)
+    grain = cv2.resize(rng.uniform(0.8, 1.2, (lo // 4, lo // 4)), (lo, lo))[..., None]
+    g = base * grain * (0.8 + 0.3 * ((y - h) / (1 - h)))[..., None]
+    return np.where((y >= h)[..., None], g, img)
+
+
+def procedural_background(
+    rng: np.random.Generator, size: int, style: str | None = None
+) -> np.ndarray:
+    """(size, size, 3) float32 in [0, 1]: one of `BACKGROUND_STYLES` (a studio backdrop, a
+    room, an outdoor scene; drawn from ``rng`` unless ``style`` is given), drawn at low
+    resolution, out of focus by a random amount, upsampled, with sensor noise."""
+    lo = 96
+    drawn = BACKGROUND_STYLES[rng.integers(len(BACKGROUND_STYLES))]
+    style = drawn if style is None else style
+    y, x = np.mgrid[0:lo, 0:lo] / (lo - 1)
+    img = {"studio": _studio, "room": _room, "outdoor": _outdoor}[style](rng, y, x)
+    img = img.astype(np.float32)
+    sigma = rng.uniform(0.0, 1.5)  # depth of field, in low-resolution pixels
+    if sigma > 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
     img += rng.normal(0, rng.uniform(0.0, 0.03), img.shape).astype(np.float32)
     return np.clip(img, 0, 1).astype(np.float32)
 

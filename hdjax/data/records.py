@@ -16,7 +16,8 @@ key                   value                meaning
 ``depth_front/back``  PNG (H, W, 1) uint16 ortho: `codecs.ortho_depth_to_png` of view-frame
                                            z; persp: the 2K2K ``d · 32``; background 0
 ``camera``            str                  "ortho" (PIFuHD) or "persp" (2K2K)
-``calib``             (4, 4) float32       normalised point -> uv (ortho) / pixels (persp)
+``calib``             (4, 4) float32       normalised point -> uv (ortho) / pixels (persp),
+                                           the view's jittered pose included
 ``keypoints``         (J, 3) float32       (u, v, visible) pixels, 2K2K's 31-joint layout:
                                            COCO-WholeBody body+feet, then 8 finger
                                            knuckles (`hdjax.data.keypoints`); rows of
@@ -28,6 +29,26 @@ key                   value                meaning
 ``subject``           str                  subject name
 ``yaw``               float32              degrees
 ====================  ===================  ===============================================
+
+Camera jitter (`RenderConfig`; `make_camera` draws it from the record's generator):
+
+====================  =======  ====================================================
+field                 default  per view, u ~ U(−1, 1) each
+====================  =======  ====================================================
+``pitch_deg``         4.0      pitch ``u · pitch_deg`` about the view's +x (both cameras)
+``scale_jitter``      0.05     apparent size × ``1 + u · scale_jitter``: ortho: the
+                               pose's scale; persp: the subject moved along the view
+                               axis by ``distance · (1 − 1/size factor)`` (the official
+                               intrinsics and depth encoding stay fixed)
+``shift_jitter``      0.03     the subject's centre moved by ``u · shift_jitter`` half
+                               image sides, in x and in y
+====================  =======  ====================================================
+
+The jitter moves the subject, never the intrinsics (`camera` module docstring): ``calib``,
+the maps, the keypoints and the points (stored in the normalised frame; the uniform ones
+fill the jittered view's reconstruction cube) agree exactly. Zero fields: no jitter.
+Evaluation renders its views without jitter (`hdjax.eval.evaluate.render_views`), so its
+ground truth is the normalised mesh turned by the yaw alone.
 
 Sigmas are absolute centimetres (the paper's 5 cm / 3 cm) whenever the subject's scan unit
 is known (`Subject.unit_cm`: the embedded bodies are in metres; scans take
@@ -51,6 +72,7 @@ import hashlib
 import inspect
 import itertools
 import logging
+import math
 import multiprocessing
 import sys
 import time
@@ -88,6 +110,8 @@ class RenderConfig:
         THuman2.0, 1 for RenderPeople); None = unknown (σ then assumes a 180 cm body).
       max_faces: scans with more faces are skipped as absurdly large.
       max_extent: scans whose bounding box is longer than this (scan units) are skipped.
+      pitch_deg, scale_jitter, shift_jitter: camera jitter per view (module docstring);
+        0 turns each off.
     """
 
     camera: str = "ortho"
@@ -99,6 +123,9 @@ class RenderConfig:
     max_faces: int = 3_000_000
     max_extent: float = 1.0e4
     scan_unit_cm: float | None = None
+    pitch_deg: float = 4.0
+    scale_jitter: float = 0.05
+    shift_jitter: float = 0.03
 
 
 def pifuhd_config(**overrides: Any) -> RenderConfig:
@@ -112,13 +139,27 @@ def twok2k_config(**overrides: Any) -> RenderConfig:
     return dataclasses.replace(base, **overrides)
 
 
-def make_camera(config: RenderConfig, yaw: float) -> cam.Camera:
-    """The `OrthoCamera` / `PerspCamera` of one view."""
-    if config.camera == "ortho":
-        return cam.OrthoCamera(size=config.size, yaw_deg=yaw)
-    if config.camera == "persp":
-        return cam.PerspCamera(size=config.size, yaw_deg=yaw)
-    raise ValueError(f"unknown camera {config.camera!r} (ortho or persp)")
+def make_camera(
+    config: RenderConfig, yaw: float, rng: np.random.Generator | None = None
+) -> cam.Camera:
+    """The `OrthoCamera` / `PerspCamera` of one view; with ``rng``, jittered by the config
+    (module docstring; four draws whatever the fields, zero ones included)."""
+    if config.camera not in ("ortho", "persp"):
+        raise ValueError(f"unknown camera {config.camera!r} (ortho or persp)")
+    u = np.zeros(4) if rng is None else rng.uniform(-1.0, 1.0, 4)
+    pitch = float(config.pitch_deg * u[0])
+    size_factor = 1.0 + float(config.scale_jitter * u[1])
+    if config.camera == "ortho":  # the image spans [−1, 1]: a half side is one unit
+        shift = (float(config.shift_jitter * u[2]), float(config.shift_jitter * u[3]), 0.0)
+        return cam.OrthoCamera(
+            size=config.size, yaw_deg=yaw, pitch_deg=pitch, scale=size_factor, shift=shift
+        )
+    base = cam.PerspCamera(size=config.size, yaw_deg=yaw)
+    tz = base.distance * (1.0 - 1.0 / size_factor)
+    # A half image side at the subject's depth, so the centre moves by u·shift half sides.
+    half = (base.distance - tz) * math.tan(math.radians(base.fov_deg) / 2.0)
+    sx, sy = (float(config.shift_jitter * u[k] * half) for k in (2, 3))
+    return dataclasses.replace(base, pitch_deg=pitch, shift=(sx, sy, tz))
 
 
 def normalization(subject: Subject, config: RenderConfig) -> cam.Normalization:
@@ -142,7 +183,7 @@ def render_record(
     rng = subject_rng(seed, subject.name, view)
     norm = normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
-    camera = make_camera(config, yaw)
+    camera = make_camera(config, yaw, rng)
     joints = None if subject.keypoints is None else norm.apply(_all_joints(subject.keypoints))
     out = render_lib.render(mesh, camera, rng, joints=joints)
     mask = out["mask"]
@@ -164,7 +205,10 @@ def render_record(
         units_per_cm = norm.scale / subject.unit_cm
     else:  # PIFu's assumption: every scan is a 180 cm body
         units_per_cm = float(np.ptp(mesh.vertices[:, 1])) / 180.0
-    box = point_sampling.RECONSTRUCTION_CUBE if config.camera == "ortho" else TWOK2K_POINT_BOX
+    if config.camera == "ortho":  # the cube is the query frame's: undo the pose's s and t
+        box = (point_sampling.RECONSTRUCTION_CUBE - camera.translation) / camera.scale
+    else:  # a box about the subject, wherever the jitter put it
+        box = TWOK2K_POINT_BOX
     record = {
         "image": codecs.png_bytes(out["image"]),
         "mask": codecs.png_bytes((mask * 255).astype(np.uint8)[..., None]),

@@ -7,7 +7,7 @@ returns a dict of numpy arrays, all ``[row, col]`` indexed, H = W = ``camera.siz
 =================  =====================  ==================================================
 key                shape / dtype          meaning
 =================  =====================  ==================================================
-``image``          (H, W, 3) uint8        shaded RGB (random lights), background 0
+``image``          (H, W, 3) uint8        shaded RGB (random SH light + AO), background 0
 ``albedo``         (H, W, 3) uint8        unshaded colour of the front surface, background 0
 ``mask``           (H, W) bool            a camera ray hits the mesh
 ``normal_front``   (H, W, 3) float32      unit outward normal at the nearest hit, view frame
@@ -29,12 +29,26 @@ Front hits come from one ray per pixel of the mesh's projected bounding box (`fo
 back hits from the same rays cast in reverse from beyond the mesh (the first hit of the
 reversed ray is the farthest hit of the forward ray), only for foreground pixels. Hit points
 are rebuilt from float64 vertices and embree's barycentrics. Colours: texture (UV + image,
-bilinear), else vertex or face colours, else a random flat albedo. Lighting: ambient + 1–2
-random directional lights (Lambert + Blinn–Phong), colours and intensities drawn from ``rng``.
+bilinear), else vertex or face colours, else a random flat albedo.
+
+Lighting (`shade`), as PIFu renders its training data: ``image = albedo · Σ_k c_k Y_k(n) ·
+(1 − a · AO) + specular``, with the real order-2 spherical harmonics Y_k (9 per channel,
+`sh_basis`) of the view-frame normal n and coefficients c (9, 3) drawn from ``rng``
+(`random_sh`): an ambient DC term U(0.3, 0.55), 1–3 directional lights of total intensity
+U(0.5, 1.0) (each projected on SH through the clamped-cosine kernel; 80 % on the camera
+side, any elevation), each tinted by per-channel factors in 1 ± 0.08, and a small random
+order-1/2 perturbation (std 0.04). Ambient occlusion stands in for PIFu's precomputed
+visibility: per vertex (only those of visible triangles), the fraction of 16 fixed
+cosine-weighted hemisphere rays (embree occlusion queries) that hit the mesh within 8 % of
+its largest extent, interpolated at the hits and weighted by a ∈ U(0.7, 1)
+(`ambient_occlusion`). A Blinn–Phong highlight of the strongest light, strength U(0, 0.12),
+shininess U(8, 40). Ranges: the module's ``SH_*``, ``AO_*``, ``SPECULAR`` constants.
 The keypoint ``visible`` flag only means "inside the image" (no occlusion test).
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -46,9 +60,12 @@ from hdjax.data.camera import (
     Camera,
     OrthoCamera,
     camera_rays,
+    direction_from_view,
     encode_ray_depth,
     footprint,
+    from_view,
     project,
+    to_view,
 )
 
 _MISS = -1
@@ -139,14 +156,169 @@ def _albedo(mesh: trimesh.Trimesh, face, bary, rng: np.random.Generator) -> np.n
     return np.broadcast_to(flat, (len(face), 3))
 
 
-def shade(
-    albedo: np.ndarray, normals: np.ndarray, view_dirs: np.ndarray, rng: np.random.Generator
+# Real spherical harmonics up to order 2, the usual (l, m) order (00, 1−1, 10, 11, 2−2, 2−1,
+# 20, 21, 22); Y_lm(n) = constant · polynomial of the unit normal n = (x, y, z).
+SH_Y00 = 0.5 * math.sqrt(1.0 / math.pi)  # 0.282095
+SH_Y1 = math.sqrt(3.0 / (4.0 * math.pi))  # 0.488603
+SH_Y2 = 0.5 * math.sqrt(15.0 / math.pi)  # 1.092548 (2−2, 2−1, 21)
+SH_Y20 = 0.25 * math.sqrt(5.0 / math.pi)  # 0.315392
+SH_Y22 = 0.25 * math.sqrt(15.0 / math.pi)  # 0.546274
+# max(cos θ, 0) = Σ_l a_l P_l(cos θ) + O(l ≥ 4): a directional light's irradiance.
+_CLAMPED_COSINE = (0.25, 0.5, 5.0 / 16.0)
+
+# Ranges of the random SH light (`random_sh`), all drawn uniformly.
+SH_AMBIENT = (0.3, 0.55)  # the constant (DC) irradiance of the sky / room
+SH_KEY = (0.5, 1.0)  # total intensity of the 1–3 directional lights
+SH_FRONT_PROB = 0.8  # chance that a light is on the camera side (z > 0)
+SH_TINT = 0.08  # per-channel colour factors in 1 ± SH_TINT, per light
+SH_NOISE = 0.04  # std of a random order-1/2 perturbation (irregular surroundings)
+SPECULAR = (0.0, 0.12)  # Blinn–Phong strength of the strongest light
+SHININESS = (8.0, 40.0)
+AO_STRENGTH = (0.7, 1.0)  # diffuse × (1 − strength · occlusion)
+AO_RAYS = 16  # hemisphere rays per vertex
+AO_DISTANCE = 0.08  # ray reach, as a fraction of the mesh's largest extent (~14 cm of a body)
+
+
+def sh_basis(normals: np.ndarray) -> np.ndarray:
+    """(N, 3) unit normals -> (N, 9) float32 real SH basis values Y_k(n), k = l² + l + m."""
+    n = np.asarray(normals, np.float32)
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    one = np.ones_like(x)
+    return np.stack(
+        [
+            SH_Y00 * one,
+            SH_Y1 * y,
+            SH_Y1 * z,
+            SH_Y1 * x,
+            SH_Y2 * x * y,
+            SH_Y2 * y * z,
+            SH_Y20 * (3.0 * z * z - 1.0),
+            SH_Y2 * x * z,
+            SH_Y22 * (x * x - y * y),
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def directional_sh(direction: np.ndarray) -> np.ndarray:
+    """(9,) float64 SH coefficients of the irradiance of a unit directional light from
+    ``direction``: ``Σ_k c_k Y_k(n) ≈ max(n·d, 0)`` (addition theorem:
+    ``P_l(n·d) = 4π/(2l+1) Σ_m Y_lm(d) Y_lm(n)``)."""
+    d = _unit(np.asarray(direction, np.float64))
+    y = sh_basis(d[None])[0].astype(np.float64)
+    gain = [4.0 * math.pi / (2 * l + 1) * _CLAMPED_COSINE[l] for l in (0, 1, 1, 1, 2, 2, 2, 2, 2)]
+    return np.asarray(gain) * y
+
+
+def random_sh(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random order-2 SH light (ranges: the module's ``SH_*`` constants).
+
+    An ambient DC term, 1–3 directional lights (mostly on the camera side, from any
+    elevation), each with a slight colour tint, and a small random order-1/2 perturbation.
+
+    Returns:
+      coefficients (9, 3) float32 (per RGB channel) and the direction (3,) of the strongest
+      light (for the specular highlight).
+    """
+    coef = np.zeros((9, 3))
+    coef[0] = rng.uniform(*SH_AMBIENT) / SH_Y00 * rng.uniform(1.0 - SH_TINT, 1.0, 3)
+    count = int(rng.integers(1, 4))
+    share = rng.dirichlet(np.full(count, 2.0)) * rng.uniform(*SH_KEY)
+    key = None
+    for intensity in share:
+        d = _unit(rng.normal(size=3))
+        if rng.random() < SH_FRONT_PROB:
+            d[2] = abs(d[2])
+        tint = rng.uniform(1.0 - SH_TINT, 1.0 + SH_TINT, 3)
+        coef += np.outer(directional_sh(d), intensity * tint)
+        if intensity == share.max():
+            key = d
+    coef[1:] += rng.normal(0.0, SH_NOISE, (8, 1)) * rng.uniform(0.8, 1.2, (8, 3))
+    return coef.astype(np.float32), key.astype(np.float32)
+
+
+def sh_irradiance(normals: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``max(Σ_k c_k Y_k(n), 0)``: (N, 3) unit normals, (9, 3) coefficients -> (N, 3) float32."""
+    return np.clip(sh_basis(normals) @ np.asarray(coef, np.float32), 0.0, None)
+
+
+def _hemisphere(k: int) -> np.ndarray:
+    """(k, 3) cosine-weighted directions about +z: a Fibonacci spiral on the unit disc
+    lifted to the hemisphere (deterministic, evenly spread)."""
+    i = np.arange(k) + 0.5
+    r = np.sqrt(i / k)
+    phi = i * math.pi * (3.0 - math.sqrt(5.0))
+    return np.stack([r * np.cos(phi), r * np.sin(phi), np.sqrt(1.0 - r * r)], axis=1)
+
+
+def ambient_occlusion(
+    mesh: trimesh.Trimesh,
+    vertices: np.ndarray | None = None,
+    rays: int = AO_RAYS,
+    distance: float = AO_DISTANCE,
+    scene=None,
 ) -> np.ndarray:
-    """Random-light shading.
+    """Per-vertex ambient occlusion: the fraction of ``rays`` cosine-weighted hemisphere
+    rays about the vertex normal that hit the mesh within ``distance`` · (largest extent).
+
+    The ray pattern is fixed, turned about each normal by a per-vertex golden-angle step
+    (deterministic, and no banding from one pattern shared by neighbours).
+
+    Args:
+      mesh: the triangles (any frame).
+      vertices: optional (M,) vertex indices to compute (default all).
+      rays: rays per vertex (K).
+      distance: the rays' reach as a fraction of the mesh's largest bounding-box side.
+      scene: an embree scene of ``mesh`` to reuse.
+
+    Returns:
+      (M,) float32 in [0, 1]: 0 open, 1 fully enclosed.
+    """
+    idx = np.arange(len(mesh.vertices)) if vertices is None else np.asarray(vertices)
+    if len(idx) == 0:
+        return np.zeros(0, np.float32)
+    scene = _scene(mesh) if scene is None else scene
+    extent = float(np.max(mesh.extents))
+    n = _unit(np.asarray(mesh.vertex_normals, np.float64)[idx])
+    # Tangent frame per vertex: any axis not parallel to n.
+    axis = np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    t1 = _unit(np.cross(n, axis))
+    t2 = np.cross(n, t1)
+    turn = np.mod(idx * 2.399963229728653, 2.0 * math.pi)  # golden angle per vertex
+    c, s = np.cos(turn)[:, None], np.sin(turn)[:, None]
+    pat = _hemisphere(rays)
+    px = c * pat[None, :, 0] - s * pat[None, :, 1]  # (M, K)
+    py = s * pat[None, :, 0] + c * pat[None, :, 1]
+    dirs = px[..., None] * t1[:, None] + py[..., None] * t2[:, None] + pat[None, :, 2:] * n[:, None]
+    # Off the surface by a hair so that a ray does not hit the vertex's own triangles.
+    origins = np.asarray(mesh.vertices, np.float64)[idx] + 1e-3 * extent * n
+    origins = np.repeat(origins, rays, axis=0)
+    reach = np.full(len(origins), distance * extent, np.float32)
+    hit = scene.run(
+        np.ascontiguousarray(origins, np.float32),
+        np.ascontiguousarray(dirs.reshape(-1, 3), np.float32),
+        dists=reach,
+        query="OCCLUDED",
+    )
+    return (hit.reshape(len(idx), rays) != _MISS).mean(axis=1).astype(np.float32)
+
+
+def shade(
+    albedo: np.ndarray,
+    normals: np.ndarray,
+    view_dirs: np.ndarray,
+    rng: np.random.Generator,
+    occlusion: np.ndarray | None = None,
+) -> np.ndarray:
+    """Random spherical-harmonics lighting (PIFu's model): ``albedo · Σ_k c_k Y_k(n)``
+    with `random_sh` coefficients, the diffuse term darkened by ambient occlusion, plus a
+    small Blinn–Phong highlight of the strongest light.
 
     Args:
       albedo: (N, 3) float in [0, 1]; normals: (N, 3) unit, view frame;
       view_dirs: (N, 3) unit, from the surface toward the camera.
+      rng: draws the light.
+      occlusion: optional (N,) ambient occlusion in [0, 1] (`ambient_occlusion`).
 
     Returns:
       (N, 3) float32 in [0, 1].
@@ -154,23 +326,18 @@ def shade(
     # float32 throughout: this runs on millions of pixels and 8-bit output needs no more.
     albedo = np.asarray(albedo, np.float32)
     normals = np.asarray(normals, np.float32)
-    view_dirs = np.asarray(view_dirs, np.float32)
-    ambient = (rng.uniform(0.15, 0.45) * rng.uniform(0.85, 1.0, size=3)).astype(np.float32)
-    light = np.broadcast_to(ambient, albedo.shape).copy()
-    spec = np.zeros_like(albedo)
-    shininess = rng.uniform(5.0, 40.0)
-    for _ in range(rng.integers(1, 3)):
-        # Lights in front of the subject (z > 0 of the view frame), like a studio capture.
-        d = _unit(np.array([rng.uniform(-1, 1), rng.uniform(-0.5, 1.0), rng.uniform(0.3, 1.5)]))
-        d = d.astype(np.float32)
-        colour = (rng.uniform(0.8, 1.0, size=3) * rng.uniform(0.4, 0.9)).astype(np.float32)
-        lambert = np.clip(normals @ d, 0.0, None)
-        light += lambert[:, None] * colour
-        half = _unit(view_dirs + d)
-        blinn = np.clip(np.sum(normals * half, axis=1), 0.0, None) ** shininess
-        strength = np.float32(rng.uniform(0.0, 0.25))
-        spec += (strength * blinn * (lambert > 0))[:, None] * colour
-    return np.clip(albedo * light + spec, 0.0, 1.0)
+    coef, key = random_sh(rng)
+    irradiance = sh_irradiance(normals, coef)
+    ao_strength = np.float32(rng.uniform(*AO_STRENGTH))
+    if occlusion is not None:
+        irradiance *= (1.0 - ao_strength * np.asarray(occlusion, np.float32))[:, None]
+    strength = np.float32(rng.uniform(*SPECULAR))
+    shininess = np.float32(rng.uniform(*SHININESS))
+    half = _unit(np.asarray(view_dirs, np.float32) + key).astype(np.float32)
+    facing = normals @ key > 0
+    blinn = np.clip(np.sum(normals * half, axis=1), 0.0, None) ** shininess
+    spec = (strength * blinn * facing)[:, None]
+    return np.clip(albedo * irradiance + spec, 0.0, 1.0)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -183,15 +350,19 @@ def render(
     rng: np.random.Generator,
     joints: np.ndarray | None = None,
     smooth: bool = True,
+    ao_rays: int = AO_RAYS,
 ) -> dict[str, np.ndarray]:
     """Render a normalised mesh with `camera` (keys and conventions: module docstring).
 
     Args:
       mesh: triangle mesh in the normalised frame, outward-facing winding.
-      camera: `OrthoCamera` (PIFuHD) or `PerspCamera` (2K2K); its yaw turns the mesh.
+      camera: `OrthoCamera` (PIFuHD) or `PerspCamera` (2K2K); its pose (yaw, pitch, scale,
+        shift) places the mesh in the view frame.
       rng: source of the random lighting (and of the flat albedo of uncoloured meshes).
       joints: optional (J, 3) normalised-frame 3D joints to project.
       smooth: interpolate vertex normals (else flat face normals).
+      ao_rays: ambient-occlusion rays per vertex (0: no occlusion; the maps other than
+        ``image`` do not depend on it).
     """
     size = camera.size
     rot = camera.rotation
@@ -207,11 +378,12 @@ def render(
     win_idx = (np.arange(r0, r1)[:, None] * size + np.arange(c0, c1)[None, :]).reshape(-1)
     origins = origins.reshape(-1, 3)
     dirs = dirs.reshape(-1, 3)
-    # The scene stays in the normalised frame; the rays go the other way through the yaw.
-    radius = float(np.linalg.norm(verts, axis=1).max()) + 1.0
+    # The scene stays in the normalised frame; the rays go the other way through the pose.
+    radius = camera.scale * float(np.linalg.norm(verts, axis=1).max())
+    radius += float(np.linalg.norm(camera.translation)) + 1.0  # view-frame units
     if ortho:
         origins[:, 2] = radius
-    o_world, d_world = origins @ rot, dirs @ rot
+    o_world, d_world = from_view(origins, camera), direction_from_view(dirs, camera)
     scene = _scene(mesh)
 
     face_f, bary_f, _ = _cast(scene, o_world, d_world)
@@ -229,8 +401,8 @@ def render(
     face_b[miss_b], bary_b[miss_b] = face_f[miss_b], bary_f[miss_b]
 
     # Hit points from float64 vertices and embree's barycentrics: exact on the triangle.
-    p_front = _interp(verts, faces, face_f, bary_f) @ rot.T  # view frame
-    p_back = _interp(verts, faces, face_b, bary_b) @ rot.T
+    p_front = to_view(_interp(verts, faces, face_f, bary_f), camera)
+    p_back = to_view(_interp(verts, faces, face_b, bary_b), camera)
     n_front = (_surface_normals(mesh, face_f, bary_f, smooth) @ rot.T).astype(np.float32)
     n_back = (_surface_normals(mesh, face_b, bary_b, smooth) @ rot.T).astype(np.float32)
 
@@ -258,7 +430,15 @@ def render(
     albedo = _albedo(mesh, face_f, bary_f, rng)
     view_dirs = -dirs[hit].astype(np.float32)  # view frame, toward the camera
     out["albedo"] = scatter(_to_uint8(albedo), np.uint8)
-    out["image"] = scatter(_to_uint8(shade(albedo, n_front, view_dirs, rng)), np.uint8)
+    occlusion = None
+    if ao_rays > 0:
+        # Per vertex, only for the vertices of the visible triangles, then interpolated.
+        seen = np.unique(faces[face_f])
+        per_vertex = np.zeros(len(verts), np.float32)
+        per_vertex[seen] = ambient_occlusion(mesh, seen, ao_rays, scene=scene)
+        occlusion = _interp(per_vertex[:, None], faces, face_f, bary_f)[:, 0]
+    shaded = shade(albedo, n_front, view_dirs, rng, occlusion)
+    out["image"] = scatter(_to_uint8(shaded), np.uint8)
     out["calib"] = camera.calib
     if joints is not None:
         uv = project(np.asarray(joints, np.float64).reshape(-1, 3), camera)

@@ -122,7 +122,15 @@ def _mesh_file_subject(path: str, render: records.RenderConfig) -> subjects.Subj
 def render_views(cfg: ml_collections.ConfigDict, subject: subjects.Subject) -> list[View]:
     """The subject rendered from every ``eval.yaws`` as training renders it."""
     render = configlib.build(records.RenderConfig, cfg.render, "render")
-    render = dataclasses.replace(render, yaws=tuple(cfg.eval.yaws), num_points=16)
+    # No camera jitter: the ground truth is the normalised mesh turned by the yaw alone.
+    render = dataclasses.replace(
+        render,
+        yaws=tuple(cfg.eval.yaws),
+        num_points=16,
+        pitch_deg=0.0,
+        scale_jitter=0.0,
+        shift_jitter=0.0,
+    )
     norm = records.normalization(subject, render)
     mesh = cam.normalize_mesh(subject.mesh, norm)
     per_cm = norm.scale / subject.unit_cm if subject.unit_cm else cam.PIFU_UNITS_PER_CM

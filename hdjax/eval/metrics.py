@@ -183,8 +183,9 @@ def normal_images(mesh: trimesh.Trimesh, size: int = 512, views: int = 4) -> np.
     if is_empty(mesh):
         return out
     for i, yaw in enumerate(view_yaws(views)):
-        # The lighting rng only shades the RGB image, which is not used here.
-        maps = render(mesh, OrthoCamera(size=size, yaw_deg=yaw), np.random.default_rng(0))
+        # The lighting (rng, occlusion rays) only shades the RGB image, unused here.
+        camera = OrthoCamera(size=size, yaw_deg=yaw)
+        maps = render(mesh, camera, np.random.default_rng(0), ao_rays=0)
         mask = maps["mask"]
         out[i][mask] = maps["normal_front"][mask] * np.float32(0.5) + np.float32(0.5)
     return out

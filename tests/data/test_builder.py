@@ -69,7 +69,10 @@ def test_records_match_camera_and_label_points_consistently():
     subject = subjects.load_embedded_body("body_00")
     config = records.pifuhd_config(**TINY)
     rec = records.render_record(subject, config, view=1)
-    np.testing.assert_array_equal(rec["calib"], cam.OrthoCamera(64, 90.0).calib)
+    # The view's camera, jittered from the record's generator (the first draws).
+    camera = records.make_camera(config, 90.0, records.subject_rng(0, "body_00", 1))
+    assert camera.yaw_deg == 90.0 and camera.scale != 1.0
+    np.testing.assert_array_equal(rec["calib"], camera.calib)
     mask = codecs.decode_png(rec["mask"]) > 0
     assert 0.03 < mask.mean() < 0.6
     # Every inside point projects onto the silhouette (1-pixel tolerance at 64²).
@@ -213,7 +216,8 @@ def test_twok2k_config_renders_2k2k_depth_encoding():
     # 2K2K: d = (r − 1)·f + 1024 with the body within ±0.36 of the origin at r ≈ 1.
     f = cam.PerspCamera(64).focal
     assert np.all(np.abs(d[fg] - 1024) < 0.4 * f)
-    np.testing.assert_array_equal(rec["calib"], cam.PerspCamera(64, -30.0).calib)
+    camera = records.make_camera(config, -30.0, records.subject_rng(0, "body_01", 0))
+    np.testing.assert_array_equal(rec["calib"], camera.calib)
     assert rec["camera"] == "persp"
 
 

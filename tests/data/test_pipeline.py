@@ -155,11 +155,16 @@ def test_background_only_outside_the_mask(source, tmp_path):
 def test_background_folder_skips_unreadable_files(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "good.png"), np.full((40, 50, 3), (0, 0, 255), np.uint8))
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("ignored")
     with caplog.at_level(logging.WARNING):
         found = pl.list_backgrounds(str(tmp_path))
     assert found == [str(tmp_path / "good.png")]
-    assert "broken.jpg" in caplog.text
+    # One line with the count and the names, not one warning per file.
+    lines = [r.getMessage() for r in caplog.records if "background" in r.getMessage()]
+    assert len(lines) == 1
+    assert "skipped 2 unreadable background images of 3" in lines[0]
+    assert "broken.jpg" in lines[0] and "empty.png" in lines[0]
     bg = pl.image_background(found[0], np.random.default_rng(0), 16)
     np.testing.assert_allclose(bg[..., 0], 1.0)  # red (RGB) from a BGR file
     with pytest.raises(HdjaxError):
@@ -189,3 +194,22 @@ def test_loader_imports_no_rendering_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("style", pl.BACKGROUND_STYLES)
+def test_procedural_backgrounds_are_seeded_scenes(style):
+    bgs = [pl.procedural_background(np.random.default_rng(k), 64, style) for k in range(12)]
+    again = pl.procedural_background(np.random.default_rng(0), 64, style)
+    np.testing.assert_array_equal(again, bgs[0])
+    for bg in bgs:
+        assert bg.shape == (64, 64, 3) and bg.dtype == np.float32
+        assert 0.0 <= bg.min() and bg.max() <= 1.0
+    # Varied: the mean colours of the 12 draws spread out.
+    assert np.std([bg.mean(axis=(0, 1)) for bg in bgs], axis=0).mean() > 0.04
+    if style != "studio":
+        # A horizon: the top and bottom bands differ more than the left and right ones.
+        rows = np.mean([np.abs(bg[:8].mean((0, 1)) - bg[-8:].mean((0, 1))).sum() for bg in bgs])
+        cols = np.mean(
+            [np.abs(bg[:, :8].mean((0, 1)) - bg[:, -8:].mean((0, 1))).sum() for bg in bgs]
+        )
+        assert rows > 2 * cols

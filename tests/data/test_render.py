@@ -7,6 +7,7 @@ import trimesh
 
 from hdjax.data import camera as C
 from hdjax.data import codecs
+from hdjax.data import render as L
 from hdjax.data.point_sampling import label_points
 from hdjax.data.render import render
 
@@ -208,3 +209,103 @@ def test_mesh_out_of_view_gives_empty_maps(cam):
     assert not out["depth_front"].any() and not out["image"].any()
     with pytest.raises(ValueError, match="without faces"):
         render(trimesh.Trimesh(), cam, _rng())
+
+
+# ----------------------------------------------------------------------- lighting
+
+
+def _sphere_normals(n=20000):
+    """(n, 3) evenly spread unit vectors (Fibonacci sphere)."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = i * np.pi * (3 - np.sqrt(5))
+    r = np.sqrt(1 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def test_sh_basis_hand_values():
+    y = L.sh_basis(np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.6, 0.8, 0.0]]))
+    # Y00 = 1/(2√π), Y1m = √(3/4π)·(y, z, x), Y2m: √(15/π)/2·xy, ·yz, √(5/π)/4·(3z² − 1),
+    # √(15/π)/2·xz, √(15/π)/4·(x² − y²).
+    up = [0.282095, 0, 0.488603, 0, 0, 0, 0.630783, 0, 0]
+    right = [0.282095, 0, 0, 0.488603, 0, 0, -0.315392, 0, 0.546274]
+    diag = [0.282095, 0.390882, 0, 0.293162, 0.524423, 0, -0.315392, 0, -0.152957]
+    np.testing.assert_allclose(y, [up, right, diag], atol=5e-6)
+
+
+def test_sh_basis_is_orthonormal():
+    y = L.sh_basis(_sphere_normals()).astype(np.float64)
+    gram = 4 * np.pi * y.T @ y / len(y)
+    # Quadrature on 20,000 spiral points: measured 2e-6 off the identity.
+    np.testing.assert_allclose(gram, np.eye(9), atol=1e-3)
+
+
+def test_constant_sh_gives_uniform_shading():
+    coef = np.zeros((9, 3))
+    coef[0] = np.array([0.9, 0.5, 0.3]) / L.SH_Y00
+    normals = _sphere_normals(500)
+    shading = L.sh_irradiance(normals, coef)
+    np.testing.assert_allclose(shading, np.tile([0.9, 0.5, 0.3], (500, 1)), atol=1e-6)
+
+
+def test_directional_sh_is_the_clamped_cosine_to_order_two():
+    d = np.array([0.0, 0.6, 0.8])
+    coef = np.repeat(L.directional_sh(d)[:, None], 3, axis=1)
+    n = np.array([d, -d, [1.0, 0.0, 0.0]])
+    # 1/4 + 1/2·cos θ + 5/16·(3cos²θ − 1)/2 at cos θ = 1, −1, 0.
+    np.testing.assert_allclose(L.sh_irradiance(n, coef)[:, 0], [1.0625, 0.0625, 0.09375], atol=1e-5)
+
+
+def test_random_lights_come_from_varied_directions():
+    normals = _sphere_normals(2000)
+    brightest, means = [], []
+    for seed in range(60):
+        coef, key = L.random_sh(np.random.default_rng(seed))
+        grey = L.sh_irradiance(normals, coef).mean(axis=1)
+        brightest.append(normals[np.argmax(grey)])
+        means.append(grey.mean())
+        assert abs(np.linalg.norm(key) - 1) < 1e-5
+    brightest = np.array(brightest)
+    # Spread over the sphere (a fixed light would give a resultant length of 1), mostly
+    # from the camera's side.
+    assert np.linalg.norm(brightest.mean(axis=0)) < 0.7
+    assert (brightest[:, 2] > 0).mean() > 0.6
+    assert 0.3 < min(means) and max(means) < 1.0
+
+
+def test_ambient_occlusion_concave_corner_above_convex():
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    inner = box.copy()
+    inner.invert()  # the inside of a room: every corner is concave
+    corners = np.arange(8)
+    convex = L.ambient_occlusion(box, corners, distance=0.2)
+    concave = L.ambient_occlusion(inner, corners, distance=0.2)
+    np.testing.assert_array_equal(convex, 0.0)
+    # Three walls meet: the rays leaning into a wall hit it (measured 0.56-0.63).
+    assert np.all(concave > 0.3)
+    assert np.array_equal(L.ambient_occlusion(inner, corners, distance=0.2), concave)
+
+
+def test_ambient_occlusion_darkens_a_fold(sphere):
+    """Two spheres nearly touching: the vertices facing the gap are occluded."""
+    a = sphere.copy()
+    b = sphere.copy()
+    b.apply_translation([2 * R + 0.02, 0, 0])
+    both = trimesh.util.concatenate([a, b])
+    occ = L.ambient_occlusion(both)
+    gap = both.vertices[:, 0] > 0.9 * R
+    gap &= both.vertices[:, 0] < R + 0.02
+    far = both.vertices[:, 0] < -0.9 * R
+    assert occ[gap].mean() > 0.3 and occ[far].max() == 0.0
+
+
+def test_lighting_is_seeded(sphere):
+    cam = C.OrthoCamera(64)
+    a = render(sphere, cam, _rng(5))
+    b = render(sphere, cam, _rng(5))
+    c = render(sphere, cam, _rng(6))
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert np.abs(a["image"].astype(int) - c["image"].astype(int)).mean() > 2
+    np.testing.assert_array_equal(a["normal_front"], c["normal_front"])
+    # Without occlusion (a convex sphere has none) the image is the same.
+    np.testing.assert_array_equal(render(sphere, cam, _rng(5), ao_rays=0)["image"], a["image"])
