@@ -155,7 +155,7 @@ class Garment:
 
 
 def _rgb(x) -> tuple[int, int, int]:
-    return tuple(int(round(float(c))) for c in np.clip(x, 0, 255))
+    return tuple(round(float(c)) for c in np.clip(x, 0, 255))
 
 
 def _fabric(rng: np.random.Generator, kind: str) -> tuple[str, tuple, dict[str, float]]:
@@ -216,13 +216,13 @@ def sample_outfit(
         if not bald:
             chosen.append("hair")
         lower = rng.random()
-        if female and lower < 0.2:
+        if female and lower < 0.22:
             chosen.append("dress")
         else:
             chosen.append("top")
-            if female and lower < 0.4:
+            if female and lower < 0.5:
                 chosen.append("skirt")
-            elif lower < 0.6 + 0.2 * (not female):
+            elif lower < 0.75:
                 chosen.append("trousers")
             else:
                 chosen.append("shorts")
@@ -292,7 +292,7 @@ def _shape_params(kind, rng, female, top_offset, lower_offset) -> tuple[str, dic
         return "coat", {
             "offset": max(top_offset, lower_offset) + u(0.01, 0.02),
             "sleeve_length": u(0.9, 1.0),
-            "length": u(0.25, 0.75),
+            "length": u(0.25, 0.6),
             "flare": u(0.01, 0.08),
             "waist": 0.3,
         }
@@ -354,7 +354,10 @@ class BodyField:
         coarse[tuple(ci.T)] = True
         near = ndimage.distance_transform_edt(~coarse) <= BAND_M / (2 * GRID_M) + 1.5
         idx = np.stack(np.nonzero(near), 1)
-        fine = (idx[:, None, :] * 2 + np.array(np.meshgrid(*[[0, 1]] * 3, indexing="ij")).reshape(3, -1).T[None])
+        fine = (
+            idx[:, None, :] * 2
+            + np.array(np.meshgrid(*[[0, 1]] * 3, indexing="ij")).reshape(3, -1).T[None]
+        )
         fine = fine.reshape(-1, 3)
         fine = fine[np.all(fine < self.shape, axis=1)]
         x = self.lo + fine * GRID_M
@@ -374,7 +377,9 @@ class BodyField:
         far = np.isnan(sdf)
         labels, _ = ndimage.label(far)
         border = np.unique(
-            np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[..., [0, -1]].ravel()])
+            np.concatenate(
+                [labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[..., [0, -1]].ravel()]
+            )
         )
         outside = np.isin(labels, border[border > 0])
         self.inside_far = far & ~outside
@@ -451,7 +456,10 @@ def _frustum_profile(body: BodyField, top_y, hem_y, flare, extra):
     which = np.clip(np.searchsorted(-heights, -v[sel, 1]), 0, len(heights) - 1)
     radius = np.zeros(len(heights))
     np.maximum.at(radius, which, need)
-    radius = np.maximum.accumulate(radius) + extra
+    # Hanging cloth widens downwards; a stride or a wide stance would balloon it, so the
+    # radius stays below 1.3x the hips' (legs beyond it are covered by the leg shell).
+    radius = np.maximum.accumulate(radius)
+    radius = np.minimum(radius, 1.3 * radius[np.argmin(np.abs(heights - body.y_hip))]) + extra
     span = max(top_y - hem_y, 1e-3)
     radius += flare * np.clip((top_y - heights) / span, 0, 1) ** 1.5
     return heights, radius, ratio
@@ -505,7 +513,10 @@ def _part_fields(body: BodyField, spec: GarmentSpec, x: np.ndarray):
         hem_y = body.y_hip + p.get("hem", -0.6) * body.torso
         chest_y = body.y_hip + 0.75 * body.torso
         grow = np.clip((chest_y - y) / max(chest_y - hem_y, 0.05), 0, 1)
-        out[TORSO] = (p["offset"] + p.get("looseness", 0.0) * grow, np.maximum(hem_y - y, y - neck_y))
+        out[TORSO] = (
+            p["offset"] + p.get("looseness", 0.0) * grow,
+            np.maximum(hem_y - y, y - neck_y),
+        )
         sleeve_offset = p.get("sleeve_offset", p["offset"])
         arms(p["sleeve_length"], sleeve_offset, p.get("sleeve_flare", 0.0))
         if spec.kind in ("dress", "coat"):
@@ -530,7 +541,7 @@ def _part_fields(body: BodyField, spec: GarmentSpec, x: np.ndarray):
     elif spec.kind == "hair":
         h = body.to_head(x)
         f, u = h[..., 2], h[..., 1]
-        lo, hi, eye = body.head_lo, body.head_hi, body.eye
+        lo, eye = body.head_lo, body.eye
         line = np.interp(f, [lo[2], 0.0, eye[2]], [-0.05, eye[1] - 0.005, eye[1] + p["hairline"]])
         out[HEAD] = (p["offset"], line - u)
     return out
@@ -573,7 +584,9 @@ def _primitives(body: BodyField, spec: GarmentSpec, x: np.ndarray) -> np.ndarray
     vol = p["volume"]
     if spec.style in ("bob", "long"):
         centre = np.array([0.0, 0.5 * (hi[1] + eye[1] - 0.1), 0.5 * (lo[2] + hi[2])])
-        axes = np.array([hi[0] + vol, 0.5 * (hi[1] - eye[1] + 0.1) + 0.6 * vol, 0.5 * (hi[2] - lo[2]) + vol])
+        axes = np.array(
+            [hi[0] + vol, 0.5 * (hi[1] - eye[1] + 0.1) + 0.6 * vol, 0.5 * (hi[2] - lo[2]) + vol]
+        )
         q = np.linalg.norm((h - centre) / axes, axis=-1)
         f = (q - 1.0) * axes.min()
         f = np.maximum(f, h[..., 2] - (eye[2] - 0.03))  # stay behind the face
