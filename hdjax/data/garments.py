@@ -345,8 +345,9 @@ class BodyField:
         self.vertices = np.asarray(vertices, np.float64)
         self.parts = np.asarray(parts)
         self.kp = kp = np.asarray(keypoints, np.float64)
-        self.lo = self.vertices.min(0) - np.array([0.25, 0.05, 0.25])
-        self.hi = self.vertices.max(0) + np.array([0.25, 0.15, 0.25])
+        # The band and a margin; garments may reach beyond (their blocks share the lattice).
+        self.lo = self.vertices.min(0) - (BAND_M + 3 * GRID_M)
+        self.hi = self.vertices.max(0) + (BAND_M + 3 * GRID_M)
         self.shape = tuple(int(n) for n in np.ceil((self.hi - self.lo) / GRID_M) + 1)
         # Candidate nodes: near a vertex on a 2x coarser grid (a cheap distance transform).
         coarse = np.zeros(tuple(s // 2 + 1 for s in self.shape), bool)
@@ -417,12 +418,24 @@ class BodyField:
         """Subject frame -> head frame (left, up, forward), origin between the ears."""
         return (np.asarray(x) - self.head_origin) @ self.head_axes.T
 
-    def block(self, lo: np.ndarray, hi: np.ndarray):
-        """The grid block covering [lo, hi]: slices, first node position, shape."""
-        a = np.clip(np.floor((lo - self.lo) / GRID_M).astype(int), 0, np.array(self.shape) - 1)
-        b = np.clip(np.ceil((hi - self.lo) / GRID_M).astype(int) + 1, 1, self.shape)
-        sl = tuple(slice(int(i), int(j)) for i, j in zip(a, b, strict=True))
-        return sl, self.lo + a * GRID_M, tuple(int(j - i) for i, j in zip(a, b, strict=True))
+    def block(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The block of grid nodes covering [lo, hi] (it may reach beyond this grid): the
+        index of its first node and its shape."""
+        a = np.floor((lo - self.lo) / GRID_M).astype(int)
+        b = np.ceil((hi - self.lo) / GRID_M).astype(int) + 1
+        return a, tuple(int(n) for n in b - a)
+
+    def take(self, grid: np.ndarray, start: np.ndarray, shape: tuple[int, ...], fill):
+        """The values of one of this field's grids over a block; ``fill`` beyond the grid."""
+        out = np.full(shape, fill, grid.dtype)
+        lo = np.maximum(start, 0)
+        hi = np.minimum(start + np.array(shape), self.shape)
+        if np.all(hi > lo):
+            dst = tuple(
+                slice(int(i - s), int(j - s)) for i, j, s in zip(lo, hi, start, strict=True)
+            )
+            out[dst] = grid[tuple(slice(int(i), int(j)) for i, j in zip(lo, hi, strict=True))]
+        return out
 
     def nearest_bone(self, x: np.ndarray) -> np.ndarray:
         kp = self.kp
@@ -630,16 +643,13 @@ def _back_slab(body: BodyField, x, length, thick):
 
 
 def _bounds(body: BodyField, spec: GarmentSpec) -> tuple[np.ndarray, np.ndarray]:
-    """A box holding the garment: its parts' vertices plus the largest offset."""
+    """A box holding the garment: its parts' vertices plus the band, and its solids."""
     parts = sorted(_part_fields(body, spec, body.vertices[:1]))
     v = body.vertices[np.isin(body.parts, parts)]
     lo, hi = v.min(0) - BAND_M, v.max(0) + BAND_M
-    if spec.kind in ("skirt", "dress", "coat"):
-        lo = np.minimum(lo, body.lo)
-        hi[[0, 2]] = np.maximum(hi[[0, 2]], body.hi[[0, 2]])
-    if spec.kind == "hair":
-        lo = np.minimum(lo, [body.lo[0], body.y_shoulder - 0.45, body.lo[2]])
-        hi = np.maximum(hi, body.hi)
+    box = _primitive_box(body, spec)
+    if box is not None:
+        lo, hi = np.minimum(lo, box[0]), np.maximum(hi, box[1])
     return lo, hi
 
 
@@ -649,13 +659,14 @@ def garment_field(body: BodyField, spec: GarmentSpec) -> tuple[np.ndarray, np.nd
     Only nodes that can be inside are evaluated: band nodes of a covered part, nodes deep
     in the body, and nodes in the box of a simple solid; every other node is `_FAR`.
     """
-    sl, origin, shape = body.block(*_bounds(body, spec))
+    start, shape = body.block(*_bounds(body, spec))
+    origin = body.lo + start * GRID_M
     parts = sorted(_part_fields(body, spec, body.vertices[:1]))
-    band = body.band[sl]
+    band = body.take(body.band, start, shape, -1)
     in_band = band >= 0
     covered = np.zeros(shape, bool)
     covered[in_band] = body.member[band[in_band]][:, parts].sum(1) > 1e-3
-    covered |= body.inside_far[sl]
+    covered |= body.take(body.inside_far, start, shape, False)
     idx = np.nonzero(covered)
     x = origin + np.stack(idx, 1) * GRID_M
     member = np.zeros((len(x), len(PARTS)), np.float32)
@@ -674,7 +685,7 @@ def garment_field(body: BodyField, spec: GarmentSpec) -> tuple[np.ndarray, np.nd
         region += m * np.clip(r, -_CLIP, _CLIP)
     region += (1.0 - total) * _CLIP
     f = np.full(shape, _FAR, np.float32)
-    f[idx] = np.maximum(body.sdf[sl][idx] - offset, region)
+    f[idx] = np.maximum(body.take(body.sdf, start, shape, 1.0)[idx] - offset, region)
     box = _primitive_box(body, spec)
     if box is not None:
         lo = np.clip(np.floor((box[0] - origin) / GRID_M).astype(int), 0, shape)
