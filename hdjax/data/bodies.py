@@ -419,6 +419,7 @@ class GeneratedBody:
     garments: list[garments_lib.Garment] = dataclasses.field(default_factory=list)
     clothed: bool = False
     garment_seconds: float = 0.0  # time spent dressing (not in `meta`: not deterministic)
+    body_visible: np.ndarray | None = None  # (F,) bool, faces not under the clothes
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description: phenotype, pose, height, rejections, skin and garments
@@ -438,21 +439,30 @@ class GeneratedBody:
             "garments": [g.spec.meta() for g in self.garments],
         }
 
-    def subject(self) -> Subject:
-        """The `Subject` the record renderer takes: body + garments concatenated into one
-        mesh with per-vertex colours (each piece closed, so the winding number of the
-        concatenation is "inside any of them")."""
-        pieces = [(self.vertices, self.faces, self.skin_colors)]
-        pieces += [(g.vertices, g.faces, g.colors) for g in self.garments]
-        offsets = np.cumsum([0] + [len(v) for v, _, _ in pieces])
-        vertices = np.concatenate([v for v, _, _ in pieces]).astype(np.float64)
-        faces = np.concatenate(
-            [f.astype(np.int64) + o for (_, f, _), o in zip(pieces, offsets, strict=False)]
-        )
+    def subject(self, closed: bool = False) -> Subject:
+        """The `Subject` the record renderer takes: body + garments in one mesh with
+        per-vertex colours.
+
+        Args:
+          closed: concatenate the closed pieces whole (each watertight, so the winding
+            number of the concatenation is "inside any of them"). By default the faces
+            buried inside another piece (skin under the clothes, a top under a coat;
+            `garments.hide_buried_faces`) are left out: what remains covers the union's
+            boundary, renders and labels the same, and PIFu's area-weighted surface
+            samples all fall on the visible surface.
+        """
+        pieces = [(self.vertices, self.faces, self.skin_colors, self.body_visible)]
+        pieces += [(g.vertices, g.faces, g.colors, g.visible) for g in self.garments]
+        offsets = np.cumsum([0] + [len(p[0]) for p in pieces])
+        vertices = np.concatenate([p[0] for p in pieces]).astype(np.float64)
+        faces = []
+        for (_, f, _, visible), o in zip(pieces, offsets, strict=False):
+            keep = f if closed or visible is None else f[visible]
+            faces.append(keep.astype(np.int64) + o)
         colors = None
         if self.skin_colors is not None:
-            colors = np.concatenate([c for _, _, c in pieces])
-        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False)
+            colors = np.concatenate([p[2] for p in pieces])
+        mesh = trimesh.Trimesh(vertices, np.concatenate(faces), vertex_colors=colors, process=False)
         return Subject(self.name, mesh, self.keypoints.astype(np.float64), unit_cm=100.0)
 
 
@@ -685,6 +695,7 @@ def generate_body(
     skin_tone, skin_rgb = garments_lib.draw_skin(grng)
     skin = garments_lib.skin_colours(v, skin_rgb, int(grng.integers(1 << 30)))
     dressed: list[garments_lib.Garment] = []
+    body_visible = None
     start = time.perf_counter()
     if clothed:
         specs = garments_lib.sample_outfit(
@@ -694,6 +705,7 @@ def generate_body(
             normals = trimesh.Trimesh(v, model.faces, process=False).vertex_normals
             field = garments_lib.BodyField(v, normals, model.vertex_part, keypoints)
             dressed = [garments_lib.build_garment(field, spec) for spec in specs]
+            body_visible = garments_lib.hide_buried_faces(field, model.faces, dressed)
     # Shoe soles (or anything else) below the feet: stand the subject on them.
     lowest = min([0.0] + [float(g.vertices[:, 1].min()) for g in dressed])
     lift = np.array([0.0, -lowest, 0.0])
@@ -718,4 +730,5 @@ def generate_body(
         garments=dressed,
         clothed=clothed,
         garment_seconds=time.perf_counter() - start,
+        body_visible=body_visible,
     )

@@ -61,7 +61,7 @@ def test_no_two_bodies_of_a_build_alike(few):
 
 def test_bodies_are_watertight_in_the_subject_frame(few):
     for body in few:
-        mesh = body.subject().mesh
+        mesh = body.subject(closed=True).mesh  # body and garments, each closed
         assert mesh.is_watertight and mesh.volume > 0, body.name  # closed, outward winding
         assert abs(mesh.vertices[:, 1].min()) < 1e-6  # feet on y = 0
         assert 1.3 < body.stature_m < 2.1, (body.name, body.stature_m)
