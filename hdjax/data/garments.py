@@ -644,7 +644,7 @@ def _back_slab(body: BodyField, x, length, thick):
     back = ndimage.minimum_filter1d(back, 7)
     zb = np.interp(x[..., 1], bins, back)
     y = x[..., 1]
-    w = width + 0.4 * np.clip(body.head_origin[1] - y, 0, None)
+    w = width + 0.12 * np.clip(body.head_origin[1] - y, 0, None)
     f = np.abs(x[..., 0] - cx) - w
     f = np.maximum(f, np.maximum(bottom - y, y - top))
     return np.maximum(f, np.maximum((zb - thick) - x[..., 2], x[..., 2] - (zb + 0.03)))
