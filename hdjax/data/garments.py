@@ -18,15 +18,18 @@ generator (`sample_outfit`) and built by `build_garment`:
   cross-section encloses the hips and legs at every height and it is carved away around
   the arms), ellipsoids, slabs and tapered capsules for hair (bob, long hair down the back,
   bun, ponytail).
-* **Surface**: the field is evaluated on a 10 mm grid (the body's signed distance only in a
-  band of `BAND_M` around its vertices: plane distance to the four nearest vertices, blended
-  by inverse squared distance; deeper points get the sign of their connected component),
-  linearly upsampled to 5 mm, cut by marching cubes (scikit-image) and Taubin-smoothed.
+* **Surface**: the field is evaluated on a `GRID_M` (12 mm) grid (the body's signed
+  distance only within `BAND_M` of its vertices: plane distance to the four nearest
+  vertices, blended by inverse squared distance; deeper nodes take the sign of their
+  connected component), cut by marching cubes (scikit-image), subdivided once (vertices
+  every ~6 mm, for the colour patterns) and Taubin-smoothed.
 
 Because each garment is closed and outward-facing, the winding number of the concatenation
 body + garments is the sum of theirs, so ``winding > 0.5`` (`point_sampling.label_points`)
 is "inside any of them", and the renderer's nearest/farthest hits lie on the union's
-boundary (checked in ``tests/data/test_garments.py``).
+boundary (checked in ``tests/data/test_garments.py``). `hide_buried_faces` then marks the
+faces buried inside another piece (skin under the clothes), which subjects leave out by
+default (`hdjax.data.bodies.GeneratedBody.subject`).
 
 **Colours** are per vertex (`trimesh` ColorVisuals), solid 3D patterns evaluated at vertex
 positions: plain, stripes, checks, prints (random blobs) and denim-like noise. Skin tones
