@@ -246,14 +246,20 @@ def sample_outfit(
     if bad:
         raise ValueError(f"unknown garment kinds {bad} (one of {', '.join(GARMENT_KINDS)})")
     specs = []
-    top_offset = 0.0  # the outermost top/dress offset, which a coat must clear
-    lower_offset = 0.0
+    # What a coat must clear: the outermost top/dress offset ("top"); around the hips and
+    # legs the lower garments' largest offset ("lower") and a skirt's or dress's flare,
+    # length and waist.
+    under: dict[str, float] = {"top": 0.0, "lower": 0.0}
     for kind in sorted(kinds, key=GARMENT_KINDS.index):
-        style, params = _shape_params(kind, rng, female, top_offset, lower_offset)
+        style, params = _shape_params(kind, rng, female, under)
         if kind in ("top", "dress"):
-            top_offset = params["offset"] + params["looseness"]
+            under["top"] = params["offset"] + params["looseness"]
         if kind in ("trousers", "shorts", "skirt", "dress"):
-            lower_offset = max(lower_offset, params["offset"] + params.get("flare", 0.0))
+            widest = max(params["offset"], params.get("hem_offset", 0.0))
+            under["lower"] = max(under["lower"], widest)
+        if kind in ("skirt", "dress"):
+            under |= {k: params[k] for k in ("flare", "length")}
+            under["waist"] = params.get("waist", 0.3)
         if kind == "hair":
             name, colours = _hair_colour(rng, age_years)
             seed = {"seed": int(rng.integers(1 << 30))}
@@ -264,9 +270,10 @@ def sample_outfit(
     return specs
 
 
-def _shape_params(kind, rng, female, top_offset, lower_offset) -> tuple[str, dict[str, float]]:
+def _shape_params(kind, rng, female, under) -> tuple[str, dict[str, float]]:
     """Style and shape parameters of one garment (metres; fractions of the torso height
-    (hip 0 -> shoulder 1) for hems and waists, of limb length for sleeves and legs)."""
+    (hip 0 -> shoulder 1) for hems and waists, of limb length for sleeves and legs;
+    ``under``: what a coat must clear, see `sample_outfit`)."""
     u = rng.uniform
     if kind in ("top", "dress"):
         loose = rng.random() < 0.45
@@ -300,13 +307,20 @@ def _shape_params(kind, rng, female, top_offset, lower_offset) -> tuple[str, dic
             "flare": u(0.02, 0.25),
         }
     if kind == "coat":
-        return "coat", {
-            "offset": max(top_offset, lower_offset) + u(0.01, 0.02),
+        params = {
+            "offset": under["top"] + u(0.01, 0.02),
+            "skirt_offset": under["lower"] + u(0.01, 0.02),
             "sleeve_length": u(0.9, 1.0),
             "length": u(0.25, 0.6),
             "flare": u(0.01, 0.08),
-            "waist": 0.3,
+            "waist": under.get("waist", 0.3),
         }
+        if "length" in under:
+            # Over a skirt or dress: from the same waist, no longer and flaring more, so
+            # the coat's frustum holds the skirt's at every height.
+            params["length"] = min(params["length"], under["length"])
+            params["flare"] = max(params["flare"], under["flare"] + u(0.01, 0.03))
+        return "coat", params
     if kind == "shoes":
         boots = rng.random() < 0.25
         return ("boots" if boots else "shoes"), {
@@ -546,7 +560,7 @@ def _part_fields(body: BodyField, spec: GarmentSpec, x: np.ndarray):
         if spec.kind in ("dress", "coat"):
             _, hem = _skirt_span(body, spec)
             for part in (LEG_L, LEG_R):
-                out[part] = (p["offset"], hem - y)
+                out[part] = (min(_skirt_offset(p), BAND_M - 0.015), hem - y)
     elif spec.kind in ("trousers", "shorts"):
         waist_y = body.y_hip + p["waist"] * body.torso
         out[TORSO] = (p["offset"], y - waist_y)
@@ -571,6 +585,12 @@ def _part_fields(body: BodyField, spec: GarmentSpec, x: np.ndarray):
     return out
 
 
+def _skirt_offset(params: dict[str, float]) -> float:
+    """How far a skirt, dress or coat frustum stands off the body (a coat clears what is
+    under it)."""
+    return params.get("skirt_offset", params["offset"])
+
+
 def _skirt_span(body: BodyField, spec: GarmentSpec) -> tuple[float, float]:
     """(top, hem) heights of a skirt, dress or coat frustum: from the waist down a fraction
     ``length`` of the way to the ankles."""
@@ -584,7 +604,7 @@ def _primitive_box(body: BodyField, spec: GarmentSpec) -> np.ndarray | None:
     p = spec.params
     if spec.kind in ("skirt", "dress", "coat"):
         top, hem = _skirt_span(body, spec)
-        _, radius, ratio = _frustum_profile(body, top, hem, p["flare"], p["offset"])
+        _, radius, ratio = _frustum_profile(body, top, hem, p["flare"], _skirt_offset(p))
         r = np.array([radius.max(), 0.0, radius.max() * ratio]) + GRID_M
         c = body.centre
         return np.array([c - r + [0, hem - 0.02, 0], c + r + [0, top + 0.02, 0]])
@@ -600,7 +620,7 @@ def _primitives(body: BodyField, spec: GarmentSpec, x: np.ndarray) -> np.ndarray
     p = spec.params
     if spec.kind in ("skirt", "dress", "coat"):
         waist_y, hem = _skirt_span(body, spec)
-        return _frustum(body, x, waist_y, hem, p["flare"], p["offset"])
+        return _frustum(body, x, waist_y, hem, p["flare"], _skirt_offset(p))
     if spec.kind != "hair" or spec.style == "short":
         return None
     h = body.to_head(x)
