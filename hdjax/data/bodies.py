@@ -704,7 +704,11 @@ def generate_body(
         if specs:
             normals = trimesh.Trimesh(v, model.faces, process=False).vertex_normals
             field = garments_lib.BodyField(v, normals, model.vertex_part, keypoints)
-            dressed = [garments_lib.build_garment(field, spec) for spec in specs]
+            for spec in specs:
+                try:
+                    dressed.append(garments_lib.build_garment(field, spec))
+                except ValueError:  # a region this body does not have: left out
+                    continue
             body_visible = garments_lib.hide_buried_faces(field, model.faces, dressed)
     # Shoe soles (or anything else) below the feet: stand the subject on them.
     lowest = min([0.0] + [float(g.vertices[:, 1].min()) for g in dressed])

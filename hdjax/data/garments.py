@@ -820,8 +820,14 @@ def skin_colours(vertices: np.ndarray, rgb, seed: int) -> np.ndarray:
 
 
 def build_garment(body: BodyField, spec: GarmentSpec) -> Garment:
-    """The closed mesh and colours of one garment."""
+    """The closed mesh and colours of one garment.
+
+    Raises:
+      ValueError: the garment encloses nothing on this body (its region is empty).
+    """
     f, origin = garment_field(body, spec)
+    if not np.any(f < 0):
+        raise ValueError(f"{spec.kind} ({spec.style}) encloses nothing on this body")
     mesh = _mesh_from_field(f, origin)
     verts = np.asarray(mesh.vertices)
     return Garment(

@@ -264,3 +264,9 @@ def test_patterns_vary_over_the_surface(pattern):
         assert spread < 40  # shading noise only
     else:
         assert spread > 80, pattern  # two colours or strong noise
+
+
+def test_a_garment_that_encloses_nothing_is_one_clear_error(field):
+    spec = _spec("top", hem=5.0, sleeve_length=-1.0)  # a hem above the head, no sleeves
+    with pytest.raises(ValueError, match=r"top \(\w+\) encloses nothing"):
+        garments.build_garment(field, spec)
