@@ -551,10 +551,11 @@ def _part_fields(body: BodyField, spec: GarmentSpec, x: np.ndarray):
         hem_y = body.y_hip + p.get("hem", -0.6) * body.torso
         chest_y = body.y_hip + 0.75 * body.torso
         grow = np.clip((chest_y - y) / max(chest_y - hem_y, 0.05), 0, 1)
-        out[TORSO] = (
-            p["offset"] + p.get("looseness", 0.0) * grow,
-            np.maximum(hem_y - y, y - neck_y),
-        )
+        torso = (p["offset"] + p.get("looseness", 0.0) * grow, np.maximum(hem_y - y, y - neck_y))
+        # The neck and the tops of the legs take the torso's cuts, so the neckline and the
+        # hem are planes rather than the ragged edges of the parts.
+        for part in (TORSO, NECK, LEG_L, LEG_R):
+            out[part] = torso
         sleeve_offset = p.get("sleeve_offset", p["offset"])
         arms(p["sleeve_length"], sleeve_offset, p.get("sleeve_flare", 0.0))
         if spec.kind in ("dress", "coat"):
