@@ -149,12 +149,14 @@ def test_winding_number_of_the_concatenation_is_inside_any(dressed):
         any_inside = (each > 0.5).any(0)
         # Nested closed pieces add up to ≥ 2: "> 0.5" of the sum is "inside any".
         union = point_sampling.label_points(closed, points)
-        assert np.mean(union != any_inside) < 0.002, body.name  # measured 0
+        # Measured ≤ 0.17 %: points a few mm from two surfaces whose fast winding numbers
+        # are each below 0.5.
+        assert np.mean(union != any_inside) < 0.01, body.name
         # Nothing inside the body is labelled outside, whatever covers it.
         assert not np.any(~union & (each[0] > 0.5)), body.name
         assert each.min() > -0.1  # outward winding: no piece subtracts (measured -0.007)
         # Without the buried faces (the default subject) the labels stay the same but for
-        # points within a triangle of the seams.
+        # points within a triangle of the seams (measured ≤ 0.17 %).
         visible = point_sampling.label_points(body.subject().mesh, points)
         assert np.mean(visible != any_inside) < 0.01, (body.name, np.mean(visible != any_inside))
 
@@ -162,7 +164,7 @@ def test_winding_number_of_the_concatenation_is_inside_any(dressed):
 def test_buried_faces_are_left_out_but_the_render_is_the_same(dressed):
     for body in dressed[:2]:
         closed, visible = body.subject(closed=True), body.subject()
-        # Skin under clothes, a dress under a coat: 34-44 % of the area (measured).
+        # Skin under clothes, a dress under a coat: 33-44 % of the area (measured).
         assert visible.mesh.area < 0.8 * closed.mesh.area, body.name
         masks = []
         for subject in (closed, visible):
