@@ -13,11 +13,11 @@ generator (`sample_outfit`) and built by `build_garment`:
   four nearest vertices, so cuts are smooth. Limbs are cut by the fraction ``s`` along the
   keypoint skeleton (shoulder 0 -> wrist 1, hip 0 -> ankle 1: sleeve and leg lengths),
   the torso by heights (hems, waists, necklines), hair by a hairline in the head's frame.
-* **Simple solids**: a flared elliptic frustum from the waist to the hem for skirts,
-  dresses and coats (it fills the space between the legs and changes the silhouette; its
-  cross-section encloses the hips and legs at every height and it is carved away around
-  the arms), ellipsoids, slabs and tapered capsules for hair (bob, long hair down the back,
-  bun, ponytail).
+* **Simple solids**: a flared frustum (rounded-rectangle cross-sections) from the waist to
+  the hem for skirts, dresses and coats (it fills the space between the legs and changes
+  the silhouette; its cross-section encloses the hips and legs at every height and it is
+  carved away around the arms), ellipsoids, slabs and tapered capsules for hair (bob, long
+  hair down the back, bun, ponytail), joined by a smooth union.
 * **Surface**: the field is evaluated on a `GRID_M` (12 mm) grid (the body's signed
   distance only within `BAND_M` of its vertices: plane distance to the four nearest
   vertices, blended by inverse squared distance; deeper nodes take the sign of their
@@ -56,7 +56,7 @@ GARMENT_KINDS = ("top", "trousers", "shorts", "skirt", "dress", "coat", "shoes",
 HAIR_STYLES = ("short", "bob", "long", "bun", "ponytail")
 PATTERNS = ("plain", "stripes", "checks", "print", "denim")
 
-GRID_M = 0.012  # field grid; marching cubes runs on its 2x upsampling (6 mm)
+GRID_M = 0.012  # field grid and marching-cubes voxel
 # One midpoint subdivision (vertices every ~6 mm instead of ~12 mm) sharpens the colour
 # patterns but makes a 1024² PIFuHD record ~30 % slower to render and label (measured 2.9 s
 # against 2.2 s; 2.0 s naked), so it is off.
@@ -492,9 +492,9 @@ def _superellipse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _frustum_profile(body: BodyField, top_y, hem_y, flare, extra):
-    """Radii (along x) of an elliptic frustum from ``top_y`` down to ``hem_y`` enclosing the
-    torso and legs at every height and below it (plus ``extra``), widening by ``flare``
-    towards the hem: (heights descending, radii, z/x aspect ratio)."""
+    """Radii (along x) of a rounded-rectangle frustum from ``top_y`` down to ``hem_y``
+    enclosing the torso and legs at every height and below it (plus ``extra``), widening
+    by ``flare`` towards the hem: (heights descending, radii, z/x aspect ratio)."""
     v, parts = body.vertices, body.parts
     lower = np.isin(parts, (TORSO, LEG_L, LEG_R))
     sel = lower & (v[:, 1] <= top_y) & (v[:, 1] >= hem_y - 0.02)
@@ -749,8 +749,8 @@ def garment_field(body: BodyField, spec: GarmentSpec) -> tuple[np.ndarray, np.nd
 
 
 def _mesh_from_field(f: np.ndarray, origin: np.ndarray) -> trimesh.Trimesh:
-    """Marching cubes of the field's zero set, one midpoint subdivision (vertices every
-    ~6 mm, dense enough for colour patterns of a few cm) and Taubin smoothing."""
+    """Marching cubes of the field's zero set (optionally subdivided, `SUBDIVIDE`) and
+    Taubin smoothing."""
     from skimage.measure import marching_cubes
 
     padded = np.pad(f, 1, constant_values=_FAR)
