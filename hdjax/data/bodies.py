@@ -53,6 +53,7 @@ import functools
 import importlib.util
 import os
 import pathlib
+import time
 from typing import Any
 from unittest import mock
 
@@ -63,6 +64,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from hdjax.data import garments as garments_lib
 from hdjax.data.subjects import Subject
 from hdjax.errors import HdjaxError
 
@@ -392,6 +394,11 @@ class GeneratedBody:
         `generate_body`'s attempts the pose falls back to the A-pose).
       buried_vertices: `self_intersections` of the accepted mesh.
       stature_m: standing height (top of the head over the soles in the rest pose).
+      skin_tone: position on the Monk Skin Tone scale (1 very light - 10 very dark);
+        skin_colors: (V, 3) uint8 per-vertex skin colours.
+      garments: the clothing and hair (`hdjax.data.garments`), closed meshes in the same
+        frame; empty for ``clothed=False``. With shoes the whole subject is lifted so that
+        its lowest point (a sole) is on y = 0.
     """
 
     name: str
@@ -407,9 +414,16 @@ class GeneratedBody:
     rejected: int
     buried_vertices: int
     stature_m: float
+    skin_tone: float = 0.0
+    skin_colors: np.ndarray | None = None
+    garments: list[garments_lib.Garment] = dataclasses.field(default_factory=list)
+    clothed: bool = False
+    garment_seconds: float = 0.0  # time spent dressing (not in `meta`: not deterministic)
+    body_visible: np.ndarray | None = None  # (F,) bool, faces not under the clothes
 
     def meta(self) -> dict[str, Any]:
-        """JSON-able description: phenotype, pose, height, rejections."""
+        """JSON-able description: phenotype, pose, height, rejections, skin and garments
+        (``garment_kinds`` for filtering; ``garments`` with every drawn parameter)."""
         return {
             "name": self.name,
             **dataclasses.asdict(self.phenotype),
@@ -419,13 +433,36 @@ class GeneratedBody:
             "pose_aims": self.pose_aims,
             "pose_degrees": self.pose_degrees,
             "rejected": self.rejected,
+            "clothed": self.clothed,
+            "skin_tone": round(self.skin_tone, 3),
+            "garment_kinds": [g.spec.kind for g in self.garments],
+            "garments": [g.spec.meta() for g in self.garments],
         }
 
-    def subject(self) -> Subject:
-        """The `Subject` the record renderer takes (untextured: random flat albedo)."""
-        mesh = trimesh.Trimesh(
-            self.vertices.astype(np.float64), self.faces.astype(np.int64), process=False
-        )
+    def subject(self, closed: bool = False) -> Subject:
+        """The `Subject` the record renderer takes: body + garments in one mesh with
+        per-vertex colours.
+
+        Args:
+          closed: concatenate the closed pieces whole (each watertight, so the winding
+            number of the concatenation is "inside any of them"). By default the faces
+            buried inside another piece (skin under the clothes, a top under a coat;
+            `garments.hide_buried_faces`) are left out: what remains covers the union's
+            boundary, renders and labels the same, and PIFu's area-weighted surface
+            samples all fall on the visible surface.
+        """
+        pieces = [(self.vertices, self.faces, self.skin_colors, self.body_visible)]
+        pieces += [(g.vertices, g.faces, g.colors, g.visible) for g in self.garments]
+        offsets = np.cumsum([0] + [len(p[0]) for p in pieces])
+        vertices = np.concatenate([p[0] for p in pieces]).astype(np.float64)
+        faces = []
+        for (_, f, _, visible), o in zip(pieces, offsets, strict=False):
+            keep = f if closed or visible is None else f[visible]
+            faces.append(keep.astype(np.int64) + o)
+        colors = None
+        if self.skin_colors is not None:
+            colors = np.concatenate([p[2] for p in pieces])
+        mesh = trimesh.Trimesh(vertices, np.concatenate(faces), vertex_colors=colors, process=False)
         keypoints = self.keypoints.astype(np.float64)
         return Subject(self.name, mesh, keypoints, unit_cm=100.0, meta=self.meta())
 
@@ -474,6 +511,9 @@ class BodyModel:
         self.regressor = self._coco_regressor(root)
         # Skin weights: the dominant bone of every vertex picks the fingertip vertices.
         self.vertex_bone = np.asarray(self.anny.skin_weights).argmax(1)
+        # The body part (`garments.PARTS`) of every kept vertex: where garments go.
+        bone_parts = np.array([garments_lib.bone_part(n) for n in labels])
+        self.vertex_part = bone_parts[self.vertex_bone[self.kept]]
 
     def _coco_regressor(self, root: pathlib.Path) -> scipy.sparse.csr_matrix:
         """(23, V) sparse vertex weights of Anny's COCO keypoints over this model's vertices.
@@ -560,26 +600,27 @@ def load_body_model(cache_dir: str | None = None) -> BodyModel:
     return BodyModel(cache_dir)
 
 
-def generated_subject(name: str, cache_dir: str | None = None) -> Subject:
+def generated_subject(name: str, cache_dir: str | None = None, clothed: bool = True) -> Subject:
     """The `Subject` of a generated body's name (``anny_s<seed>_<index>``, see `body_name`);
     picklable for Beam (the model is loaded once per process)."""
     try:
         seed, index = (int(x) for x in name.removeprefix("anny_s").split("_"))
     except ValueError as e:
         raise ValueError(f"not a generated body name: {name!r}") from e
-    return generate_body(load_body_model(cache_dir), seed, index).subject()
+    return generate_body(load_body_model(cache_dir), seed, index, clothed=clothed).subject()
 
 
 def generator_digest() -> str:
-    """12 hex digits fixed by what decides a generated body: this module's source and the
-    installed body-models and anny versions (a render cache keyed by it never serves a body
-    generated by other code)."""
+    """12 hex digits fixed by what decides a generated body: the source of this module and
+    of `hdjax.data.garments`, and the installed body-models and anny versions (a render
+    cache keyed by it never serves a body generated or dressed by other code)."""
     import hashlib
     import importlib.metadata
     import inspect
     import sys
 
     h = hashlib.sha256(inspect.getsource(sys.modules[__name__]).encode())
+    h.update(inspect.getsource(garments_lib).encode())
     for package in ("body-models", "anny"):
         try:
             h.update(f"{package}={importlib.metadata.version(package)}".encode())
@@ -593,6 +634,12 @@ def body_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([0x626F6479, seed, index])
 
 
+def garment_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of body ``index``'s skin tone and clothes: a stream of its own, so a
+    forced pose or a changed pose screen leaves the outfit as it was."""
+    return np.random.default_rng([0x636C6F74, seed, index])
+
+
 def generate_body(
     model: BodyModel,
     seed: int,
@@ -600,12 +647,18 @@ def generate_body(
     max_attempts: int = 20,
     pose: str | None = None,
     max_buried: int | None = None,
+    clothed: bool = True,
+    outfit: tuple[str, ...] | None = None,
 ) -> GeneratedBody:
     """Body ``index`` of seed ``seed``: the same (seed, index) always gives the same body.
 
     Args:
       pose: force this key pose instead of drawing one (the shape draw is unchanged).
       max_buried: the screen's threshold (default `MAX_BURIED_VERTICES`).
+      clothed: dress the body (`garments.sample_outfit`); False gives the naked body (same
+        shape, pose and skin tone).
+      outfit: force these garment kinds (`garments.GARMENT_KINDS`) instead of drawing them
+        (their parameters are still drawn).
 
     Raises:
       RuntimeError: no pose draw passed the self-intersection screen in ``max_attempts``.
@@ -638,12 +691,37 @@ def generate_body(
     v = to_subject_frame(verts[model.kept])
     keypoints, hands = to_subject_frame(keypoints), to_subject_frame(hands)
     shift = np.array([keypoints[11:13, 0].mean(), v[:, 1].min(), keypoints[11:13, 2].mean()])
+    v, keypoints, hands = v - shift, keypoints - shift, hands - shift
+    grng = garment_rng(seed, index)
+    skin_tone, skin_rgb = garments_lib.draw_skin(grng)
+    skin = garments_lib.skin_colours(v, skin_rgb, int(grng.integers(1 << 30)))
+    dressed: list[garments_lib.Garment] = []
+    body_visible = None
+    start = time.perf_counter()
+    if clothed:
+        specs = garments_lib.sample_outfit(
+            grng, phenotype.gender, phenotype.age_years, None if outfit is None else tuple(outfit)
+        )
+        if specs:
+            normals = trimesh.Trimesh(v, model.faces, process=False).vertex_normals
+            field = garments_lib.BodyField(v, normals, model.vertex_part, keypoints)
+            for spec in specs:
+                try:
+                    dressed.append(garments_lib.build_garment(field, spec))
+                except ValueError:  # a region this body does not have: left out
+                    continue
+            body_visible = garments_lib.hide_buried_faces(field, model.faces, dressed)
+    # Shoe soles (or anything else) below the feet: stand the subject on them.
+    lowest = min([0.0] + [float(g.vertices[:, 1].min()) for g in dressed])
+    lift = np.array([0.0, -lowest, 0.0])
+    for g in dressed:
+        g.vertices = (g.vertices + lift).astype(np.float32)
     return GeneratedBody(
         name=body_name(seed, index),
-        vertices=(v - shift).astype(np.float32),
+        vertices=(v + lift).astype(np.float32),
         faces=model.faces.astype(np.int32),
-        keypoints=(keypoints - shift).astype(np.float32),
-        hands=(hands - shift).astype(np.float32),
+        keypoints=(keypoints + lift).astype(np.float32),
+        hands=(hands + lift).astype(np.float32),
         phenotype=phenotype,
         pose=pose,
         drawn_pose=drawn,
@@ -652,4 +730,10 @@ def generate_body(
         rejected=attempt,
         buried_vertices=buried,
         stature_m=float(np.ptp(rest_verts[model.kept, 2])),
+        skin_tone=skin_tone,
+        skin_colors=skin,
+        garments=dressed,
+        clothed=clothed,
+        garment_seconds=time.perf_counter() - start,
+        body_visible=body_visible,
     )
