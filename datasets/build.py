@@ -54,6 +54,7 @@ def main() -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the bodies and renders")
     p.add_argument("--body_cache_dir", default=None, help="where Anny's parsed assets are cached")
+    p.add_argument("--naked", action="store_true", help="generated bodies without clothes")
     p.add_argument(
         "--num_workers", type=int, default=None, help="rendering processes (default: one per core)"
     )
@@ -113,11 +114,11 @@ def builder_config(builder_cls, args: argparse.Namespace):
 
         config = variant(
             args.config, num_bodies=args.num_bodies, seed=args.seed,
-            body_cache_dir=args.body_cache_dir,
+            body_cache_dir=args.body_cache_dir, clothed=not args.naked,
         )  # fmt: skip
     else:
-        if args.num_bodies is not None or args.body_cache_dir is not None:
-            raise HdjaxError(f"--num_bodies/--body_cache_dir: {args.dataset} has no bodies")
+        if args.num_bodies is not None or args.body_cache_dir is not None or args.naked:
+            raise HdjaxError(f"--num_bodies/--body_cache_dir/--naked: {args.dataset} has no bodies")
         config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == args.config)
         if args.seed is not None:
             config = dataclasses.replace(config, name=f"{config.name}_s{args.seed}", seed=args.seed)

@@ -49,15 +49,17 @@ class Config(tfds_base.RenderBuilderConfig):
     bodies: tuple[str, ...] | None = None
     num_bodies: int | None = None
     body_cache_dir: str | None = None
+    clothed: bool = True  # generated bodies wear garments and hair (`hdjax.data.garments`)
 
 
 class Builder(tfds_base.RenderBuilder):
     """Synthetic human renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Eight anny bodies, procedural poses and colours.",
         "1.1.0": "Keypoints in 2K2K's 31-joint layout: finger knuckles derived from the hands.",
+        "1.2.0": "Clothed generated bodies, SH lighting with AO, camera jitter, hand points.",
     }
     BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 
@@ -98,7 +100,9 @@ class Builder(tfds_base.RenderBuilder):
         cfg = self.builder_config
         if cfg.num_bodies is None:
             return subjects.load_embedded_body
-        return functools.partial(bodies_lib.generated_subject, cache_dir=cfg.body_cache_dir)
+        return functools.partial(
+            bodies_lib.generated_subject, cache_dir=cfg.body_cache_dir, clothed=cfg.clothed
+        )
 
     def _generate_examples(self, names, split):
         cfg = self.builder_config
@@ -151,6 +155,7 @@ def variant(
     num_bodies: int | None = None,
     seed: int | None = None,
     body_cache_dir: str | None = None,
+    clothed: bool = True,
     **changes,
 ) -> Config:
     """Builder config ``base`` ("pifuhd" | "twok2k") renamed ``name`` (default ``base``),
@@ -164,11 +169,16 @@ def variant(
         names = [c.name for c in Builder.BUILDER_CONFIGS]
         raise HdjaxError(f"synthetic_humans has configs {names}, not {base!r}")
     name = name or base
+    if not clothed and num_bodies is None:
+        raise HdjaxError("clothed=False (--naked) applies to generated bodies (num_bodies)")
     if num_bodies is not None:
         check_num_bodies(num_bodies)
         bodies_lib.check_installed()
         changes["num_bodies"] = num_bodies
         name += f"_n{num_bodies}_s{config.seed if seed is None else seed}"
+        if not clothed:
+            name += "_naked"
+            changes["clothed"] = False
     elif seed is not None:
         name += f"_s{seed}"
     if seed is not None:

@@ -27,4 +27,5 @@ def dataset(config: str, num_bodies: int | None) -> ml_collections.ConfigDict:
     d.seed = 0
     d.num_workers = 0  # processes rendering the build (0: one per core)
     d.body_cache_dir = config_dict.placeholder(str)  # Anny's parsed assets (default cache)
+    d.clothed = True  # generated bodies wear garments and hair
     return d

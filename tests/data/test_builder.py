@@ -135,6 +135,7 @@ def test_tfds_build_reads_back_every_feature(tiny_synthetic):
         "depth_back": ((64, 64, 1), np.uint16),
         "calib": ((4, 4), np.float32),
         "keypoints": ((31, 3), np.float32),
+        "hands": ((42, 3), np.float32),
         "points_coarse": ((1000, 3), np.float32),
         "labels_coarse": ((1000,), np.uint8),
         "points_fine": ((1000, 3), np.float32),
@@ -154,6 +155,7 @@ def test_tfds_build_reads_back_every_feature(tiny_synthetic):
     zb = codecs.png_to_ortho_depth(rec["depth_back"][..., 0])[mask]
     assert np.all(zf >= zb - 1e-3)
     assert rec["keypoints"][:, 2].all()  # all 31 keypoints (knuckles too) inside the image
+    assert not rec["hands"].any()  # the embedded bodies have no hand joints
     report = json.load(open(os.path.join(tiny_synthetic.data_dir, "build_report_train.json")))
     assert report["used"] == ["body_00"] and report["records"] == 2
 
@@ -399,14 +401,14 @@ def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
     with pytest.raises(_Interrupted):
         build(tmp_path / "resumed")
     cache_dir = os.path.join(tmp_path, "resumed", "synthetic_humans", "tiny_resume", "render_cache")
-    assert len(os.listdir(os.path.join(cache_dir, "1.1.0"))) == 3
+    assert len(os.listdir(os.path.join(cache_dir, "1.2.0"))) == 3
 
     counter = _CountingRender()
     monkeypatch.setattr(records, "render_record", counter)
     resumed = build(tmp_path / "resumed", keep_render_cache=True)
     assert counter.calls == 1  # 4 records in all, 3 finished before the interruption
     assert os.path.isdir(resumed.render_cache_dir)
-    assert resumed.render_cache_dir == os.path.join(cache_dir, "1.1.0")
+    assert resumed.render_cache_dir == os.path.join(cache_dir, "1.2.0")
     cached = {
         split: json.load(open(os.path.join(resumed.data_dir, f"build_report_{split}.json")))
         for split in ("train", "test")
