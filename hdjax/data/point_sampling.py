@@ -8,9 +8,9 @@ the first ``n/2`` inside points are kept (all of them when there are fewer) and 
 points fill the rest. The shuffle before the split is what keeps the uniform candidates:
 without it they sit at the end of both lists and a truncation drops every one of them,
 and the network is then never supervised far from the surface. About 1/17 of the points
-are uniform (≈ 5.5 %). The pool is drawn and labelled a quarter at a time and drawing stops
-once both halves are full: the same distribution (the candidates are i.i.d.) for a third of
-the labelling.
+are uniform (≈ 5.5 %). The pool is drawn and labelled in chunks sized to what is still
+missing, and drawing stops once both halves are full: the same distribution (the candidates
+are i.i.d.) for about a quarter of the labelling.
 
 The uniform box is the **reconstruction cube**, [−1, 1]³ of the view frame
 (`RECONSTRUCTION_CUBE`; the ortho camera's image spans x, y ∈ [−1, 1] and the PIFuHD query
@@ -37,7 +37,7 @@ import trimesh
 RECONSTRUCTION_CUBE = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 _CHUNK = 1 << 20  # bounds the memory of one pcu call
-_POOL_CHUNKS = 4  # PIFu's pool is 4n candidates
+_POOL_CHUNKS = 4  # PIFu's pool: 4n surface candidates
 
 
 def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
@@ -95,25 +95,36 @@ def sample_points(
     box = np.asarray(box, np.float64)
     rot = np.eye(3) if box_rotation is None else np.asarray(box_rotation, np.float64)
     inside_pts, outside_pts = [], []
-    n_in = n_out = 0
-    # PIFu labels a pool of 4n candidates and keeps min(#inside, n/2) inside points. The
-    # pool is i.i.d., so labelling it a quarter at a time and stopping once both halves are
-    # full keeps exactly the same distribution while labelling about a third as many points
-    # (labelling is most of a record's build time). Only when the whole pool holds fewer than
-    # n/2 inside points does its inside count decide; later batches then top up outside
+    n_in = n_out = drawn = 0
+    pool = _POOL_CHUNKS * n
+    # PIFu labels a pool of 4n surface candidates (+ 4n / ratio uniform ones) and keeps
+    # min(#inside, n/2) inside points. The candidates are i.i.d., so drawing and labelling
+    # them in chunks sized to what is still missing, and stopping once both halves are full,
+    # keeps exactly the same distribution while labelling ~1.1n instead of ~4.25n points
+    # (labelling is most of a record's build time). Only when the whole pool holds fewer
+    # than n/2 inside points does its inside count decide; later chunks then top up outside
     # points alone (rare: tiny n or a box hugging the mesh).
-    chunk = max(1, n)
-    for attempt in range(64):
-        cand = _candidates(mesh, rng, chunk, max(1, chunk // ratio), sigma, box, rot)
+    for _ in range(64):
+        pool_open = drawn < pool
+        if drawn == 0:
+            size = n + n // 10
+        else:  # the larger shortfall at the rates seen so far, with 10 % to spare
+            seen = max(n_in + n_out, 1)
+            short_in = (n // 2 - n_in) * seen / max(n_in, 1) if pool_open else 0.0
+            short_out = (n - min(n_in, n // 2) - n_out) * seen / max(n_out, 1)
+            size = int(1.1 * max(short_in, short_out)) + 256
+        if pool_open:
+            size = min(size, pool - drawn)
+        cand = _candidates(mesh, rng, size, max(1, size // ratio), sigma, box, rot)
         lab = label_points(mesh, cand)
-        if attempt < _POOL_CHUNKS:
+        if pool_open:
             inside_pts.append(cand[lab])
             n_in += int(lab.sum())
         outside_pts.append(cand[~lab])
         n_out += int((~lab).sum())
+        drawn += size
         target_in = min(n_in, n // 2)
-        pool_done = attempt + 1 >= _POOL_CHUNKS or n_in >= n // 2
-        if pool_done and n_out >= n - target_in:
+        if (drawn >= pool or n_in >= n // 2) and n_out >= n - target_in:
             break
     else:
         raise RuntimeError("could not draw enough outside points; is the box too tight?")
