@@ -1,9 +1,11 @@
-"""A tiny built `synthetic_humans` dataset shared by the pipeline and contact-sheet tests."""
+"""Shared data fixtures: a tiny built `synthetic_humans` dataset (pipeline and contact-sheet
+tests) and the generated-body model (bodies and garments tests)."""
 
 import pytest
 
 from datasets.synthetic_humans import synthetic_humans_dataset_builder as synthetic_humans
-from hdjax.data import pipeline, records
+from hdjax.data import bodies, pipeline, records
+from hdjax.errors import HdjaxError
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +19,14 @@ def source(tmp_path_factory):
     builder = synthetic_humans.Builder(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")))
     builder.download_and_prepare()
     return pipeline.open_source(builder.data_dir, "train")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The generated-body model, or a skip when the `bodies` extra is missing."""
+    pytest.importorskip("body_models")
+    try:
+        bodies.check_installed()
+    except HdjaxError as e:
+        pytest.skip(str(e))
+    return bodies.load_body_model()

@@ -28,16 +28,6 @@ pytestmark = pytest.mark.xdist_group("bodies")
 
 
 @pytest.fixture(scope="module")
-def model():
-    pytest.importorskip("body_models")
-    try:
-        bodies.check_installed()
-    except HdjaxError as e:
-        pytest.skip(str(e))
-    return bodies.load_body_model()
-
-
-@pytest.fixture(scope="module")
 def few(model):
     """Six bodies of seed 11."""
     return [bodies.generate_body(model, 11, i) for i in range(6)]

@@ -18,7 +18,6 @@ import pytest
 import trimesh
 
 from hdjax.data import bodies, camera, garments, point_sampling, records
-from hdjax.errors import HdjaxError
 
 pytestmark = pytest.mark.xdist_group("bodies")
 
@@ -30,16 +29,6 @@ OUTFITS = (
     (2, "relaxed", ("hair", "top", "skirt", "shoes")),
     (3, "hands_on_hips", ("top", "shorts")),
 )
-
-
-@pytest.fixture(scope="module")
-def model():
-    pytest.importorskip("body_models")
-    try:
-        bodies.check_installed()
-    except HdjaxError as e:
-        pytest.skip(str(e))
-    return bodies.load_body_model()
 
 
 @pytest.fixture(scope="module")
