@@ -159,20 +159,25 @@ def write_sheet(path: str, sheet: np.ndarray, colors: int = 0) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Built dataset folder (holds dataset_info.json).")
-flags.DEFINE_string("split", "train", "Split to show.")
-flags.DEFINE_string("out", "sheet.png", "Output PNG.")
-flags.DEFINE_enum("mode", "rows", ["rows", "photos"], "rows: every map; photos: a grid.")
-flags.DEFINE_integer(
-    "num", None, "Records to show (rows: 6, evenly spread; photos: 64, drawn at random)."
-)
-flags.DEFINE_integer("tile", None, "Tile side in pixels (rows: 256; photos: 128).")
-flags.DEFINE_integer("seed", 0, "photos: which records, backgrounds and colour jitter.")
-flags.DEFINE_integer("cols", 8, "photos: tiles per row.")
-flags.DEFINE_string("background_dir", None, "photos: folder of background images.")
-flags.DEFINE_integer(
-    "colors", 0, "0: full colour; N: an N-colour palette, dithered (a small PNG to commit)."
-)
+
+
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program, so that importing this
+    module never clashes with another program's flags (hdjax.main has its own --mode)."""
+    flags.DEFINE_string("data_dir", None, "Built dataset folder (holds dataset_info.json).")
+    flags.DEFINE_string("split", "train", "Split to show.")
+    flags.DEFINE_string("out", "sheet.png", "Output PNG.")
+    flags.DEFINE_enum("mode", "rows", ["rows", "photos"], "rows: every map; photos: a grid.")
+    flags.DEFINE_integer(
+        "num", None, "Records to show (rows: 6, evenly spread; photos: 64, drawn at random)."
+    )
+    flags.DEFINE_integer("tile", None, "Tile side in pixels (rows: 256; photos: 128).")
+    flags.DEFINE_integer("seed", 0, "photos: which records, backgrounds and colour jitter.")
+    flags.DEFINE_integer("cols", 8, "photos: tiles per row.")
+    flags.DEFINE_string("background_dir", None, "photos: folder of background images.")
+    flags.DEFINE_integer(
+        "colors", 0, "0: full colour; N: an N-colour palette, dithered (a small PNG to commit)."
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -204,4 +209,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

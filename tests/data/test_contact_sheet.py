@@ -1,5 +1,8 @@
 """Contact sheet of a built dataset."""
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 
@@ -59,3 +62,10 @@ def test_training_image_keeps_the_subject(source):
     # The subject's pixels are the stored ones up to the colour jitter (factors in 0.7-1).
     stored = record["image"][mask].astype(float).mean()
     assert 0.4 * stored < img[mask].astype(float).mean() < 1.1 * stored
+
+
+def test_importing_it_beside_main_does_not_clash_flags():
+    """Both define --mode; the sheet's flags exist only when it runs as a program."""
+    code = "import hdjax.data.contact_sheet, hdjax.main"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
