@@ -10,6 +10,29 @@ from ml_collections import config_dict
 NUM_BODIES = 2000
 
 
+def render(
+    camera: str, size, yaws: tuple[float, ...], num_points: int
+) -> ml_collections.ConfigDict:
+    """``render``: `hdjax.data.records.RenderConfig`, field for field (the builds a run makes
+    on first use). ``size`` may be a field reference (the model's input side)."""
+    r = ml_collections.ConfigDict()
+    r.camera = camera  # ortho (PIFuHD) | persp (2K2K)
+    r.size = size
+    r.yaws = yaws
+    r.num_points = num_points
+    r.sigma_coarse_cm = 5.0
+    r.sigma_fine_cm = 3.0
+    r.max_faces = 3_000_000
+    r.max_extent = 1.0e4
+    # cm per scan unit (100: metres, 1: centimetres); unset: σ assumes a 180 cm body.
+    r.scan_unit_cm = config_dict.placeholder(float)
+    # Camera jitter per view (RenderConfig docstring): max pitch, size and shift.
+    r.pitch_deg = 4.0
+    r.scale_jitter = 0.05
+    r.shift_jitter = 0.03
+    return r
+
+
 def dataset(config: str, num_bodies: int | None) -> ml_collections.ConfigDict:
     """``input.dataset``: which built dataset a run reads, or which variant of the synthetic
     humans it builds on first use."""

@@ -90,23 +90,9 @@ def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _render(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    # RenderConfig (hdjax/data/records.py), field for field: the PIFuHD builds.
-    r = ml_collections.ConfigDict()
-    r.camera = "ortho"  # ortho (PIFuHD) | persp (2K2K)
-    r.size = arch.get_ref("fine_size")
-    r.yaws = tuple(float(a) for a in range(0, 360, 30))
-    r.num_points = 100_000
-    r.sigma_coarse_cm = 5.0
-    r.sigma_fine_cm = 3.0
-    r.max_faces = 3_000_000
-    r.max_extent = 1.0e4
-    # cm per scan unit (100: metres, 1: centimetres); unset: σ assumes a 180 cm body.
-    r.scan_unit_cm = config_dict.placeholder(float)
-    # Camera jitter per view (RenderConfig docstring): max pitch, size and shift.
-    r.pitch_deg = 4.0
-    r.scale_jitter = 0.05
-    r.shift_jitter = 0.03
-    return r
+    # The PIFuHD builds: ortho at the fine level's input size, 12 yaws.
+    yaws = tuple(float(a) for a in range(0, 360, 30))
+    return configs.render("ortho", arch.get_ref("fine_size"), yaws, 100_000)
 
 
 def _reconstruct() -> ml_collections.ConfigDict:

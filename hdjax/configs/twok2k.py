@@ -57,20 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     p.read_threads = 2
     p.read_prefetch = 4
 
-    d = c.render = ml_collections.ConfigDict()  # RenderConfig: the 2K2K builds
-    d.camera = "persp"
-    d.size = m.get_ref("canvas")
-    d.yaws = cam.TWOK2K_YAWS
-    d.num_points = 1000
-    d.sigma_coarse_cm = 5.0
-    d.sigma_fine_cm = 3.0
-    d.max_faces = 3_000_000
-    d.max_extent = 1.0e4
-    d.scan_unit_cm = config_dict.placeholder(float)
-    # Camera jitter per view (RenderConfig docstring): max pitch, size and shift.
-    d.pitch_deg = 4.0
-    d.scale_jitter = 0.05
-    d.shift_jitter = 0.03
+    # The 2K2K builds: persp at the canvas size, yaw −30..30.
+    c.render = configs.render("persp", m.get_ref("canvas"), cam.TWOK2K_YAWS, 1000)
 
     t = c.train = ml_collections.ConfigDict()
     # phase1: the six normal nets and the low-res depth net; phase2: the refiner alone, the

@@ -48,12 +48,12 @@ def build_embedded(cfg: ml_collections.ConfigDict) -> str:
     config = builder_lib.variant(
         "pifuhd" if render.camera == "ortho" else "twok2k",
         name=d.config,
-        num_bodies=d.get("num_bodies"),
-        seed=d.get("seed") if d.get("num_bodies") is not None else None,
-        body_cache_dir=d.get("body_cache_dir"),
-        clothed=d.get("clothed", True),
+        num_bodies=d.num_bodies,
+        seed=d.seed if d.num_bodies is not None else None,
+        body_cache_dir=d.body_cache_dir,
+        clothed=d.clothed,
         render=render,
-        num_workers=d.get("num_workers", 0),
+        num_workers=d.num_workers,
     )
     root = os.path.expanduser(d.root or "~/tensorflow_datasets")
     builder = builder_lib.Builder(config=config, data_dir=root)
