@@ -16,10 +16,12 @@ Prints one table (median of ``--repeat`` where repeated; wall and process CPU se
   write part alone); samples/s and MB/s of the finished dataset folder;
 * generated bodies (needs the `bodies` extra): the stages of one record of a generated,
   clothed body at the PIFuHD config (1024², 100k points per σ level; body generation,
-  render, labelling, PNG encoding, the whole record), then `synthetic_humans` builds of
-  ``--gen-bodies`` bodies x ``--gen-views`` views with 1 and 2 worker processes: samples/s,
-  samples per CPU-second (all threads of all processes: samples/s per fully busy core),
-  and the speed-up of 2 processes over 1 (~4 min);
+  render, labelling with and without the subject's shared point pool, PNG encoding, a whole
+  record with the pool shared by the config's 12 views), then `synthetic_humans` builds of
+  ``--gen-bodies`` bodies x ``--gen-views`` views, first by one process pinned to one core,
+  then by 2 worker processes (one core each): samples/s, samples per CPU-second (all
+  threads of all processes: samples/s per fully busy core), and the speed-up of 2
+  processes over 1 (~4 min);
 * pipeline read: the grain loader (`hdjax.data.pipeline`, in-process, batch 1) over those
   datasets, samples/s per mode;
 * training-step demand: a jitted forward + backward (`jax.value_and_grad`) of one PIFuHD
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -222,6 +225,18 @@ def dataset_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], dict[st
 # ------------------------------------------------------------ generated bodies, at scale
 
 
+def _build_in_child(config: Any, data_dir: str, one_core: bool) -> None:
+    """A `synthetic_humans` build in a fresh process; ``one_core``: pinned to one core."""
+    if one_core:
+        records.pin_threads({min(os.sched_getaffinity(0))})
+    import tensorflow_datasets as tfds
+
+    from datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
+
+    tfds.disable_progress_bar()
+    mod.Builder(config=config, data_dir=data_dir).download_and_prepare()
+
+
 def generated_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], str]:
     """Per-stage cost of a generated-body record at the PIFuHD config, then whole builds of
     ``--gen-bodies`` bodies with 1 and 2 worker processes (samples/s per core, scaling)."""
@@ -253,25 +268,53 @@ def generated_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], str]:
     rows.append((f"render() ortho {cfg.size}², one view", t, ""))
     sigma = cfg.sigma_coarse_cm * norm.scale / 100.0
     t, _ = timed(lambda: point_sampling.sample_points(mesh, rng, cfg.num_points, sigma), 1)
-    rows.append((f"sample + label {cfg.num_points:,} points, one σ level", t, ""))
+    rows.append((f"sample + label {cfg.num_points:,} points, one σ level, no pool", t, ""))
+    t_pool, pools = timed(lambda: records.point_pools(subject, cfg, 0), 1)
+    views = len(records.pifuhd_config().yaws)
+    rows.append(
+        (
+            f"label the subject's pools ({cfg.point_pool:g}n per σ level), once per subject",
+            t_pool,
+            f"/ {views} views",
+        )
+    )
+    pool = pools["coarse"]
+    t, _ = timed(
+        lambda: point_sampling.sample_points(mesh, rng, cfg.num_points, sigma, pool=pool), 1
+    )
+    rows.append((f"sample + label {cfg.num_points:,} points, one σ level, from the pool", t, ""))
     maps = [out["image"], codecs.normal_to_uint8(out["normal_front"], out["mask"])]
     t, _ = timed(lambda: [codecs.png_bytes(m) for m in maps], args.repeat)
     rows.append(("PNG-encode image + one normal map", t, ""))
-    t, _ = timed(lambda: records.render_record(subject, cfg, 1, 0), args.repeat)
-    rows.append((f"render_record, all of one record ({what})", t, f"{1 / t[0]:.2f} samples/s"))
+    t, _ = timed(lambda: records.render_record(subject, cfg, 1, 0, pools), args.repeat)
+    t = (t[0] + t_pool[0] / views, t[1] + t_pool[1] / views)
+    rows.append(
+        (
+            f"one record ({what}), pools shared by {views} views",
+            t,
+            f"{1 / t[0]:.2f} samples/s, {1 / t[1]:.2f} per CPU-second",
+        )
+    )
 
     n = args.gen_bodies * len(cfg.yaws)
     base = None
+    context = multiprocessing.get_context("spawn")
     for workers in (1, 2):
         config = mod.variant("pifuhd", name=f"bench_w{workers}", num_bodies=args.gen_bodies)
         config = dataclasses.replace(config, render=cfg, num_workers=workers, render_cache=False)
-        builder = mod.Builder(config=config, data_dir=tmp)
-        t, _ = timed(builder.download_and_prepare, 1)
+        # Both builds one core per process: one process alone on one core, then the build's
+        # own 2 workers, each pinned to a core (`records._in_workers`).
+        child = context.Process(target=_build_in_child, args=(config, tmp, workers == 1))
+        with records.single_threaded_children():
+            t, _ = timed(lambda child=child: (child.start(), child.join()), 1)
+        if child.exitcode != 0:
+            raise RuntimeError(f"the {workers}-worker build failed (exit {child.exitcode})")
         rate = n / t[0]
         base = base or rate
         rows.append(
             (
-                f"build {args.gen_bodies} bodies x {len(cfg.yaws)} views, {workers} worker(s)",
+                f"build {args.gen_bodies} bodies x {len(cfg.yaws)} views, "
+                + ("1 process on 1 core" if workers == 1 else f"{workers} worker processes"),
                 per(t, n),
                 f"{rate:.2f} samples/s, {n / t[1]:.2f} per CPU-second, x{rate / base:.2f}",
             )
@@ -420,7 +463,7 @@ def main() -> None:
     ap.add_argument("--step-points", type=int, default=8000)
     ap.add_argument("--step-repeat", type=int, default=2)
     ap.add_argument("--gen-bodies", type=int, default=8, help="generated bodies per build")
-    ap.add_argument("--gen-views", type=int, default=6, help="views per generated body")
+    ap.add_argument("--gen-views", type=int, default=12, help="views per generated body")
     ap.add_argument("--skip", nargs="*", default=(), choices=("render", "dataset", "generated"))
     args = ap.parse_args()
 

@@ -30,6 +30,8 @@ def render(
     r.pitch_deg = 4.0
     r.scale_jitter = 0.05
     r.shift_jitter = 0.03
+    # Labelled surface candidates a subject's views share, × num_points (0: per view).
+    r.point_pool = 3.0
     return r
 
 

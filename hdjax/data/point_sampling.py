@@ -8,9 +8,18 @@ the first ``n/2`` inside points are kept (all of them when there are fewer) and 
 points fill the rest. The shuffle before the split is what keeps the uniform candidates:
 without it they sit at the end of both lists and a truncation drops every one of them,
 and the network is then never supervised far from the surface. About 1/17 of the points
-are uniform (≈ 5.5 %). The pool is drawn and labelled in chunks sized to what is still
-missing, and drawing stops once both halves are full: the same distribution (the candidates
-are i.i.d.) for about a quarter of the labelling.
+are uniform (≈ 5.5 %). The candidates are drawn and labelled in chunks sized to what is
+still missing, and drawing stops once both halves are full: the same distribution (the
+candidates are i.i.d.) for about a quarter of the labelling.
+
+**Shared surface pool.** Surface candidates do not depend on the view, so the views of one
+subject can take theirs from one labelled pool (`surface_pool`, ``pool=``), each view in its
+own random order: every view's candidates are still i.i.d. surface samples, views only share
+some of them. Labelling is most of a record's cost, and a pool of 3n shared by 12 views
+labels about a quarter as many points per record. What is lost is little: a training step
+reads 8,000 of a record's n points, so one epoch reads ~8k × views points per subject out of
+the pool's 3n distinct ones. Uniform candidates depend on the view's box and are drawn per
+view.
 
 The uniform box is the **reconstruction cube**, [−1, 1]³ of the view frame
 (`RECONSTRUCTION_CUBE`; the ortho camera's image spans x, y ∈ [−1, 1] and the PIFuHD query
@@ -37,7 +46,7 @@ import trimesh
 RECONSTRUCTION_CUBE = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 _CHUNK = 1 << 20  # bounds the memory of one pcu call
-_POOL_CHUNKS = 4  # PIFu's pool: 4n surface candidates
+_CANDIDATES = 4  # PIFu draws 4n surface candidates
 
 
 def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
@@ -46,7 +55,8 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     f = np.ascontiguousarray(mesh.faces, np.int64)
     p = np.ascontiguousarray(points, np.float64).reshape(-1, 3)
     out = [
-        np.asarray(pcu.triangle_soup_fast_winding_number(v, f, p[i : i + _CHUNK]))
+        # reshape: pcu returns a 0-d array for a single point
+        np.asarray(pcu.triangle_soup_fast_winding_number(v, f, p[i : i + _CHUNK])).reshape(-1)
         for i in range(0, len(p), _CHUNK)
     ]
     return np.concatenate(out) if out else np.zeros(0)
@@ -57,12 +67,36 @@ def label_points(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     return winding_number(mesh, points) > 0.5
 
 
-def _candidates(mesh, rng, n_surface, n_uniform, sigma, box, box_rotation):
-    surface, _ = trimesh.sample.sample_surface(mesh, n_surface, seed=rng)
-    surface = surface + rng.normal(scale=sigma, size=surface.shape)
+def surface_pool(
+    mesh: trimesh.Trimesh, rng: np.random.Generator, size: int, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` labelled surface candidates for `sample_points` (``pool=``).
+
+    Returns:
+      points (size, 3) float64, area-weighted surface samples plus N(0, σ²) noise, and
+      labels (size,) bool (True inside).
+    """
+    points, _ = trimesh.sample.sample_surface(mesh, size, seed=rng)
+    points = points + rng.normal(scale=sigma, size=points.shape)
+    return points, label_points(mesh, points)
+
+
+def _draw(mesh, rng, size, n_uniform, sigma, box, box_rotation, pool):
+    """``size`` surface + ``n_uniform`` uniform candidates, labelled and shuffled; the
+    surface ones come from ``pool`` (points, labels) while it lasts. Returns the candidates,
+    their labels and what is left of the pool."""
+    take = min(size, len(pool[0]))
+    surface = [pool[0][:take]]
+    labels = [pool[1][:take]]
+    if take < size:
+        fresh, fresh_labels = surface_pool(mesh, rng, size - take, sigma)
+        surface.append(fresh)
+        labels.append(fresh_labels)
     uniform = rng.uniform(box[0], box[1], size=(n_uniform, 3)) @ box_rotation
-    cand = np.concatenate([surface, uniform], axis=0)
-    return cand[rng.permutation(len(cand))]
+    cand = np.concatenate([*surface, uniform], axis=0)
+    lab = np.concatenate([*labels, label_points(mesh, uniform)])
+    order = rng.permutation(len(cand))
+    return cand[order], lab[order], (pool[0][take:], pool[1][take:])
 
 
 def sample_points(
@@ -73,6 +107,7 @@ def sample_points(
     box: np.ndarray = RECONSTRUCTION_CUBE,
     box_rotation: np.ndarray | None = None,
     ratio: int = 16,
+    pool: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """PIFu training points with balanced occupancy labels.
 
@@ -85,6 +120,8 @@ def sample_points(
       box_rotation: (3, 3) rotation from the mesh frame to the box frame (a camera's
         yaw: box = R · mesh); identity by default.
       ratio: surface : uniform candidate ratio (PIFu: 16).
+      pool: labelled surface candidates (`surface_pool`, same mesh and σ) to take the
+        surface candidates from, in an order drawn from ``rng``, before drawing new ones.
 
     Returns:
       points (n, 3) float32 and labels (n,) bool (True inside), in random order;
@@ -94,37 +131,41 @@ def sample_points(
         raise ValueError(f"n must be positive, got {n}")
     box = np.asarray(box, np.float64)
     rot = np.eye(3) if box_rotation is None else np.asarray(box_rotation, np.float64)
+    if pool is None:
+        pool = (np.zeros((0, 3)), np.zeros(0, bool))
+    else:
+        order = rng.permutation(len(pool[0]))
+        pool = (np.asarray(pool[0], np.float64)[order], np.asarray(pool[1], bool)[order])
     inside_pts, outside_pts = [], []
     n_in = n_out = drawn = 0
-    pool = _POOL_CHUNKS * n
-    # PIFu labels a pool of 4n surface candidates (+ 4n / ratio uniform ones) and keeps
+    limit = _CANDIDATES * n
+    # PIFu labels 4n surface candidates (+ 4n / ratio uniform ones) and keeps
     # min(#inside, n/2) inside points. The candidates are i.i.d., so drawing and labelling
     # them in chunks sized to what is still missing, and stopping once both halves are full,
     # keeps exactly the same distribution while labelling ~1.1n instead of ~4.25n points
-    # (labelling is most of a record's build time). Only when the whole pool holds fewer
-    # than n/2 inside points does its inside count decide; later chunks then top up outside
+    # (labelling is most of a record's build time). Only when all 4n hold fewer than n/2
+    # inside points does their inside count decide; later chunks then top up outside
     # points alone (rare: tiny n or a box hugging the mesh).
     for _ in range(64):
-        pool_open = drawn < pool
+        within = drawn < limit
         if drawn == 0:
             size = n + n // 10
         else:  # the larger shortfall at the rates seen so far, with 10 % to spare
             seen = max(n_in + n_out, 1)
-            short_in = (n // 2 - n_in) * seen / max(n_in, 1) if pool_open else 0.0
+            short_in = (n // 2 - n_in) * seen / max(n_in, 1) if within else 0.0
             short_out = (n - min(n_in, n // 2) - n_out) * seen / max(n_out, 1)
             size = int(1.1 * max(short_in, short_out)) + 256
-        if pool_open:
-            size = min(size, pool - drawn)
-        cand = _candidates(mesh, rng, size, max(1, size // ratio), sigma, box, rot)
-        lab = label_points(mesh, cand)
-        if pool_open:
+        if within:
+            size = min(size, limit - drawn)
+        cand, lab, pool = _draw(mesh, rng, size, max(1, size // ratio), sigma, box, rot, pool)
+        if within:
             inside_pts.append(cand[lab])
             n_in += int(lab.sum())
         outside_pts.append(cand[~lab])
         n_out += int((~lab).sum())
         drawn += size
         target_in = min(n_in, n // 2)
-        if (drawn >= pool or n_in >= n // 2) and n_out >= n - target_in:
+        if (drawn >= limit or n_in >= n // 2) and n_out >= n - target_in:
             break
     else:
         raise RuntimeError("could not draw enough outside points; is the box too tight?")

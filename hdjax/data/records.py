@@ -59,7 +59,10 @@ Sigmas are absolute centimetres (the paper's 5 cm / 3 cm) whenever the subject's
 is known (`Subject.unit_cm`: the embedded bodies are in metres; scans take
 `RenderConfig.scan_unit_cm`). For scans of unknown unit they fall back to centimetres of a
 180 cm body, PIFu's own assumption (its normalisation scales every scan to 180 units). The
-uniform points fill the view's reconstruction cube (`point_sampling`).
+uniform points fill the view's reconstruction cube (`point_sampling`). The surface points of
+a subject's views come from one labelled pool per σ level (`point_pools`,
+``RenderConfig.point_pool``), drawn from the subject's own generator, so a record still
+depends only on (seed, subject, view).
 
 Resumable builds: finished records go to a `render_cache.RecordCache` (``cache_dir`` of
 `generate_records`) under a tag (`cache_tag`) that hashes the `RenderConfig`, the seed and
@@ -71,6 +74,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -119,6 +123,9 @@ class RenderConfig:
       max_extent: scans whose bounding box is longer than this (scan units) are skipped.
       pitch_deg, scale_jitter, shift_jitter: camera jitter per view (module docstring);
         0 turns each off.
+      point_pool: size of the labelled surface-candidate pool that a subject's views
+        share, per σ level, in multiples of ``num_points`` (`point_sampling`); 0: every
+        view draws and labels its own.
     """
 
     camera: str = "ortho"
@@ -133,6 +140,7 @@ class RenderConfig:
     pitch_deg: float = 4.0
     scale_jitter: float = 0.05
     shift_jitter: float = 0.03
+    point_pool: float = 3.0
 
 
 def pifuhd_config(**overrides: Any) -> RenderConfig:
@@ -182,11 +190,54 @@ def subject_rng(seed: int, name: str, view: int) -> np.random.Generator:
     return np.random.default_rng([seed, view, len(key), *key])
 
 
+_LEVELS = ("coarse", "fine")
+# The pools' generator stream: `subject_rng`'s view slot, at a value no view takes.
+_POOL_STREAM = 2**32 - 1
+
+
+def _sigma(subject: Subject, config: RenderConfig, mesh, norm, level: str) -> float:
+    """σ of one level in normalised units (module docstring)."""
+    if subject.unit_cm:
+        units_per_cm = norm.scale / subject.unit_cm
+    else:  # PIFu's assumption: every scan is a 180 cm body
+        units_per_cm = float(np.ptp(mesh.vertices[:, 1])) / 180.0
+    return getattr(config, f"sigma_{level}_cm") * units_per_cm
+
+
+def point_pools(
+    subject: Subject, config: RenderConfig, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The labelled surface pools that every view of the subject draws from, per σ level
+    (`point_sampling.surface_pool`); None when ``config.point_pool`` is 0."""
+    size = round(config.point_pool * config.num_points)
+    if size <= 0:
+        return None
+    norm = normalization(subject, config)
+    mesh = cam.normalize_mesh(subject.mesh, norm)
+    rng = subject_rng(seed, subject.name, _POOL_STREAM)
+    return {
+        level: point_sampling.surface_pool(
+            mesh, rng, size, _sigma(subject, config, mesh, norm, level)
+        )
+        for level in _LEVELS
+    }
+
+
 def render_record(
-    subject: Subject, config: RenderConfig, view: int, seed: int = 0
+    subject: Subject,
+    config: RenderConfig,
+    view: int,
+    seed: int = 0,
+    pools: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Render view ``view`` of a subject and sample its points: one record (module table)."""
+    """Render view ``view`` of a subject and sample its points: one record (module table).
+
+    ``pools``: the subject's `point_pools` when the caller renders several views (they are
+    computed here otherwise; the record is the same either way).
+    """
     yaw = float(config.yaws[view])
+    if pools is None:
+        pools = point_pools(subject, config, seed)
     rng = subject_rng(seed, subject.name, view)
     norm = normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
@@ -212,10 +263,6 @@ def render_record(
         points2d[known, :2] = out["keypoints"][known]
         points2d[:, 2] = out["keypoints_visible"] & known
     keypoints, hands2d = points2d[:NUM_KEYPOINTS], points2d[NUM_KEYPOINTS:]
-    if subject.unit_cm:
-        units_per_cm = norm.scale / subject.unit_cm
-    else:  # PIFu's assumption: every scan is a 180 cm body
-        units_per_cm = float(np.ptp(mesh.vertices[:, 1])) / 180.0
     if config.camera == "ortho":  # the cube is the query frame's: undo the pose's s and t
         box = (point_sampling.RECONSTRUCTION_CUBE - camera.translation) / camera.scale
     else:  # a box about the subject, wherever the jitter put it
@@ -234,9 +281,15 @@ def render_record(
         "subject": subject.name,
         "yaw": np.float32(yaw),
     }
-    for level, sigma_cm in (("coarse", config.sigma_coarse_cm), ("fine", config.sigma_fine_cm)):
+    for level in _LEVELS:
         pts, lab = point_sampling.sample_points(
-            mesh, rng, config.num_points, sigma_cm * units_per_cm, box, camera.rotation
+            mesh,
+            rng,
+            config.num_points,
+            _sigma(subject, config, mesh, norm, level),
+            box,
+            camera.rotation,
+            pool=None if pools is None else pools[level],
         )
         record[f"points_{level}"] = pts.astype(np.float32)
         record[f"labels_{level}"] = lab.astype(np.uint8)
@@ -301,13 +354,15 @@ def render_subject(
     except (ScanError, ValueError, RuntimeError) as e:
         return SubjectRecords(name, [], error=str(e))
     cache = None if cache_dir is None else RecordCache(cache_dir, cache_tag(config, seed))
-    out, cached = [], 0
+    out, cached, pools = [], 0, None
     try:
         for view in range(len(config.yaws)):
             key = record_key(subject.name, view)
             record = None if cache is None else cache.get(key)
             if record is None:
-                record = render_record(subject, config, view, seed)
+                if pools is None:  # only when a view is to be rendered
+                    pools = point_pools(subject, config, seed)
+                record = render_record(subject, config, view, seed, pools)
                 if cache is not None:
                     cache.put(key, record)
             else:
@@ -372,9 +427,9 @@ def _in_workers(
     # mid-flight; workers import only hdjax.data.
     context = multiprocessing.get_context("spawn")
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    # One core per worker when there are enough: the renderer's and the labeller's thread
-    # pools then stay on their worker's core instead of spinning on the others' (measured:
-    # ~1.9 CPU-seconds per record unpinned, ~1.4 pinned).
+    # One core per worker when there are enough: the renderer's thread pool then stays on
+    # its worker's core instead of spinning on the others' (measured before the pools were
+    # single-threaded: ~1.9 CPU-seconds per record unpinned, ~1.4 pinned).
     pin = cores if 1 < workers <= len(cores) else []
     pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker,
@@ -384,8 +439,9 @@ def _in_workers(
         pending: collections.deque = collections.deque()
         todo = iter(names)
         try:
-            for name in itertools.islice(todo, 2 * workers):
-                pending.append(pool.submit(work, name))
+            with single_threaded_children():  # the workers start within the first submits
+                for name in itertools.islice(todo, 2 * workers):
+                    pending.append(pool.submit(work, name))
             while pending:
                 result = pending.popleft().result()
                 for name in itertools.islice(todo, 1):
@@ -403,15 +459,50 @@ def _in_workers(
                 future.cancel()
 
 
+# Environment variables that size the thread pools of the libraries a build worker uses.
+_THREAD_POOLS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "IGL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def single_threaded_children() -> Iterator[None]:
+    """Processes started inside the block give numpy's BLAS, OpenMP and libigl one thread.
+
+    Build workers size those pools when they import the libraries, before any code of ours
+    runs in them, so the setting has to come through their environment. One thread each,
+    since the workers already fill the cores: a second BLAS thread on a pinned worker's one
+    core only spins against the first (measured: a record on one pinned core took 1.8 s with
+    numpy's default pool, 1.0 s with one thread).
+    """
+    old = {k: os.environ.get(k) for k in _THREAD_POOLS}
+    os.environ.update(dict.fromkeys(_THREAD_POOLS, "1"))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _start_worker(counter, cores: list[int]) -> None:
-    """Build worker start: pin to the next of ``cores`` (if any), and run point-cloud-utils'
-    winding numbers on one thread (the workers already fill the cores)."""
-    os.environ["IGL_NUM_THREADS"] = "1"
+    """Build worker start: pin it to the next of ``cores`` (if any)."""
     if cores:
         with counter.get_lock():
             index = counter.value
             counter.value += 1
-        os.sched_setaffinity(0, {cores[index % len(cores)]})
+        pin_threads({cores[index % len(cores)]})
+
+
+def pin_threads(cores: set[int]) -> None:
+    """Pin every thread of this process to ``cores``: `os.sched_setaffinity` moves only the
+    calling thread, and imports have already started others (numpy's BLAS pool), which
+    would go on running on every core."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except (ProcessLookupError, PermissionError):  # the thread has just ended
+            pass
 
 
 class _Progress:
@@ -441,13 +532,16 @@ def tfds_features(config: RenderConfig):
     """The `tfds.features.FeaturesDict` of a record (TFDS imported here only; no TensorFlow).
 
     Images are declared with explicit shapes and PNG encoding and receive PNG bytes: giving
-    `tfds.features.Image` a numpy array would import TensorFlow to encode it.
+    `tfds.features.Image` a numpy array would import TensorFlow to encode it. The point
+    tensors are stored as raw bytes: as a protobuf float list, value by value, they cost
+    0.06 s per σ level to write (measured, 100k points), as bytes 1 ms, at the same size.
     """
     import tensorflow_datasets as tfds
 
     s, p = config.size, config.num_points
     image = tfds.features.Image
     tensor = tfds.features.Tensor
+    raw = tfds.features.Encoding.BYTES
     return tfds.features.FeaturesDict(
         {
             "image": image(shape=(s, s, 3), encoding_format="png"),
@@ -460,10 +554,10 @@ def tfds_features(config: RenderConfig):
             "calib": tensor(shape=(4, 4), dtype=np.float32),
             "keypoints": tensor(shape=(NUM_KEYPOINTS, 3), dtype=np.float32),
             "hands": tensor(shape=(NUM_HAND_POINTS, 3), dtype=np.float32),
-            "points_coarse": tensor(shape=(p, 3), dtype=np.float32),
-            "labels_coarse": tensor(shape=(p,), dtype=np.uint8),
-            "points_fine": tensor(shape=(p, 3), dtype=np.float32),
-            "labels_fine": tensor(shape=(p,), dtype=np.uint8),
+            "points_coarse": tensor(shape=(p, 3), dtype=np.float32, encoding=raw),
+            "labels_coarse": tensor(shape=(p,), dtype=np.uint8, encoding=raw),
+            "points_fine": tensor(shape=(p, 3), dtype=np.float32, encoding=raw),
+            "labels_fine": tensor(shape=(p,), dtype=np.uint8, encoding=raw),
             "subject": tfds.features.Text(),
             "yaw": tensor(shape=(), dtype=np.float32),
         }

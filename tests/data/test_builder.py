@@ -92,6 +92,23 @@ def test_records_match_camera_and_label_points_consistently():
     assert records.render_record(subject, config, view=0)["image"] != rec["image"]
 
 
+def test_a_record_is_the_same_alone_or_with_its_subject():
+    """Views share the subject's point pool, yet a record depends on (seed, subject, view)
+    alone: rendered by itself it equals the one `render_subject` makes with shared pools."""
+    subject = subjects.load_embedded_body("body_01")
+    config = records.pifuhd_config(**TINY)
+    together = records.render_subject(lambda _: subject, config, 5, None, "body_01").records
+    alone = records.render_record(subject, config, view=1, seed=5)
+    for key in ("points_coarse", "labels_coarse", "points_fine", "labels_fine"):
+        np.testing.assert_array_equal(together[1][1][key], alone[key])
+    a, b = (together[v][1]["points_coarse"] for v in (0, 1))
+    shared = np.isin(a.view("V12").ravel(), b.view("V12").ravel())
+    assert 0.1 < shared.mean() < 0.7, shared.mean()  # ~1.1n of a 3n pool per view
+    separate = records.render_record(subject, dataclasses.replace(config, point_pool=0.0), 0)
+    c = separate["points_coarse"]
+    assert not np.isin(c.view("V12").ravel(), b.view("V12").ravel()).any()
+
+
 def _sigma_m(subject, config):
     """RMS distance of a record's near-surface coarse points to the mesh, in scan metres."""
     import point_cloud_utils as pcu
@@ -401,14 +418,14 @@ def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
     with pytest.raises(_Interrupted):
         build(tmp_path / "resumed")
     cache_dir = os.path.join(tmp_path, "resumed", "synthetic_humans", "tiny_resume", "render_cache")
-    assert len(os.listdir(os.path.join(cache_dir, "1.2.0"))) == 3
+    assert len(os.listdir(os.path.join(cache_dir, "1.3.0"))) == 3
 
     counter = _CountingRender()
     monkeypatch.setattr(records, "render_record", counter)
     resumed = build(tmp_path / "resumed", keep_render_cache=True)
     assert counter.calls == 1  # 4 records in all, 3 finished before the interruption
     assert os.path.isdir(resumed.render_cache_dir)
-    assert resumed.render_cache_dir == os.path.join(cache_dir, "1.2.0")
+    assert resumed.render_cache_dir == os.path.join(cache_dir, "1.3.0")
     cached = {
         split: json.load(open(os.path.join(resumed.data_dir, f"build_report_{split}.json")))
         for split in ("train", "test")
@@ -430,6 +447,27 @@ def _shard_bytes(builder) -> dict[str, bytes]:
     names = sorted(n for n in os.listdir(builder.data_dir) if ".array_record-" in n)
     assert names
     return {n: open(os.path.join(builder.data_dir, n), "rb").read() for n in names}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux thread affinity")
+def test_pin_threads_pins_the_threads_imports_started():
+    """A build worker's BLAS threads start at import, before it pins itself: all of them
+    must follow, or they spin on the other workers' cores."""
+    import subprocess
+
+    code = (
+        "import glob, os, numpy\n"
+        "from hdjax.data import records\n"
+        "records.pin_threads({min(os.sched_getaffinity(0))})\n"
+        "for t in glob.glob('/proc/self/task/*/status'):\n"
+        "    print([x for x in open(t) if x.startswith('Cpus_allowed_list')][0].split()[-1])\n"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    allowed = out.stdout.split()
+    assert len(allowed) >= 2 and len(set(allowed)) == 1, allowed
+    assert "-" not in allowed[0] and "," not in allowed[0], allowed
 
 
 def test_shards_are_the_same_bytes_for_any_number_of_workers(tmp_path):

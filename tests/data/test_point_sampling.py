@@ -11,6 +11,7 @@ from hdjax.data.point_sampling import (
     RECONSTRUCTION_CUBE,
     label_points,
     sample_points,
+    surface_pool,
     winding_number,
 )
 
@@ -34,6 +35,7 @@ def test_labels_equal_analytic_sphere(sphere):
     w = winding_number(sphere, p)
     assert np.all(np.abs(w[rho < 0.8 * R] - 1) < 0.05)
     assert np.all(np.abs(w[rho > 1.2 * R]) < 0.05)
+    np.testing.assert_array_equal(label_points(sphere, np.zeros((1, 3))), [True])
 
 
 def test_labels_survive_holes(sphere):
@@ -108,6 +110,40 @@ def test_sample_points_is_seeded_and_keeps_few_inside(sphere):
     assert 0 < lab.sum() < 200
     assert len(pts) == 400
     np.testing.assert_array_equal(lab, label_points(sphere, pts))
+
+
+def test_views_share_the_pool_in_their_own_order(sphere):
+    """Surface candidates come from the shared labelled pool: two views share some of
+    them, each view's set is still PIFu's balanced one, labels stay exact."""
+    n, sigma = 2000, 0.05
+    pool = surface_pool(sphere, np.random.default_rng(0), 3 * n, sigma)
+    np.testing.assert_array_equal(pool[1], label_points(sphere, pool[0]))
+    members = {p.tobytes() for p in pool[0].astype(np.float32)}
+    views = [sample_points(sphere, np.random.default_rng(v), n, sigma, pool=pool) for v in (1, 2)]
+    shared = []
+    for pts, lab in views:
+        np.testing.assert_array_equal(lab, label_points(sphere, pts))
+        assert lab.sum() == n // 2
+        from_pool = np.array([p.tobytes() in members for p in pts])
+        # Everything but the uniform candidates (≈ 1/17) comes from the pool.
+        assert 0.9 < from_pool.mean() < 0.99, from_pool.mean()
+        uniform = pts[~from_pool]
+        assert np.all(np.abs(uniform) <= 1 + 1e-6)
+        assert np.abs(np.linalg.norm(uniform, axis=1) - R).mean() > 2 * sigma
+        shared.append({p.tobytes() for p in pts[from_pool]})
+    # Each view takes ~1.1n of the 3n: about a third of one view's points are in the other.
+    overlap = len(shared[0] & shared[1]) / len(shared[0])
+    assert 0.2 < overlap < 0.6, overlap
+
+
+def test_an_exhausted_pool_is_topped_up_with_fresh_points(sphere):
+    n, sigma = 2000, 0.05
+    pool = surface_pool(sphere, np.random.default_rng(0), n // 4, sigma)
+    pts, lab = sample_points(sphere, np.random.default_rng(1), n, sigma, pool=pool)
+    assert len(pts) == n and lab.sum() == n // 2
+    np.testing.assert_array_equal(lab, label_points(sphere, pts))
+    members = {p.tobytes() for p in pool[0].astype(np.float32)}
+    assert 0.1 < np.mean([p.tobytes() in members for p in pts]) < 0.3
 
 
 def test_sample_points_rejects_bad_n(sphere):
