@@ -21,7 +21,7 @@ Prints one table (median of ``--repeat`` where repeated; wall and process CPU se
   ``--gen-bodies`` bodies x ``--gen-views`` views, first by one process pinned to one core,
   then by 2 worker processes (one core each): samples/s, samples per CPU-second (all
   threads of all processes: samples/s per fully busy core), and the speed-up of 2
-  processes over 1 (~4 min);
+  processes over 1 (~5 min);
 * pipeline read: the grain loader (`hdjax.data.pipeline`, in-process, batch 1) over those
   datasets, samples/s per mode;
 * training-step demand: a jitted forward + backward (`jax.value_and_grad`) of one PIFuHD
