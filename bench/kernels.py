@@ -1,4 +1,4 @@
-"""Three choices behind the training step's speed on CPU, each measured both ways in one run.
+"""Four choices behind the training step's speed on CPU, each measured both ways in one run.
 
     python bench/kernels.py
 
@@ -8,7 +8,10 @@
 * resize gradient: forward + backward of the hourglass's ×2 bicubic upsample, autodiff of the
   gathered taps (a scatter-add) vs the hand-written gradient of `layers._resize_axis`;
 * 1x1 conv gradient: forward + backward of the hourglass's 256-channel 1x1 convs, XLA's conv
-  gradient vs matmuls (`Numerics(conv_grad="matmul")`, what training on CPU uses).
+  gradient vs matmuls (`Numerics(conv_grad="matmul")`);
+* 3x3 conv gradient: forward + backward of 3x3 convs at the hourglass's sizes, XLA's kernel
+  gradient vs the same summed over batch-1 pieces (`Numerics(conv_grad="split")`, what
+  training on CPU uses), and PyTorch's conv (when torch is installed) as the peer.
 
 Times are the best of ``--repeat`` calls after a compiling one; the load average is printed.
 """
@@ -83,7 +86,7 @@ def main() -> None:
     for size in (128, 256):
         x = jnp.asarray(rng.normal(size=(1, size, size, 256)).astype(np.float32))
         t = {}
-        for grad in layers.CONV_GRADS:
+        for grad in ("xla", "matmul"):
             conv = layers.Numerics(conv_grad=grad).conv(256, 1, "c")
             p = conv.init(jax.random.PRNGKey(0), x)
             fn = jax.jit(jax.grad(lambda p, x, c=conv: jnp.sum(c.apply(p, x) ** 2), (0, 1)))
@@ -91,6 +94,49 @@ def main() -> None:
         label = f"1x1 conv fwd+bwd {size}²×256→256, xla | matmul"
         print(f"{label:46s} {t['xla'] * 1e3:10.0f}ms {t['matmul'] * 1e3:10.0f}ms "
               f"{t['xla'] / t['matmul']:6.1f}x")  # fmt: skip
+
+    print(f"{'3x3 conv fwd+bwd (B, side, in→out)':46s} {'xla':>12s} {'split':>12s} {'ratio':>7s}"
+          f" {'torch':>9s} {'torch/split':>11s}")  # fmt: skip
+    for b, side, cin, cout in (
+        (1, 128, 256, 128),
+        (8, 128, 256, 128),
+        (8, 64, 256, 128),
+        (8, 32, 256, 128),
+        (8, 128, 64, 64),
+        (1, 512, 128, 64),
+        (1, 512, 64, 64),
+    ):
+        x = jnp.asarray(rng.normal(size=(b, side, side, cin)).astype(np.float32))
+        t = {}
+        for grad in ("xla", "split"):
+            conv = layers.Numerics(conv_grad=grad).conv(cout, 3, "c", padding=1, use_bias=False)
+            p = conv.init(jax.random.PRNGKey(0), x)
+            fn = jax.jit(jax.grad(lambda p, x, c=conv: jnp.sum(c.apply(p, x) ** 2), (0, 1)))
+            t[grad] = best_time(fn, p, x, repeat=args.repeat)
+        peer = torch_conv_time(x, cout, args.repeat)
+        label = f"3x3 conv fwd+bwd ({b}, {side}², {cin}→{cout})"
+        xla, split = t["xla"], t["split"]
+        print(f"{label:46s} {xla * 1e3:10.0f}ms {split * 1e3:10.0f}ms {xla / split:6.1f}x "
+              f"{peer * 1e3:7.0f}ms {peer / split:10.2f}x")  # fmt: skip
+
+
+def torch_conv_time(x, cout: int, repeat: int) -> float:
+    """Best time of PyTorch's 3x3 conv forward + backward (input and kernel) on x's shape,
+    with as many threads as cores; NaN without torch."""
+    try:
+        import torch
+    except ImportError:
+        return float("nan")
+    torch.set_num_threads(os.cpu_count())
+    b, h, w, c = x.shape
+    xt = torch.randn(b, c, h, w, requires_grad=True)
+    conv = torch.nn.Conv2d(c, cout, 3, padding=1, bias=False)
+    times = []
+    for _ in range(repeat + 1):
+        t = time.perf_counter()
+        (conv(xt) ** 2).sum().backward()
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
 
 
 if __name__ == "__main__":

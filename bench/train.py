@@ -3,7 +3,7 @@
     python bench/train.py                     # batch 1, both stages, both implementations
     python bench/train.py --batch 1 8         # also batch 8 (slow: ~8x the time and memory)
     python bench/train.py --steps 1 --stages coarse --impls hdjax   # smoke
-    python bench/train.py --conv-grad xla matmul   # hdjax once per 1x1-conv gradient path
+    python bench/train.py --conv-grad matmul split  # hdjax once per conv gradient path
 
 Paper sizes, random weights: coarse level at 512² (4-stack hourglass, normal nets frozen and
 run on the image, as at test time), fine level on a 512² crop of a 1024² image (coarse level
@@ -12,8 +12,8 @@ points per sample. Both sides train the same subtrees with RMSprop (lr 1e-3):
 
 * hdjax: `hdjax.train.train.make_train_step` of the full `configs/pifuhd.py`, jitted with the
   old state donated (as `train.jit_step`), compiled ahead of the first step (reported apart);
-  ``--conv-grad`` sets `model.numerics.conv_grad` (default "auto": what training takes, the
-  matmul gradients of 1x1 convs on CPU), one row each, e.g. ``xla matmul`` for both;
+  ``--conv-grad`` sets `model.numerics.conv_grad` (default "auto": what training takes on
+  CPU, "split"), one row each, e.g. ``matmul split`` for both;
 * official: `HGPIFuNetwNML` / `HGPIFuMRNet` of the `pifu-hd` package with the released option
   table, `CustomBCELoss` averaged over stacks with the official γ (fraction of in-box points
   outside) and, for the fine level, w (points / in-box points), `torch.optim.RMSprop` over the
@@ -268,7 +268,7 @@ def main() -> None:
         "--conv-grad",
         nargs="+",
         default=["auto"],
-        choices=["auto", "xla", "matmul"],
+        choices=["auto", "xla", "matmul", "split"],
         help="hdjax's model.numerics.conv_grad, one row each (auto: as training on this backend)",
     )
     p.add_argument(

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 CONV_IMPLS = ("xla", "cpu")
-CONV_GRADS = ("xla", "matmul")
+CONV_GRADS = ("xla", "matmul", "split")
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = ("default", "high", "highest")
 
@@ -37,8 +37,9 @@ class Numerics:
       conv_impl: "xla": `nn.Conv` everywhere (GPU/TPU); "cpu": the few convolutions XLA:CPU
         runs slowly become matmuls (`ThinConv`, `Im2colConv`), same parameters and result.
       conv_grad: how `conv` layers are differentiated: "xla": autodiff of XLA's conv;
-        "matmul": 1x1 convs' gradients are matmuls (`PointwiseMatmulGrad`, for training on
-        CPU). The forward pass is the same either way.
+        "matmul": 1x1 convs' gradients are matmuls (`PointwiseMatmulGrad`); "split": those,
+        and stride-1 k x k convs' kernel gradients summed over small pieces (`SplitGrad`,
+        what training on CPU takes). The forward pass is the same in all three.
       dtype: computation dtype (parameters stay float32).
       precision: matmul/conv precision; "highest" keeps float32 accuracy on GPU/TPU.
     """
@@ -64,8 +65,10 @@ class Numerics:
 
     def conv(self, features: int, kernel_size: int, name: str, **kw: Any) -> nn.Conv:
         """`nn.Conv` with the official init, this dtype, precision and gradient."""
-        if self.conv_grad == "matmul":
-            kw["conv_general_dilated_cls"] = PointwiseMatmulGrad
+        if self.conv_grad != "xla":
+            kw["conv_general_dilated_cls"] = {"matmul": PointwiseMatmulGrad, "split": SplitGrad}[
+                self.conv_grad
+            ]
         return nn.Conv(
             features,
             (kernel_size, kernel_size),
@@ -292,15 +295,19 @@ class Im2colConv(nn.Module):
         return y + bias
 
 
+def _conv_nhwc(x: jnp.ndarray, kernel: jnp.ndarray, pads: Any, precision: Any) -> jnp.ndarray:
+    """A stride-1 NHWC/HWIO convolution."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
+    )
+
+
 # XLA:CPU computes a 1x1 conv's weight gradient as a convolution over the whole image, 4-10x
 # slower than the same contraction as one matmul (the hourglass's 256-channel 1x1 convs at
 # 128²: 115 ms vs 26 ms; at 256²: 1.4 s vs 0.13 s); the input gradient is a matmul too.
-# k x k convs keep XLA's gradients, which beat im2col matmuls there (measured).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, precision: Any) -> jnp.ndarray:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
-    )
+    return _conv_nhwc(x, kernel, "VALID", precision)
 
 
 def _pointwise_conv_fwd(x, kernel, precision):
@@ -317,10 +324,67 @@ def _pointwise_conv_bwd(precision, residuals, g):
 _pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 
 
+# XLA:CPU's kernel gradient of a k x k conv slows down with the size of its contraction
+# (batch x rows x cols) far more than the arithmetic grows: the hourglass's 256->128 3x3 conv
+# at 128² takes 90 ms for one sample (torch 53 ms) but 3.2 s for a batch of 8 (torch 0.5 s),
+# and 1.2 s on one 512² map with 128->64 channels (torch 0.3 s). Summed over batch-1 pieces
+# of about `PIECE_PIXELS` output pixels, the same gradient costs 1.1-1.4x torch's
+# (`bench/kernels.py`). Maps of up to that many pixels in all keep XLA's own gradient, which
+# the pieces' overhead would only slow down. (A `lax.scan` over the pieces is no option:
+# XLA:CPU runs convolutions inside loops 50-70x slower.) The input gradient stays XLA's.
+PIECE_PIXELS = 8192
+
+
+def kernel_grad_in_pieces(
+    x: jnp.ndarray, g: jnp.ndarray, kernel: jnp.ndarray, pads: Any, precision: Any, pixels: int
+) -> jnp.ndarray:
+    """The kernel gradient of `_conv_nhwc(x, kernel, pads)` for the cotangent g, as a sum over
+    batch-1 pieces of about ``pixels`` output pixels (whole rows) each; XLA's own when g has
+    no more than ``pixels`` pixels in all.
+
+    x: (B, H, W, C); g: (B, H', W', O) -> (kh, kw, C, O).
+    """
+    b, h, w, _ = g.shape
+    if b * h * w <= pixels:
+        return jax.vjp(lambda k: _conv_nhwc(x, k, pads, precision), kernel)[1](g)[0]
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    kh = kernel.shape[0]
+    rows = max(1, min(h, pixels // w))
+    total = None
+    for i in range(b):
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            piece = xp[i : i + 1, r0 : r1 + kh - 1]
+            conv = functools.partial(_conv_nhwc, piece, pads="VALID", precision=precision)
+            d = jax.vjp(conv, kernel)[1](g[i : i + 1, r0:r1])[0]
+            total = d if total is None else total + d
+    return total
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _piecewise_grad_conv(x: jnp.ndarray, kernel: jnp.ndarray, pads: tuple, precision: Any):
+    return _conv_nhwc(x, kernel, pads, precision)
+
+
+def _piecewise_grad_conv_fwd(x, kernel, pads, precision):
+    return _piecewise_grad_conv(x, kernel, pads, precision), (x, kernel)
+
+
+def _piecewise_grad_conv_bwd(pads, precision, residuals, g):
+    x, kernel = residuals
+    dx = jax.vjp(lambda x: _conv_nhwc(x, kernel, pads, precision), x)[1](g)[0]
+    return dx, kernel_grad_in_pieces(x, g, kernel, pads, precision, PIECE_PIXELS)
+
+
+_piecewise_grad_conv.defvjp(_piecewise_grad_conv_fwd, _piecewise_grad_conv_bwd)
+
+
 class PointwiseMatmulGrad:
     """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated_cls=...)`: the same
     convolution, with matmul gradients when it is a 1x1, stride-1, ungrouped NHWC conv;
-    any other conv is lax's own."""
+    any other conv is lax's own (`SplitGrad` also treats k x k ones)."""
+
+    split_kernel_grad = False
 
     def __call__(
         self,
@@ -331,16 +395,30 @@ class PointwiseMatmulGrad:
         **kw: Any,
     ) -> jnp.ndarray:
         nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-        no_padding = padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)
-        pointwise = (
+        plain = (
             lhs.ndim == 4
-            and rhs.shape[:2] == (1, 1)
             and tuple(window_strides) == (1, 1)
-            and no_padding
             and tuple(kw.get("lhs_dilation") or (1, 1)) == (1, 1)
+            and tuple(kw.get("rhs_dilation") or (1, 1)) == (1, 1)
             and kw.get("feature_group_count", 1) == 1
+            and kw.get("batch_group_count", 1) == 1
             and kw.get("dimension_numbers") == nhwc
         )
-        if not pointwise:
+        if not plain:
             return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kw)
-        return _pointwise_conv(lhs, rhs, kw.get("precision"))
+        pads = padding
+        if isinstance(padding, str):
+            pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+        pads = tuple(tuple(int(p) for p in pair) for pair in pads)
+        if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+            return _pointwise_conv(lhs, rhs, kw.get("precision"))
+        if self.split_kernel_grad and min(min(pair) for pair in pads) >= 0:
+            return _piecewise_grad_conv(lhs, rhs, pads, kw.get("precision"))
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kw)
+
+
+class SplitGrad(PointwiseMatmulGrad):
+    """`PointwiseMatmulGrad`, and stride-1 k x k convs take their kernel gradient in pieces
+    (`kernel_grad_in_pieces`): the forward and input gradient are XLA's."""
+
+    split_kernel_grad = True

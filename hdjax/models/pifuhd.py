@@ -103,13 +103,14 @@ def numerics_from_config(
     backend, XLA's convolutions otherwise: the CPU kernels are tuned for the forward pass,
     and their backward pass ran 10× slower than XLA's conv (tiny normal nets on a 2-core
     CPU: 3.0 s vs 0.32 s per training step, measured). Training on a CPU backend also takes
-    the matmul gradients of 1x1 convs (conv_grad "matmul"); GPU/TPU keep XLA's."""
+    the matmul gradients of 1x1 convs and the piecewise kernel gradients of k x k convs
+    (conv_grad "split"); GPU/TPU keep XLA's."""
     cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
     if cfg.get("conv_impl") == "auto":
         cpu = jax.default_backend() == "cpu"
         cfg["conv_impl"] = "cpu" if cpu and not training else "xla"
         if cpu and training:
-            cfg.setdefault("conv_grad", "matmul")
+            cfg.setdefault("conv_grad", "split")
     return configlib.build(Numerics, cfg, path)
 
 
