@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
+from kernels import best_time  # bench/ is on the path when run as a script
 
 # (B^T, G, A^T) of F(m x m, 3 x 3): tiles of m + 2 inputs give m x m outputs.
 F2 = (
@@ -77,18 +77,6 @@ def winograd_conv(x, kernel, matrices):
         [jnp.stack([_combine(half[p], at[q]) for q in range(m)], -2) for p in range(m)], 2
     )  # (B, nh, m, nw, m, O)
     return y.reshape(b, h, w, -1)
-
-
-def best_time(fn, *args, repeat: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
