@@ -113,8 +113,10 @@ def make_hdjax(stage: str, batch: int, points: int, conv_grad: str = "auto"):
     return compile_s, one_step
 
 
-def make_official(stage: str, batch: int, points: int, conv_grad: str = ""):
-    """As `make_hdjax`, for the official code (nothing to compile)."""
+def official_nets():
+    """The official coarse net (`HGPIFuNetwNML`, normal nets inside) and the fine net
+    (`HGPIFuMRNet`) around it, with the released option table and `CustomBCELoss`; torch
+    seeded and given one thread per core."""
     import torch
     from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
     from PIFuHD.net_util import CustomBCELoss
@@ -127,6 +129,14 @@ def make_official(stage: str, batch: int, points: int, conv_grad: str = ""):
     opt, opt_netG = official_options(small_images=False)
     criteria = {"occ": CustomBCELoss()}
     net_g = HGPIFuNetwNML(opt_netG, "orthogonal", criteria=criteria)
+    return net_g, HGPIFuMRNet(opt, net_g, "orthogonal", criteria=criteria)
+
+
+def make_official(stage: str, batch: int, points: int, conv_grad: str = ""):
+    """As `make_hdjax`, for the official code (nothing to compile)."""
+    import torch
+
+    net_g, net = official_nets()
     b = fake_batch(stage, batch, points)
 
     def nchw(x: np.ndarray) -> torch.Tensor:
@@ -150,7 +160,6 @@ def make_official(stage: str, batch: int, points: int, conv_grad: str = ""):
             return net_g.get_error(gamma)["Err(occ)"]
 
     else:
-        net = HGPIFuMRNet(opt, net_g, "orthogonal", criteria=criteria)
         net.train()  # train_full_pifu=False: netG in eval mode, filter_global under no_grad
         trained = [net.image_filter, net.mlp]
         image_local = nchw(b["image"])[:, None]  # (B, 1, 3, 512, 512)

@@ -123,18 +123,9 @@ def hdjax_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
 
 def official_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
     import torch
-    from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
-    from PIFuHD.net_util import CustomBCELoss
+    from train import official_nets  # bench/ is on the path when run as a script
 
-    sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
-    from official_pifuhd import official_options
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)
-    opt, opt_netG = official_options(small_images=False)
-    crit = {"occ": CustomBCELoss()}
-    net_g = HGPIFuNetwNML(opt_netG, "orthogonal", criteria=crit)
-    net = HGPIFuMRNet(opt, net_g, "orthogonal", criteria=crit)
+    net_g, net = official_nets()
     x = _inputs(batch, points)
     image = torch.from_numpy(np.ascontiguousarray(x["image"].transpose(0, 3, 1, 2)))
     filter_in = torch.from_numpy(np.ascontiguousarray(x["filter_in"].transpose(0, 3, 1, 2)))
