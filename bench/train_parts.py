@@ -27,9 +27,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
+from kernels import best_time  # bench/ is on the path when run as a script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -44,16 +44,6 @@ def _inputs(batch: int, points: int) -> dict[str, np.ndarray]:
         filter_in=rng.uniform(-1, 1, (batch, 512, 512, 9)).astype(np.float32),
         mlp_in=rng.normal(size=(STACKS, batch, points, 257)).astype(np.float32),
     )
-
-
-def _best(fn, repeat: int) -> float:
-    fn()  # warm-up (compiles on the hdjax side)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def _weights(shape) -> np.ndarray:
@@ -78,7 +68,7 @@ def hdjax_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
 
     def run(fn, *args):
         compiled = jax.jit(fn)
-        return _best(lambda: jax.block_until_ready(compiled(*args)), repeat)
+        return best_time(compiled, *args, repeat=repeat)
 
     def with_sub(path, sub):
         if len(path) == 1:
@@ -136,7 +126,7 @@ def official_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
             net_g.netF(image)
             net_g.netB(image)
 
-    out = {"normal nets, forward": _best(normals, repeat)}
+    out = {"normal nets, forward": best_time(normals, repeat=repeat)}
     for name, filt in (("coarse", net_g.image_filter), ("fine", net.image_filter)):
         filt.train()
 
@@ -153,15 +143,15 @@ def official_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
             outs = filt(filter_in)[0]
             sum((o * w).sum() for o, w in zip(outs, cotangents, strict=True)).backward()
 
-        out[f"{name} filter, forward"] = _best(forward, repeat)
-        out[f"{name} filter, forward + backward"] = _best(backward, repeat)
+        out[f"{name} filter, forward"] = best_time(forward, repeat=repeat)
+        out[f"{name} filter, forward + backward"] = best_time(backward, repeat=repeat)
 
     def mlp():
         for p in net_g.mlp.parameters():
             p.grad = None
         sum((net_g.mlp(mlp_in[s])[0] * 0.1).sum() for s in range(STACKS)).backward()
 
-    out["coarse MLP x4 stacks, forward + backward"] = _best(mlp, repeat)
+    out["coarse MLP x4 stacks, forward + backward"] = best_time(mlp, repeat=repeat)
     return out
 
 
