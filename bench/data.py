@@ -57,12 +57,12 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from hdjax.data import camera as C
 from hdjax.data import pipeline as pl
 from hdjax.data import records
-from hdjax.data.camera import PIFU_SIGMA_COARSE
 from hdjax.data.point_sampling import label_points, sample_points
 from hdjax.data.render import cast_rays, render
+from hdjax.geometry import camera as C
+from hdjax.geometry.camera import PIFU_SIGMA_COARSE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # configs/

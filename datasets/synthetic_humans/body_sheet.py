@@ -22,7 +22,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: the repository root holds `hdjax`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hdjax.data import bodies, camera, render
+from hdjax.data import bodies, render
+from hdjax.geometry import camera
 
 # COCO-WholeBody 23 + 2K2K finger slots: which side each keypoint is on.
 _LEFT = {1, 3, 5, 7, 9, 11, 13, 15, 17, 18, 19, *range(23, 27)}

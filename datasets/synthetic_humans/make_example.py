@@ -11,9 +11,9 @@ import os
 import cv2
 import numpy as np
 
-from hdjax.data import camera as cam
 from hdjax.data import records, subjects
 from hdjax.data import render as render_lib
+from hdjax.geometry import camera as cam
 
 OUT = os.path.join("hdjax", "data", "assets", "examples", "synthetic_body.png")
 

@@ -14,7 +14,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from hdjax import configs
-from hdjax.data import camera as cam
+from hdjax.geometry import camera as cam
 
 VARIANTS = ("tiny",)
 

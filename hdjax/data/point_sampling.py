@@ -30,7 +30,7 @@ dataset's framing of the same idea; a tight mesh box would leave the corners of 
 where floating blobs appear, unsupervised. ``box_rotation`` turns box (view-frame)
 coordinates into the mesh frame, so each view's cube is covered whatever its yaw.
 
-Units: the mesh and ``sigma`` are in the normalised frame of `hdjax.data.camera`.
+Units: the mesh and ``sigma`` are in the normalised frame of `hdjax.geometry.camera`.
 
 `label_points(mesh, points)` is inside = generalised winding number > 0.5
 (point-cloud-utils' fast winding number), so scans with holes or several overlapping shells

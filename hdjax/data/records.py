@@ -91,7 +91,6 @@ from typing import Any
 
 import numpy as np
 
-from hdjax.data import camera as cam
 from hdjax.data import codecs, point_sampling
 from hdjax.data import keypoints as keypoints_lib
 from hdjax.data import render as render_lib
@@ -99,6 +98,7 @@ from hdjax.data.render_cache import RecordCache
 from hdjax.data.render_cache import cache_tag as _cache_tag
 from hdjax.data.subjects import BuildReport, ScanError, Subject
 from hdjax.errors import HdjaxError
+from hdjax.geometry import camera as cam
 
 NUM_KEYPOINTS = 31  # 2K2K layout: COCO-WholeBody 23 + 8 knuckles (hdjax.data.keypoints)
 NUM_HAND_POINTS = 42  # COCO-WholeBody hands: 21 per hand, left then right

@@ -1,7 +1,7 @@
 """Headless CPU renderer for training data: embree ray casting, numpy shading, no OpenGL.
 
 `render(mesh, camera, rng, joints=None)` takes a mesh already in the normalised frame (see
-`hdjax.data.camera`: `pifu_normalization` / `twok2k_normalization`, then `normalize_mesh`) and
+`hdjax.geometry.camera`: `pifu_normalization` / `twok2k_normalization`, then `normalize_mesh`) and
 returns a dict of numpy arrays, all ``[row, col]`` indexed, H = W = ``camera.size``:
 
 =================  =====================  ==================================================
@@ -56,7 +56,7 @@ import trimesh
 from embreex import rtcore_scene
 from embreex.mesh_construction import TriangleMesh
 
-from hdjax.data.camera import (
+from hdjax.geometry.camera import (
     Camera,
     OrthoCamera,
     camera_rays,

@@ -47,10 +47,10 @@ import numpy as np
 import trimesh
 
 from hdjax import configlib
-from hdjax.data import camera as cam
 from hdjax.data import codecs, records, subjects
 from hdjax.errors import HdjaxError
 from hdjax.eval import metrics
+from hdjax.geometry import camera as cam
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.io.files import atomic_write, write_png
 from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config, param_shapes

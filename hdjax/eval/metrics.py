@@ -2,7 +2,7 @@
 
 Frame, alignment and units
 --------------------------
-Both meshes must lie in the **same** frame: hdjax's normalised frame (`hdjax.data.camera`:
+Both meshes must lie in the **same** frame: hdjax's normalised frame (`hdjax.geometry.camera`:
 +y up, +z toward the front camera; the reconstruction cube is [−1, 1]³). The ground truth is
 known there (it is the mesh the input image was rendered from, after `normalize_mesh`) and
 the reconstruction is produced there, so nothing is aligned: no ICP, no rescaling, no
@@ -11,7 +11,7 @@ what the single-view benchmark asks for.
 
 Distances are measured in normalised units and divided by ``units_per_cm`` to report
 centimetres. PIFu's normalisation makes any body 180 "cm" tall, i.e. 1 cm =
-`hdjax.data.camera.PIFU_UNITS_PER_CM` = 1/102.4 units (a 180 cm body = 1.7578 units); that
+`hdjax.geometry.camera.PIFU_UNITS_PER_CM` = 1/102.4 units (a 180 cm body = 1.7578 units); that
 is the factor to use for PIFu-comparable numbers. For true centimetres of a subject whose
 real height differs, pass ``Normalization.scale / unit_cm`` (normalised units per scan unit
 divided by centimetres per scan unit), e.g. for a scan in metres ``norm.scale / 100``.
@@ -61,10 +61,10 @@ import numpy as np
 import point_cloud_utils as pcu
 import trimesh
 
-from hdjax.data.camera import OrthoCamera
 from hdjax.data.point_sampling import RECONSTRUCTION_CUBE, label_points
 from hdjax.data.render import render
 from hdjax.errors import HdjaxError
+from hdjax.geometry.camera import OrthoCamera
 
 METRIC_KEYS = ("p2s_cm", "chamfer_cm", "normal_l2", "iou")
 PIFUHD_NORMAL_FACTOR = 4.0  # PIFuHD's evaluator reports 4 × the colour-space error

@@ -31,11 +31,11 @@ import ml_collections
 import numpy as np
 import trimesh
 
-from hdjax.data import camera as cam
 from hdjax.data import codecs
 from hdjax.data.pipeline import twok2k_theta
 from hdjax.errors import HdjaxError
 from hdjax.eval import evaluate, metrics
+from hdjax.geometry import camera as cam
 from hdjax.geometry import depth_mesh
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.io.files import atomic_write, write_png

@@ -1,7 +1,7 @@
 """2K2K depth maps -> normals, points and meshes (spec 2k2k.md §4).
 
 Depth maps here are in 2K2K *network units* ``D = d / 512`` (D = 2 at the subject centre,
-0 = background; `hdjax.data.camera` has the encoding), laid out (H, W) or NHWC
+0 = background; `hdjax.geometry.camera` has the encoding), laid out (H, W) or NHWC
 (..., H, W, 1), row 0 at the top.
 
 * `get_normal`: the official depth -> normal map (training targets, the depth-consistency
@@ -25,8 +25,8 @@ import numpy as np
 import scipy.ndimage
 import trimesh
 
-from hdjax.data import camera as cam
 from hdjax.errors import HdjaxError
+from hdjax.geometry import camera as cam
 
 NORMAL_CUT_OFF = 0.2  # get_normal zeroes every channel where D < this
 NORMAL_Z = 1.0 / 255.0  # the official, unscaled z component of the gradient

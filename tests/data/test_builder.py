@@ -13,9 +13,9 @@ import trimesh
 
 from datasets.scan_renders import scan_renders_dataset_builder
 from datasets.synthetic_humans import synthetic_humans_dataset_builder
-from hdjax.data import camera as cam
 from hdjax.data import codecs, records, render_cache, subjects
 from hdjax.errors import HdjaxError
+from hdjax.geometry import camera as cam
 
 TINY = {"size": 64, "yaws": (0.0, 90.0), "num_points": 1000}
 

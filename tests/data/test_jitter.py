@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hdjax.data import camera as cam
 from hdjax.data import codecs, records, subjects
+from hdjax.geometry import camera as cam
 
 # Stronger than the defaults, yet the body (±0.88 of the ortho image's ±1) stays inside.
 STRONG = {"pitch_deg": 8.0, "scale_jitter": 0.06, "shift_jitter": 0.04}

@@ -187,7 +187,13 @@ def test_color_jitter_matches_the_torchvision_definitions(low, high):
 
 def test_loader_imports_no_rendering_stack():
     """A training host decodes records without embree, point-cloud-utils or trimesh."""
-    heavy = ("embreex", "point_cloud_utils", "trimesh", "hdjax.data.render", "hdjax.data.camera")
+    heavy = (
+        "embreex",
+        "point_cloud_utils",
+        "trimesh",
+        "hdjax.data.render",
+        "hdjax.geometry.camera",
+    )
     code = (
         "import sys, hdjax.data.pipeline, hdjax.data.contact_sheet; "
         f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"

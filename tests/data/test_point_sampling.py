@@ -5,7 +5,6 @@ import point_cloud_utils as pcu
 import pytest
 import trimesh
 
-from hdjax.data import camera as cam
 from hdjax.data import subjects
 from hdjax.data.point_sampling import (
     RECONSTRUCTION_CUBE,
@@ -14,6 +13,7 @@ from hdjax.data.point_sampling import (
     surface_pool,
     winding_number,
 )
+from hdjax.geometry import camera as cam
 
 R = 0.5
 

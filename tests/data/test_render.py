@@ -5,11 +5,11 @@ import PIL.Image
 import pytest
 import trimesh
 
-from hdjax.data import camera as C
 from hdjax.data import codecs
 from hdjax.data import render as L
 from hdjax.data.point_sampling import label_points
 from hdjax.data.render import render
+from hdjax.geometry import camera as C
 
 R = 0.5  # sphere radius
 

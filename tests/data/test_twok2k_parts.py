@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hdjax.data import camera as cam
 from hdjax.data import records, subjects
 from hdjax.data.keypoints import hand_points_from_mesh
+from hdjax.geometry import camera as cam
 from hdjax.geometry import part_transforms as pt
 
 # Part -> (start joints, end joints, radius in m, bone fraction range): the mesh vertices

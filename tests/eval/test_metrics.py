@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from hdjax.data.camera import PIFU_UNITS_PER_CM
 from hdjax.errors import HdjaxError
 from hdjax.eval import metrics
+from hdjax.geometry.camera import PIFU_UNITS_PER_CM
 
 R, DELTA = 0.5, 0.05  # normalised units: 51.2 cm and 5.12 cm at PIFu's scale
 N = 2000  # surface samples per direction (PIFu uses 10,000; the tessellation bias dominates)

@@ -8,10 +8,10 @@ import pytest
 import scipy.ndimage
 import trimesh
 
-from hdjax.data import camera as cam
 from hdjax.data import render as render_lib
 from hdjax.data import subjects
 from hdjax.errors import HdjaxError
+from hdjax.geometry import camera as cam
 from hdjax.geometry import depth_mesh as dm
 
 RADIUS = 0.3

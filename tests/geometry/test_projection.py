@@ -40,7 +40,7 @@ def test_orthogonal_jax_matches_numpy_eager_and_jitted():
 
 
 def test_perspective_matches_the_2k2k_camera():
-    from hdjax.data import camera as C
+    from hdjax.geometry import camera as C
     from hdjax.geometry.projection import perspective
 
     cam = C.PerspCamera(size=256, yaw_deg=20.0)

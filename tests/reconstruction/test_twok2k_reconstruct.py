@@ -12,10 +12,10 @@ import point_cloud_utils as pcu
 import trimesh
 
 from hdjax.configs.twok2k import get_config
-from hdjax.data import camera as cam
 from hdjax.data import keypoints as kp_lib
 from hdjax.data import render as render_lib
 from hdjax.data import subjects
+from hdjax.geometry import camera as cam
 from hdjax.models import twok2k as model_lib
 from hdjax.reconstruction import preprocess
 from hdjax.reconstruction import twok2k as recon

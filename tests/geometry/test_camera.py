@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from hdjax.data import camera as C
 from hdjax.data import codecs
+from hdjax.geometry import camera as C
 
 
 def test_ortho_calib_is_pifuhd_eval_calib_at_yaw_zero():
