@@ -1,8 +1,8 @@
 """Training-data benchmark: render, label, dataset write, pipeline read, training-step demand.
 
-    JAX_PLATFORMS=cpu python bench/data.py                  # ~3.5 min on 2 CPU cores
-    JAX_PLATFORMS=cpu python bench/data.py --step=full      # the fine step instead: ~8 min, 12 GiB
-    JAX_PLATFORMS=cpu python bench/data.py --skip render dataset --step-arch=tiny   # smoke
+    JAX_PLATFORMS=cpu python -m bench.data                  # ~3.5 min on 2 CPU cores
+    JAX_PLATFORMS=cpu python -m bench.data --step=full      # the fine step instead: ~8 min, 12 GiB
+    JAX_PLATFORMS=cpu python -m bench.data --skip render dataset --step-arch=tiny   # smoke
 
 Prints one table (median of ``--repeat`` where repeated; wall and process CPU seconds):
 
@@ -48,7 +48,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,9 +62,6 @@ from hdjax.data.point_sampling import label_points, sample_points
 from hdjax.data.render import cast_rays, render
 from hdjax.geometry import camera as C
 from hdjax.geometry.camera import PIFU_SIGMA_COARSE
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # configs/
 
 # (what, (wall s, cpu s), rate) per table row.
 Row = tuple[str, tuple[float, float], str]
@@ -355,7 +351,7 @@ def step_rows(args: argparse.Namespace, level: str) -> tuple[list[Row], float, s
     import jax
     import jax.numpy as jnp
 
-    from configs.pifuhd import get_config
+    from hdjax.configs.pifuhd import get_config
     from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
 
     # get_config() is the official (released) architecture; "tiny" a smoke-test variant.

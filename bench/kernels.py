@@ -1,6 +1,6 @@
 """Four choices behind the training step's speed on CPU, each measured both ways in one run.
 
-    python bench/kernels.py
+    python -m bench.kernels
 
 * frozen nets: one pix2pixHD normal net (official size) forward at 512², XLA's convolution
   (what training uses for the nets it trains) vs the CPU kernels (`Numerics(conv_impl="cpu")`,
@@ -20,23 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-
-def best_time(fn, *args, repeat: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return min(times)
+from bench.common import best_time
 
 
 def main() -> None:
@@ -48,7 +34,7 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from configs.pifuhd import get_config
+    from hdjax.configs.pifuhd import get_config
     from hdjax.models import layers
     from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, init_params
 

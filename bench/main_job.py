@@ -1,7 +1,7 @@
 """The README's main job, timed from nothing, and how much the model learned.
 
-    python bench/main_job.py                       # fresh dataset root and workdir in /tmp
-    python bench/main_job.py --root ~/tensorflow_datasets   # reuse a built dataset
+    python -m bench.main_job                       # fresh dataset root and workdir in /tmp
+    python -m bench.main_job --root ~/tensorflow_datasets   # reuse a built dataset
 
 Scores the untrained model (the config's seed, `init_params`) on the held-out subjects with
 the eval job's own code, runs ``python -m hdjax.main --config=configs/pifuhd.py:tiny`` in a
@@ -20,22 +20,22 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from bench.common import REPO
 
 KEYS = ("p2s_cm", "chamfer_cm", "normal_l2", "iou")
 
 
 def before(config: str, root: str, workdir: str) -> dict:
-    from configs.pifuhd import get_config
-    from hdjax.eval import evaluate
+    from hdjax.configs.pifuhd import get_config
+    from hdjax.eval import job
+    from hdjax.eval import pifuhd as pifuhd_eval
     from hdjax.models.pifuhd import PIFuHDArch, init_params
 
     cfg = get_config(config.partition(":")[2])
     cfg.input.dataset.root = root
     params = init_params(PIFuHDArch.from_config(cfg.model.arch), cfg.seed)
-    views = [v for s in evaluate.eval_subjects(cfg, workdir) for v in evaluate.render_views(cfg, s)]
-    return evaluate.evaluate_params(cfg, params, os.path.join(workdir, "eval_init"), views)
+    views = [v for s in job.eval_subjects(cfg, workdir) for v in job.render_views(cfg, s)]
+    return pifuhd_eval.evaluate_params(cfg, params, os.path.join(workdir, "eval_init"), views)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ about one voxel wide at R = 512), the number of queried points, the wall time of
 logic alone (time inside the field callback subtracted) and the distance between the two
 meshes in voxels.
 
-    JAX_PLATFORMS=cpu python bench/octree.py [--resolutions 256 512]
+    JAX_PLATFORMS=cpu python -m bench.octree [--resolutions 256 512]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-stage time and peak memory of PIFuHD reconstruction: hdjax vs the official code.
 
-    python bench/reconstruct.py [--resolutions 256 512] [--impls hdjax-fast-grid official ...]
+    python -m bench.reconstruct [--resolutions 256 512] [--impls hdjax-fast-grid official ...]
         [--repeat 2]  # report the second image of each process (compiled programs reused)
 
 Weights: the official architecture with random weights (official init), written once as a
@@ -29,8 +29,7 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from bench.common import PARITY, REPO, worker_command
 
 # (start, end, radius) capsules of a body in the normalised frame (y up, height ~1.8).
 _CAPSULES = np.array(
@@ -96,11 +95,11 @@ def run_hdjax(
 ) -> dict:
     import ml_collections
 
-    from configs.pifuhd import get_config
+    from hdjax.configs.pifuhd import get_config
     from hdjax.geometry import mesh as mesh_lib
     from hdjax.models.pifuhd import PIFuHDArch
-    from hdjax.reconstruction import preprocess
-    from hdjax.reconstruction import reconstruct as recon
+    from hdjax.reconstruction import images, preprocess
+    from hdjax.reconstruction import pifuhd as recon
     from hdjax.reconstruction.weights import open_weights
 
     cfg = get_config()
@@ -110,7 +109,7 @@ def run_hdjax(
     t = time.perf_counter()
     weights = open_weights(ckpt, PIFuHDArch.from_config(cfg.model.arch), 0)
     res = {"load": time.perf_counter() - t}
-    img = preprocess.load_image(image)
+    img = images.load_image(image)
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2])
     )
@@ -127,7 +126,9 @@ def run_hdjax(
         return out if field_mode == "network" else body_occupancy(pts)
 
     t = time.perf_counter()
-    grid, _ = recon.occupancy_grid(field, rc)
+    grid, _ = recon.occupancy_grid(
+        field, rc.resolution, rc.octree, rc.init_resolution, rc.threshold
+    )
     res["octree"] = time.perf_counter() - t - net.seconds
     res["grid_queries"] = net.points
     res["grid_query_s"] = net.seconds
@@ -159,9 +160,9 @@ def _official_features(net, net_g, image: str, res: dict) -> None:
     """Runs the official normal nets and both filters on `image`, timing each in `res`."""
     import torch
 
-    from hdjax.reconstruction import preprocess
+    from hdjax.reconstruction import images, preprocess
 
-    img = preprocess.load_image(image)
+    img = images.load_image(image)
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2])
     )
@@ -289,7 +290,7 @@ def _write_checkpoint(path: str) -> bool:
         from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
     except ImportError:
         return False
-    sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
+    sys.path.insert(0, PARITY)
     from official_pifuhd import official_options
 
     opt, opt_netG = official_options(small_images=False)
@@ -336,11 +337,11 @@ def _run_workers(args) -> dict:
         env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         for r in args.resolutions:
             for impl in args.impls:
-                cmd = [sys.executable, __file__, "--worker", "--repeat", str(args.repeat)]
+                cmd = [*worker_command(__spec__.name), "--worker", "--repeat", str(args.repeat)]
                 cmd += ["--impl", impl, "--ckpt", ckpt, "--image", image, "--resolution", str(r)]
                 cmd += ["--field", args.field]
                 print(f"running {impl} at R={r} ...", flush=True)
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
                 if out.returncode or not line:
                     print(out.stderr[-3000:])

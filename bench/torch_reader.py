@@ -4,7 +4,7 @@ Writes a checkpoint of a few big random float32 tensors (~1 GiB by default, lega
 like the official `pifuhd.pt`) into a temporary directory, then measures each loader in its own
 subprocess so the peaks are separate, and prints a table. The file is deleted afterwards.
 
-    python bench/torch_reader.py [--gib 1.0] [--container legacy|zip|both]
+    python -m bench.torch_reader [--gib 1.0] [--container legacy|zip|both]
 
 Without torch the file is written by a small built-in legacy/zip writer and the torch rows are
 skipped.
@@ -24,8 +24,9 @@ import zipfile
 
 import numpy as np
 
+from bench.common import REPO, worker_command
+
 N_TENSORS = 4
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Each child prints one JSON line: seconds for the load, RSS peak after imports and at the end.
 _CHILD = r"""
@@ -163,9 +164,10 @@ def main() -> None:
             path = os.path.join(tmp, f"bench_{container}.pt")
             # Written by a child process so this one stays small (children inherit nothing).
             subprocess.run(
-                [sys.executable, __file__, "--write", path, "--gib", str(args.gib)]
+                [*worker_command(__spec__.name), "--write", path, "--gib", str(args.gib)]
                 + (["--legacy"] if container == "legacy" else []),
                 check=True,
+                cwd=REPO,
             )
             size_mib = os.path.getsize(path) / 2**20
             modes = [

@@ -1,17 +1,17 @@
 """One PIFuHD training step (forward + backward + optimiser update): hdjax vs the official code.
 
-    python bench/train.py                     # batch 1, both stages, both implementations
-    python bench/train.py --batch 1 8         # also batch 8 (slow: ~8x the time and memory)
-    python bench/train.py --steps 1 --stages coarse --impls hdjax   # smoke
-    python bench/train.py --conv-grad matmul split  # hdjax once per conv gradient path
+    python -m bench.train                     # batch 1, both stages, both implementations
+    python -m bench.train --batch 1 8         # also batch 8 (slow: ~8x the time and memory)
+    python -m bench.train --steps 1 --stages coarse --impls hdjax   # smoke
+    python -m bench.train --conv-grad matmul split  # hdjax once per conv gradient path
 
 Paper sizes, random weights: coarse level at 512² (4-stack hourglass, normal nets frozen and
 run on the image, as at test time), fine level on a 512² crop of a 1024² image (coarse level
 frozen, its phi of the whole 512² image feeds the fine MLP); ``--points`` (8,000) labelled
 points per sample. Both sides train the same subtrees with RMSprop (lr 1e-3):
 
-* hdjax: `hdjax.train.train.make_train_step` of the full `configs/pifuhd.py`, jitted with the
-  old state donated (as `train.jit_step`), compiled ahead of the first step (reported apart);
+* hdjax: `hdjax.train.pifuhd.make_train_step` of the full `configs/pifuhd.py`, jitted with the
+  old state donated (as `loop.jit_step`), compiled ahead of the first step (reported apart);
   ``--conv-grad`` sets `model.numerics.conv_grad` (default "auto": what training takes on
   CPU, "split"), one row each, e.g. ``matmul split`` for both;
 * official: `HGPIFuNetwNML` / `HGPIFuMRNet` of the `pifu-hd` package with the released option
@@ -43,8 +43,7 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from bench.common import REPO, official_nets, worker_command
 
 COARSE, FINE, CROP = 512, 1024, 512
 
@@ -57,7 +56,7 @@ def _hwm_mib() -> float:
 def fake_batch(stage: str, batch: int, points: int, seed: int = 0) -> dict[str, np.ndarray]:
     """NHWC images in [-1, 1], points in the unit box, ~40% inside, identity-like calibs.
 
-    `hdjax.train.train.random_batch` at full size, rewritten here so that the PyTorch
+    `hdjax.train.pifuhd.random_batch` at full size, rewritten here so that the PyTorch
     subprocess never imports JAX (its peak RSS would count JAX's).
     """
     rng = np.random.default_rng(seed)
@@ -84,22 +83,22 @@ def make_hdjax(stage: str, batch: int, points: int, conv_grad: str = "auto"):
     import jax
     import jax.numpy as jnp
 
-    from configs.pifuhd import get_config
+    from hdjax.configs.pifuhd import get_config
     from hdjax.models.pifuhd import init_params
-    from hdjax.train import train
+    from hdjax.train import loop, pifuhd
 
     cfg = get_config()
     cfg.train.coarse_normals = "predicted"
     if conv_grad != "auto":
         cfg.model.numerics.conv_grad = conv_grad
-    model = train.training_model(cfg)
+    model = pifuhd.training_model(cfg)
     params = init_params(model.arch, 0)
-    st = train.schedule(cfg)[train.STAGES.index(stage)]
-    tx, state = train.stage_state(cfg, st, params)
+    st = loop.schedule(cfg, pifuhd.STAGES)[pifuhd.STAGES.index(stage)]
+    tx, state = pifuhd.stage_state(cfg, st, params)
     data = {k: jnp.asarray(v) for k, v in fake_batch(stage, batch, points).items()}
     t0 = time.perf_counter()
     step = (
-        jax.jit(train.make_train_step(model, stage, tx, cfg), donate_argnums=0)
+        jax.jit(pifuhd.make_train_step(model, stage, tx, cfg), donate_argnums=0)
         .lower(state, data)
         .compile()
     )
@@ -111,25 +110,6 @@ def make_hdjax(stage: str, batch: int, points: int, conv_grad: str = "auto"):
         return float(jax.block_until_ready(metrics["loss"]))
 
     return compile_s, one_step
-
-
-def official_nets():
-    """The official coarse net (`HGPIFuNetwNML`, normal nets inside) and the fine net
-    (`HGPIFuMRNet`) around it, with the released option table and `CustomBCELoss`; torch
-    seeded and given one thread per core."""
-    import torch
-    from PIFuHD.model import HGPIFuMRNet, HGPIFuNetwNML
-    from PIFuHD.net_util import CustomBCELoss
-
-    sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
-    from official_pifuhd import official_options
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)
-    opt, opt_netG = official_options(small_images=False)
-    criteria = {"occ": CustomBCELoss()}
-    net_g = HGPIFuNetwNML(opt_netG, "orthogonal", criteria=criteria)
-    return net_g, HGPIFuMRNet(opt, net_g, "orthogonal", criteria=criteria)
 
 
 def make_official(stage: str, batch: int, points: int, conv_grad: str = ""):
@@ -233,7 +213,7 @@ def measure(runs: list[tuple[str, str]], stage: str, batch: int, args) -> list[d
     on a shared machine; ``--sequential`` runs each worker alone (less memory at once)."""
     procs = []
     for impl, conv_grad in runs:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--stages", stage]
+        cmd = [*worker_command(__spec__.name), "--worker", impl, "--stages", stage]
         cmd += ["--batch", str(batch), "--points", str(args.points), "--steps", str(args.steps)]
         cmd += ["--conv-grad", conv_grad or "auto"] + (["--sequential"] * args.sequential)
         err = tempfile.TemporaryFile("w+")

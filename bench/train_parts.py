@@ -1,14 +1,14 @@
 """Where a PIFuHD training step spends its time: its parts, hdjax vs the official code.
 
-    python bench/train_parts.py               # batch 1, 3 timed runs per part (min)
-    python bench/train_parts.py --batch 8     # the paper's batch (~8x the time and memory)
+    python -m bench.train_parts               # batch 1, 3 timed runs per part (min)
+    python -m bench.train_parts --batch 8     # the paper's batch (~8x the time and memory)
 
 `bench/train.py` times whole steps; this splits them into the parts whose sum makes most of
 a step, each jitted (hdjax) or run (torch) on its own, at the paper's sizes and random
 weights, with the numerics each side trains with:
 
 * normal nets, forward: both pix2pixHD nets on a 512² image (frozen in the coarse and fine
-  stages; hdjax runs them with the inference kernels, as `train.frozen_model`);
+  stages; hdjax runs them with the inference kernels, as `pifuhd.frozen_model`);
 * coarse / fine filter, forward and forward + backward: the 4-stack hourglass on a 512²
   9-channel input, and the fine filter on a 512² crop; the backward pass is the gradient of
   a fixed weighted sum of every stack's output w.r.t. the filter's parameters;
@@ -29,10 +29,8 @@ import subprocess
 import sys
 
 import numpy as np
-from kernels import best_time  # bench/ is on the path when run as a script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from bench.common import REPO, best_time, worker_command
 
 STACKS = 4
 
@@ -56,13 +54,13 @@ def hdjax_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
-    from configs.pifuhd import get_config
+    from hdjax.configs.pifuhd import get_config
     from hdjax.models.pifuhd import PIFuHD, init_params
-    from hdjax.train import train
+    from hdjax.train import pifuhd
 
     cfg = get_config()
-    model = train.training_model(cfg)
-    frozen = train.frozen_model(model.arch, cfg)
+    model = pifuhd.training_model(cfg)
+    frozen = pifuhd.frozen_model(model.arch, cfg)
     params = init_params(model.arch, 0)
     x = {k: jnp.asarray(v) for k, v in _inputs(batch, points).items()}
 
@@ -113,7 +111,8 @@ def hdjax_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
 
 def official_parts(batch: int, points: int, repeat: int) -> dict[str, float]:
     import torch
-    from train import official_nets  # bench/ is on the path when run as a script
+
+    from bench.common import official_nets
 
     net_g, net = official_nets()
     x = _inputs(batch, points)
@@ -178,7 +177,7 @@ def main() -> None:
     print(f"cores {os.cpu_count()}, batch {args.batch}, load before {os.getloadavg()}")
     results = {}
     for impl in args.impls:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl]
+        cmd = [*worker_command(__spec__.name), "--worker", impl]
         cmd += ["--batch", str(args.batch), "--points", str(args.points)]
         cmd += ["--repeat", str(args.repeat)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

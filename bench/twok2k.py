@@ -1,7 +1,7 @@
 """2K2K phase-2 forward at 2048^2: hdjax vs the official code, time per stage and peak RSS.
 
-    JAX_PLATFORMS=cpu python bench/twok2k.py                      # hdjax only (~3 min, 2 cores)
-    JAX_PLATFORMS=cpu python bench/twok2k.py --official /path/to/2K2K   # + official (~4 min, 9 GiB)
+    JAX_PLATFORMS=cpu python -m bench.twok2k                      # hdjax only (~3 min, 2 cores)
+    JAX_PLATFORMS=cpu python -m bench.twok2k --official /path/to/2K2K   # + official (~4 min, 9 GiB)
 
 Each side runs in its own subprocess (so each peak RSS is its own), on the parity test's
 inputs (`tests/parity/twok2k_recipe.py`: smooth random image, a hand-made standing-person
@@ -39,9 +39,9 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
+from bench.common import PARITY, REPO, worker_command
+
+sys.path.insert(0, PARITY)
 
 
 def _rss_gib() -> float:
@@ -179,7 +179,7 @@ def _official(repo: str) -> dict:
 
 
 def _run_worker(which: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", which, "--repeat", str(args.repeat)]
+    cmd = [*worker_command(__spec__.name), "--worker", which, "--repeat", str(args.repeat)]
     if args.official:
         cmd += ["--official", args.official]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)

@@ -1,7 +1,7 @@
 """Would Winograd convolutions speed up 2K2K's forward on XLA:CPU? Direct 3x3 conv vs
 Winograd F(2x2, 3x3) and F(4x4, 3x3) written in JAX, at the forward's conv shapes.
 
-    JAX_PLATFORMS=cpu python bench/winograd.py
+    JAX_PLATFORMS=cpu python -m bench.winograd
 
 The 2K2K forward is ~2 TFLOP of float32 3x3 convolutions, which XLA:CPU's direct conv runs
 near the cores' FMA peak; Winograd needs 2.25x (F2) or 4x (F4) fewer multiplies. Here the
@@ -21,7 +21,8 @@ import argparse
 import os
 
 import numpy as np
-from kernels import best_time  # bench/ is on the path when run as a script
+
+from bench.common import best_time
 
 # (B^T, G, A^T) of F(m x m, 3 x 3): tiles of m + 2 inputs give m x m outputs.
 F2 = (

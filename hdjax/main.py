@@ -16,11 +16,13 @@ stderr); 130 interrupted (Ctrl-C or SIGTERM; temporaries removed, finished outpu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NoReturn
 
 import ml_collections
@@ -55,78 +57,121 @@ _OWN_FLAGS = ("config", "workdir", "mode", "output", "compilation_cache")
 _HELP = frozenset({"-h", "-?", "--help", "--helpshort", "--helpfull"})
 
 
-# Choices of the config sections that stay ConfigDicts; the dataclass sections validate
-# their own fields when built.
-CHOICES = {
-    "reconstruct.crop_type": ("fullbody", "upperbody", "face"),
-    "reconstruct.octree": ("parity", "fast"),
-    "reconstruct.colors": ("network", "grid", "none"),
-    "reconstruct.mesh_format": ("obj", "ply", "both"),
-    "train.coarse_normals": ("predicted", "ground_truth"),
-    "eval.best_metric": ("chamfer_cm", "p2s_cm", "normal_l2", "iou"),
+# The numerics every model takes (`hdjax.models.layers.Numerics`, plus "auto" for the
+# backend's own kernels).
+NUMERICS_CHOICES = {
     "model.numerics.conv_impl": ("auto", "xla", "cpu"),
+    "model.numerics.dtype": ("float32", "bfloat16", "float16"),
+    "model.numerics.precision": ("default", "high", "highest"),
 }
 
 
-TWOK2K_CHOICES = {
-    "eval.best_metric": ("chamfer_cm", "p2s_cm", "normal_l2", "iou", "depth_l1_cm", "mask_iou"),
-    "reconstruct.jitter": ("demo", "none"),
-    "reconstruct.mesher": ("stitch", "poisson"),
-    "reconstruct.mesh_format": ("obj", "ply", "both"),
-    "reconstruct.precision": ("highest", "high", "default"),
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """What `main` runs for one ``config.model_name``. The verbs are "module:function",
+    imported when used (JAX must not start before `jax.distributed.initialize`):
+
+    check(cfg): validates what the choices cannot (the architecture), before any backend;
+    train(cfg, workdir): the schedule; evaluate(cfg, workdir): the eval job;
+    reconstruct(cfg, workdir, items) -> RunSummary; convert(cfg, workdir, out): weights ->
+    orbax; query(cfg, workdir, out): occupancies at points (models with a field only).
+    """
+
+    choices: Mapping[str, tuple]
+    check: str
+    train: str
+    evaluate: str
+    reconstruct: str
+    convert: str
+    query: str | None = None
+
+
+MODELS = {
+    "pifuhd": Model(
+        choices={
+            "reconstruct.crop_type": ("fullbody", "upperbody", "face"),
+            "reconstruct.octree": ("parity", "fast"),
+            "reconstruct.colors": ("network", "grid", "none"),
+            "reconstruct.mesh_format": ("obj", "ply", "both"),
+            "train.coarse_normals": ("predicted", "ground_truth"),
+            "eval.best_metric": ("chamfer_cm", "p2s_cm", "normal_l2", "iou"),
+            **NUMERICS_CHOICES,
+        },
+        check="hdjax.models.pifuhd:check_config",
+        train="hdjax.train.pifuhd:train_and_evaluate",
+        evaluate="hdjax.eval.pifuhd:evaluate",
+        reconstruct="hdjax.reconstruction.pifuhd:reconstruct",
+        convert="hdjax.reconstruction.pifuhd:convert",
+        query="hdjax.reconstruction.pifuhd:query",
+    ),
+    "twok2k": Model(
+        choices={
+            "eval.best_metric": (
+                *("chamfer_cm", "p2s_cm", "normal_l2", "iou", "depth_l1_cm", "mask_iou"),
+            ),
+            "reconstruct.jitter": ("demo", "none"),
+            "reconstruct.mesher": ("stitch", "poisson"),
+            "reconstruct.mesh_format": ("obj", "ply", "both"),
+            "reconstruct.precision": ("highest", "high", "default"),
+        },
+        check="hdjax.models.twok2k:check_config",
+        train="hdjax.train.twok2k:train_and_evaluate",
+        evaluate="hdjax.eval.twok2k:evaluate",
+        reconstruct="hdjax.reconstruction.twok2k:reconstruct",
+        convert="hdjax.reconstruction.twok2k:convert",
+    ),
 }
 
 
-def _is_twok2k(cfg: ml_collections.ConfigDict) -> bool:
-    return cfg.get("model_name", "pifuhd") == "twok2k"
+def _verb(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _train_then_eval(mode: str, cfg, workdir: str, train_fn, eval_fn) -> int:
-    """train: the schedule, then (process 0, ``train.eval_at_end``) one eval of the last
-    checkpoint; eval: the eval job as configured."""
-    import jax
-
-    if mode == "train":
-        train_fn(cfg, workdir)
-        if jax.process_index() != 0 or not cfg.train.eval_at_end:
-            return EXIT_OK
-        cfg = cfg.copy_and_resolve_references()
-        cfg.eval.step, cfg.eval.watch = -1, False
-    eval_fn(cfg, workdir)
-    return EXIT_OK
+def model_of(cfg: ml_collections.ConfigDict) -> Model:
+    name = cfg.get("model_name", "")
+    if name not in MODELS:
+        raise HdjaxError(f"config model_name={name!r}: expected one of {tuple(MODELS)}")
+    return MODELS[name]
 
 
-def _run_twok2k(mode: str, cfg, workdir: str, items: list | None) -> int:
-    from hdjax.models import twok2k_official
-    from hdjax.reconstruction import twok2k as recon
-
-    if mode in ("train", "eval"):
-        from hdjax.eval.twok2k import evaluate_twok2k
-        from hdjax.train import twok2k as twok2k_train
-
-        return _train_then_eval(
-            mode, cfg, workdir, twok2k_train.train_and_evaluate, evaluate_twok2k
-        )
-    if mode == "convert":
-        out = _OUTPUT.value or os.path.join(workdir, "converted")
-        twok2k_official.save_converted(out, twok2k_official.load(cfg.checkpoint))
-        logging.info("wrote %s", out)
-        return EXIT_OK
-    summary = recon.reconstruct(cfg, workdir, items)
-    logging.info("%s", summary.line())
-    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
-
-
-def validate_config(cfg: ml_collections.ConfigDict):
-    """Checks every choice once, after command-line overrides; returns (arch, numerics).
+def validate_config(cfg: ml_collections.ConfigDict, mode: str = "train") -> Model:
+    """Checks every choice of the config's model once, after command-line overrides, before
+    JAX starts; returns the model.
 
     Raises:
       HdjaxError: one line naming the config field.
     """
-    from hdjax.models.pifuhd import PIFuHDArch, numerics_from_config
+    model = model_of(cfg)
+    configlib.check_choices(cfg, model.choices)
+    _verb(model.check)(cfg)
+    if mode == "query" and model.query is None:
+        raise HdjaxError(f"--mode=query has no meaning for {cfg.model_name} (no occupancy field)")
+    return model
 
-    configlib.check_choices(cfg, CHOICES)
-    return PIFuHDArch.from_config(cfg.model.arch), numerics_from_config(cfg.model.numerics)
+
+def _run(mode: str, cfg, workdir: str, items: list | None) -> int:
+    import jax
+
+    model = model_of(cfg)
+    if mode in ("train", "eval"):
+        if mode == "train":
+            _verb(model.train)(cfg, workdir)
+            if jax.process_index() != 0 or not cfg.train.eval_at_end:
+                return EXIT_OK
+            cfg = cfg.copy_and_resolve_references()  # one eval of the last checkpoint
+            cfg.eval.step, cfg.eval.watch = -1, False
+        _verb(model.evaluate)(cfg, workdir)
+        return EXIT_OK
+    if mode == "reconstruct":
+        summary = _verb(model.reconstruct)(cfg, workdir, items)
+        logging.info("%s", summary.line())
+        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+    default = {"query": "occupancy.npy", "convert": "converted"}[mode]
+    out = _OUTPUT.value or os.path.join(workdir, default)
+    _verb(model.query if mode == "query" else model.convert)(cfg, workdir, out)
+    logging.info("wrote %s", out)
+    return EXIT_OK
 
 
 def usage() -> str:
@@ -236,39 +281,6 @@ def sigterm_as_interrupt(enabled: bool = True) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(mode: str, cfg, workdir: str, items: list | None) -> int:
-    if _is_twok2k(cfg):
-        return _run_twok2k(mode, cfg, workdir, items)
-
-    from hdjax.models.pifuhd_official import save_converted
-    from hdjax.reconstruction import reconstruct as recon
-    from hdjax.reconstruction.weights import open_weights
-
-    arch, numerics = validate_config(cfg)
-    if mode in ("train", "eval"):
-        from hdjax.eval import evaluate
-        from hdjax.train import train
-
-        return _train_then_eval(mode, cfg, workdir, train.train_and_evaluate, evaluate.evaluate)
-    weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics)
-    logging.info("weights: %s", weights.source)
-    if mode == "reconstruct":
-        summary = recon.reconstruct(weights, cfg.reconstruct, workdir, items)
-        logging.info("%s", summary.line())
-        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
-    if mode == "query":
-        out = _OUTPUT.value or os.path.join(workdir, "occupancy.npy")
-        recon.query_points(
-            weights, cfg.reconstruct.input, cfg.reconstruct.points, out, cfg.reconstruct
-        )
-        logging.info("wrote %s", out)
-        return EXIT_OK
-    out = _OUTPUT.value or os.path.join(workdir, "converted")
-    save_converted(out, weights.get(()), weights.arch)
-    logging.info("wrote %s", out)
-    return EXIT_OK
-
-
 def _multi_process() -> bool:
     """Whether this process is one of several: a Cloud TPU VM pod slice (several worker
     hosts), SLURM with several tasks, or an explicit coordinator address."""
@@ -287,20 +299,7 @@ def main(argv):
     mode, cfg, workdir = _MODE.value, _CONFIG.value, _WORKDIR.value
     try:
         items = check_inputs(mode, cfg)
-        if _is_twok2k(cfg):
-            from hdjax.models.twok2k import geometry
-
-            configlib.check_choices(cfg, TWOK2K_CHOICES)
-            geometry(cfg.model.canvas)  # a canvas the part crops can scale to
-            if mode == "query":
-                raise HdjaxError("--mode=query is PIFuHD's (an occupancy field); 2K2K has none")
-        else:
-            # The choices and the architecture, not the numerics: "auto" asks JAX for its
-            # backend, which must wait for `jax.distributed.initialize`.
-            from hdjax.models.pifuhd import PIFuHDArch
-
-            configlib.check_choices(cfg, CHOICES)
-            PIFuHDArch.from_config(cfg.model.arch)
+        validate_config(cfg, mode)
     except HdjaxError as e:
         _usage_error(str(e))
     import jax

@@ -7,13 +7,17 @@ from hdjax import configlib
 from hdjax.errors import HdjaxError
 from hdjax.main import validate_config
 from hdjax.models.layers import Numerics
-from hdjax.models.pifuhd import LevelArch, PIFuHDArch
+from hdjax.models.pifuhd import LevelArch, PIFuHDArch, numerics_from_config
 
 
 @pytest.mark.parametrize("variant", [None, "tiny", "parity"])
 def test_variants_build_and_hash(variant):
     cfg = get_config(variant)
-    arch, numerics = validate_config(cfg)
+    validate_config(cfg)
+    arch, numerics = (
+        PIFuHDArch.from_config(cfg.model.arch),
+        numerics_from_config(cfg.model.numerics),
+    )
     assert isinstance(arch.coarse, LevelArch) and isinstance(arch.coarse.mlp_dim, tuple)
     assert hash(arch) == hash(PIFuHDArch.from_config(cfg.model.arch))
     assert numerics.conv_impl in ("xla", "cpu")  # "auto" resolved by backend

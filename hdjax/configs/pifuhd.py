@@ -120,7 +120,7 @@ def _reconstruct() -> ml_collections.ConfigDict:
 
 
 def _train() -> ml_collections.ConfigDict:
-    # Training (`--mode=train`, hdjax/train/train.py): stages run in order, each training only
+    # Training (`--mode=train`, hdjax/train/pifuhd.py): stages run in order, each training only
     # its own subtree (normals: the pix2pixHD nets; coarse; fine, with the coarse level frozen).
     t = ml_collections.ConfigDict()
     # A stage may come back: the paper's best variant (Table 1, "ML-PIFu, alternate") trains
@@ -141,7 +141,7 @@ def _train() -> ml_collections.ConfigDict:
 
 
 def _eval() -> ml_collections.ConfigDict:
-    # Evaluation (`--mode=eval`, hdjax/eval/evaluate.py).
+    # Evaluation (`--mode=eval`, hdjax/eval/pifuhd.py).
     e = ml_collections.ConfigDict()
     e.step = -1  # checkpoint step to score; -1: the latest
     e.watch = False  # keep scoring new checkpoints until training's last step
@@ -159,6 +159,7 @@ def _eval() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.model_name = "pifuhd"  # main dispatches on it (`hdjax.main.MODELS`)
     c.seed = 0
     c.model = _model()
     # Weights: a PyTorch checkpoint (pifuhd.pt) or an orbax directory written by

@@ -52,7 +52,7 @@ field                 default  per view, u ~ U(−1, 1) each
 The jitter moves the subject, never the intrinsics (`camera` module docstring): ``calib``,
 the maps, the keypoints and the points (stored in the normalised frame; the uniform ones
 fill the jittered view's reconstruction cube) agree exactly. Zero fields: no jitter.
-Evaluation renders its views without jitter (`hdjax.eval.evaluate.render_views`), so its
+Evaluation renders its views without jitter (`hdjax.eval.job.render_views`), so its
 ground truth is the normalised mesh turned by the yaw alone.
 
 Sigmas are absolute centimetres (the paper's 5 cm / 3 cm) whenever the subject's scan unit

@@ -1,6 +1,6 @@
 """2K2K evaluation job: `python -m hdjax.main --config=twok2k --workdir=W --mode=eval`.
 
-The same job as PIFuHD's (`hdjax.eval.evaluate`: checkpoints, ``eval.step``, ``eval.watch``,
+The same job as PIFuHD's (`hdjax.eval.job`: checkpoints, ``eval.step``, ``eval.watch``,
 ``eval.scans``, the kept best in ``W/best``), with 2K2K's reconstruction: each test subject
 is rendered as training renders it (perspective, at ``model.canvas``), its background set to
 black as the demo's masked input, its part transforms taken from its projected keypoints
@@ -20,7 +20,6 @@ Outputs in ``W/eval/step_<S>/`` as PIFuHD's, plus the metrics' extra columns.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,11 +33,11 @@ import trimesh
 from hdjax.data import codecs
 from hdjax.data.pipeline import twok2k_theta
 from hdjax.errors import HdjaxError
-from hdjax.eval import evaluate, metrics
+from hdjax.eval import job, metrics
 from hdjax.geometry import camera as cam
 from hdjax.geometry import depth_mesh
 from hdjax.geometry import mesh as mesh_lib
-from hdjax.io.files import atomic_write, write_png
+from hdjax.io.files import write_png
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ DEPTH_KEYS = ("depth_l1_cm", "mask_iou")
 COLUMNS = (*metrics.COLUMNS, ("depth_l1_cm", "depth L1 (cm) ↓"), ("mask_iou", "mask IoU ↑"))
 
 
-def view_input(view: evaluate.View, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def view_input(view: job.View, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A rendered view -> network image (S, S, 3) in [−1, 1] (black background), theta
     (12, 2, 3), rendered mask (S, S) bool."""
     rec = view.record
@@ -63,7 +62,7 @@ def view_input(view: evaluate.View, size: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def depth_metrics(
-    pred: dict[str, np.ndarray], view: evaluate.View, mask: np.ndarray
+    pred: dict[str, np.ndarray], view: job.View, mask: np.ndarray
 ) -> dict[str, float]:
     """``depth_l1_cm`` and ``mask_iou`` of predicted maps ((S, S), D in the canvas's own
     units, `models.twok2k.native_depth`) against the view's rendered depth."""
@@ -85,7 +84,7 @@ def depth_metrics(
     }
 
 
-def reconstruct_view(variables, view: evaluate.View, cfg: ml_collections.ConfigDict):
+def reconstruct_view(variables, view: job.View, cfg: ml_collections.ConfigDict):
     """The forward's maps of one view and their mesh (view frame; None without surface)."""
     from hdjax.models.twok2k import geometry, native_depth, twok2k_forward
     from hdjax.models.twok2k_official import width_of
@@ -111,7 +110,7 @@ def _scaled(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
 
 
 def evaluate_variables(
-    cfg: ml_collections.ConfigDict, variables: Any, out_dir: str, views: list[evaluate.View]
+    cfg: ml_collections.ConfigDict, variables: Any, out_dir: str, views: list[job.View]
 ) -> dict[str, Any]:
     """Scores ``variables`` on ``views``; writes metrics.json, metrics.md, meshes and PNGs."""
     os.makedirs(out_dir, exist_ok=True)
@@ -121,7 +120,7 @@ def evaluate_variables(
         t = time.perf_counter()
         pred, mask, mesh = reconstruct_view(variables, view, cfg)
         gt = _scaled(view.gt)
-        scaled_view = evaluate.View(view.name, view.image, gt, view.units_per_cm * METRIC_SCALE)
+        scaled_view = job.View(view.name, view.image, gt, view.units_per_cm * METRIC_SCALE)
         if mesh is None:
             scored = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
         else:
@@ -137,7 +136,7 @@ def evaluate_variables(
             iou_resolution=cfg.eval.iou_resolution,
         )
         row |= depth_metrics(pred, view, mask)
-        png = evaluate.normal_png(scaled_view, None if mesh is None else scored, size)
+        png = job.normal_png(scaled_view, None if mesh is None else scored, size)
         write_png(os.path.join(out_dir, f"{view.name}.png"), png)
         rows.append({"subject": view.name, **row})
         log.info(
@@ -151,31 +150,25 @@ def evaluate_variables(
         )
     summary = metrics.summarize(rows, metrics.METRIC_KEYS + DEPTH_KEYS)
     summary["failed"] = sum(not math.isfinite(r["p2s_cm"]) for r in rows)
-    text = json.dumps(evaluate.json_safe(summary), indent=1)
-    atomic_write(os.path.join(out_dir, "metrics.json"), lambda f: f.write(text), mode="w")
-    table = metrics.markdown_table(summary, COLUMNS)
-    atomic_write(os.path.join(out_dir, "metrics.md"), lambda f: f.write(table + "\n"), mode="w")
+    job.write_summary(out_dir, summary, COLUMNS)
     return summary
 
 
-def evaluate_twok2k(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
-    """``--mode=eval`` of 2K2K (`evaluate.score_checkpoints`). Returns the summaries by step."""
+def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
+    """``--mode=eval`` of 2K2K (`job.score_checkpoints`). Returns the summaries by step."""
     from hdjax.models.twok2k_official import save_converted, variable_shapes
-    from hdjax.train import train
-    from hdjax.train.twok2k import STAGES
 
-    views = [v for s in evaluate.eval_subjects(cfg, workdir) for v in evaluate.render_views(cfg, s)]
+    views = [v for s in job.eval_subjects(cfg, workdir) for v in job.render_views(cfg, s)]
 
     def score(variables, out_dir):
         summary = evaluate_variables(cfg, variables, out_dir, views)
         log.info("eval:\n%s", metrics.markdown_table(summary, COLUMNS))
         return summary
 
-    return evaluate.score_checkpoints(
+    return job.score_checkpoints(
         cfg,
         workdir,
-        train.schedule(cfg, STAGES)[-1].end,
-        lambda v, where: evaluate.check_shapes(variable_shapes(cfg.model.width), v, where),
+        lambda v, where: job.check_shapes(variable_shapes(cfg.model.width), v, where),
         score,
         lambda v, d: save_converted(d, v),
     )

@@ -426,7 +426,7 @@ def eval_grid(
     ≥ its threshold; `dilation` > 0 adds full-block evaluation of the cells around straddling
     ones at the coarse levels for more safety). On the analytic shapes of the tests and bench
     the meshes coincide (max vertex distance < 0.01 voxel) with 0.3–0.7× the queries
-    (bench/octree.py).
+    (`python -m bench.octree`).
 
     Both methods share the official contrast rule: a cell whose 8 corner values span less
     than `threshold` is not refined. In the narrow band it applies to cells whose corners the

@@ -329,7 +329,7 @@ _pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 # at 128² takes 90 ms for one sample (torch 53 ms) but 3.2 s for a batch of 8 (torch 0.5 s),
 # and 1.2 s on one 512² map with 128->64 channels (torch 0.3 s). Summed over batch-1 pieces
 # of about `PIECE_PIXELS` output pixels, the same gradient takes 1.1-1.8x torch's time, and
-# the conv's forward + backward runs at 0.77-1.42x torch's speed (`bench/kernels.py`). Maps
+# the conv's forward + backward runs at 0.77-1.42x torch's speed (`python -m bench.kernels`). Maps
 # of up to that many pixels in all keep XLA's own gradient, which the pieces' overhead would
 # only slow down. (A `lax.scan` over the pieces is no option:
 # XLA:CPU runs convolutions inside loops 50-70x slower.) The input gradient stays XLA's.

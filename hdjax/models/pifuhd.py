@@ -96,6 +96,11 @@ class PIFuHDArch:
         return configlib.build(cls, cfg, path)
 
 
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+    """Raises `HdjaxError` (one line naming the field) for an impossible architecture."""
+    PIFuHDArch.from_config(cfg.model.arch)
+
+
 def numerics_from_config(
     cfg: ml_collections.ConfigDict, path: str = "model.numerics", *, training: bool = False
 ) -> Numerics:

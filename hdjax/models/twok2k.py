@@ -126,6 +126,11 @@ def native_depth(depth, geom: Geometry):
     return (depth - DEPTH_CENTRE) / geom.depth_gain + DEPTH_CENTRE
 
 
+def check_config(cfg) -> None:
+    """Raises `HdjaxError` for a canvas the part crops cannot scale to."""
+    geometry(cfg.model.canvas)
+
+
 def geometry(canvas: int) -> Geometry:
     """The official geometry scaled to a ``canvas``² image (a multiple of 128, for the
     low-resolution net's four poolings): crops rounded to multiples of 8 (the part nets'

@@ -36,8 +36,8 @@ from PIL import Image, ImageEnhance
 from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.io.files import atomic_write, write_png
-from hdjax.reconstruction import preprocess
-from hdjax.reconstruction.reconstruct import RunSummary, run_items
+from hdjax.reconstruction import images, preprocess
+from hdjax.reconstruction.runner import RunSummary, run_items
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ MASK_SUFFIX = "_mask.png"
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
     """A `<name>_mask.png`: foreground where the (first channel's) value is above half."""
-    m = preprocess.decode_image(path)[:, :, 0]
+    m = images.decode_image(path)[:, :, 0]
     if m.shape != shape:
         raise HdjaxError(
             f"mask is {m.shape[1]}x{m.shape[0]}, the image {shape[1]}x{shape[0]}", path
@@ -110,7 +110,7 @@ def network_input(
             "beside the image",
             item.image,
         )
-    rgb, mask = preprocess.load_image_and_mask(item.image, cfg.exif_orientation)
+    rgb, mask = images.load_image_and_mask(item.image, cfg.exif_orientation)
     mask_file = item.image.with_name(item.image.stem + MASK_SUFFIX)
     if mask is None and mask_file.is_file():
         mask = read_mask(mask_file, rgb.shape[:2])
@@ -227,3 +227,11 @@ def reconstruct(
             f"total {t['total']:.1f} s"
         ),
     )
+
+
+def convert(cfg: ml_collections.ConfigDict, workdir: str, out: str) -> None:
+    """``--mode=convert``: ``checkpoint`` (a .pt) as an orbax directory ``out``."""
+    from hdjax.models import twok2k_official
+
+    del workdir
+    twok2k_official.save_converted(out, twok2k_official.load(cfg.checkpoint))

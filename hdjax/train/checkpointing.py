@@ -7,7 +7,7 @@ and orbax commits a step only once it is completely written (a temporary folder 
 the end), so a crash or a full disk mid-save leaves the previous checkpoint intact; a failed
 write surfaces as one `HdjaxError` at the next save or at `close`, and the leftover temporary
 folder is cleared when the directory is opened again. The newest ``train.keep_checkpoints``
-are kept (the best by eval is kept apart, by the eval job: `hdjax/eval/evaluate.py`).
+are kept (the best by eval is kept apart, by the eval job: `hdjax.eval.job`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ high-resolution refiner, everything before it frozen), as the official ``train.p
     python -m hdjax.main --config=twok2k:tiny --workdir=W      # train is the default mode
 
 The loop, data parallelism, checkpoints, resume and logging are PIFuHD's
-(`hdjax.train.train.run_schedule`); this module gives the 2K2K `Recipe`:
+(`hdjax.train.loop.run_schedule`); this module gives the 2K2K `Recipe`:
 
 * targets (from the records' depth maps, D = d / 512, stretched to the official range on
   smaller canvases: `models.twok2k.network_depth`): normals `get_normal` of the depth
@@ -44,7 +44,7 @@ from hdjax.errors import HdjaxError
 from hdjax.geometry.depth_mesh import get_normal, normal_targets
 from hdjax.models import twok2k as K
 from hdjax.train import losses
-from hdjax.train.train import Recipe, Stage, TrainState, run_schedule
+from hdjax.train.loop import Recipe, Stage, TrainState, run_schedule
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import trimesh
 from configs.pifuhd import get_config
 from hdjax.data import subjects
 from hdjax.errors import HdjaxError
-from hdjax.eval import evaluate
+from hdjax.eval import job
+from hdjax.eval import pifuhd as pifuhd_eval
 from hdjax.models.pifuhd import PIFuHDArch, init_params, param_shapes
 
 
@@ -26,7 +27,7 @@ def test_views_hold_the_ground_truth_in_the_view_frame():
     cfg = _cfg()
     cfg.eval.yaws = (0.0, 90.0)
     body = subjects.load_embedded_body("body_07")
-    front, side = evaluate.render_views(cfg, body)
+    front, side = job.render_views(cfg, body)
     assert front.image.shape == (64, 64, 3) and front.image.dtype == np.uint8
     assert front.name == "body_07_yaw+000" and side.name == "body_07_yaw+090"
     # Turning by 90° about +y swaps the extents of x and z.
@@ -42,8 +43,8 @@ def test_scores_and_files_for_a_checkpoint(tmp_path):
     cfg = _cfg()
     arch = PIFuHDArch.from_config(cfg.model.arch)
     params = init_params(arch, 0)
-    views = evaluate.render_views(cfg, subjects.load_embedded_body("body_07"))
-    summary = evaluate.evaluate_params(cfg, params, str(tmp_path), views)
+    views = job.render_views(cfg, subjects.load_embedded_body("body_07"))
+    summary = pifuhd_eval.evaluate_params(cfg, params, str(tmp_path), views)
     row = summary["subjects"][0]
     assert set(row) >= {"subject", "p2s_cm", "chamfer_cm", "normal_l2", "iou"}
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -64,7 +65,7 @@ def test_checkpoint_of_another_architecture_is_one_clear_error():
     params = init_params(arch, 0)
     params["mlp"]["filters_0"]["kernel"] = np.zeros((3, 3), np.float32)
     with pytest.raises(HdjaxError, match=r"ck/7: checkpoint parameter \['mlp'\]\['filters_0'\]"):
-        evaluate.check_shapes(param_shapes(arch), params, "ck/7")
+        job.check_shapes(param_shapes(arch), params, "ck/7")
 
 
 def test_scans_folder_of_meshes(tmp_path):
@@ -74,12 +75,12 @@ def test_scans_folder_of_meshes(tmp_path):
     (tmp_path / "notes.txt").write_text("not a mesh")
     cfg.eval.scans = str(tmp_path)
     cfg.render.scan_unit_cm = 100.0
-    (found,) = evaluate.eval_subjects(cfg, str(tmp_path))
+    (found,) = job.eval_subjects(cfg, str(tmp_path))
     assert found.name == "person" and found.unit_cm == 100.0
     assert len(found.mesh.faces) == len(body.mesh.faces)
     cfg.eval.scans = str(tmp_path / "missing")
     with pytest.raises(HdjaxError, match=r"missing: eval\.scans is not a folder"):
-        evaluate.eval_subjects(cfg, str(tmp_path))
+        job.eval_subjects(cfg, str(tmp_path))
 
 
 def test_the_best_checkpoint_is_kept_apart(tmp_path):
@@ -94,9 +95,7 @@ def test_the_best_checkpoint_is_kept_apart(tmp_path):
 
     def keep(step, params, failed=0, **values):
         summary = {"chamfer_cm": 5.0, "iou": 0.3, "failed": failed, **values}
-        return evaluate.keep_best(
-            cfg, workdir, step, summary, lambda d: save_converted(d, params, arch)
-        )
+        return job.keep_best(cfg, workdir, step, summary, lambda d: save_converted(d, params, arch))
 
     assert keep(10, first, chamfer_cm=5.0)
     assert not keep(20, second, chamfer_cm=6.0)

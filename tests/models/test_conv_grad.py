@@ -179,7 +179,7 @@ def test_a_train_step_equals_the_xla_gradient_step(stage, monkeypatch):
     so the same parameters after an SGD step up to rounding. (Plain SGD: RMSprop turns the
     float noise of gradients that are zero in exact arithmetic, biases before a GroupNorm,
     into full steps.)"""
-    from hdjax.train import train
+    from hdjax.train import loop, pifuhd
 
     monkeypatch.setattr(layers, "PIECE_PIXELS", 64)
     cfg = get_config("tiny")
@@ -188,12 +188,12 @@ def test_a_train_step_equals_the_xla_gradient_step(stage, monkeypatch):
     arch = PIFuHDArch.from_config(cfg.model.arch)
     params = init_params(arch, 0)
     tx = optax.chain(_record_gradients(), optax.sgd(1e-3))
-    batch = train.random_batch(cfg, stage, np.random.default_rng(0), 2)
+    batch = pifuhd.random_batch(cfg, stage, np.random.default_rng(0), 2)
     out = {}
     for grad in ("xla", "split"):
         model = PIFuHD(arch, Numerics(conv_grad=grad))
-        state = train.TrainState(jnp.asarray(0), params, tx.init(params))
-        new, metrics = jax.jit(train.make_train_step(model, stage, tx, cfg))(state, batch)
+        state = loop.TrainState(jnp.asarray(0), params, tx.init(params))
+        new, metrics = jax.jit(pifuhd.make_train_step(model, stage, tx, cfg))(state, batch)
         out[grad] = (float(metrics["loss"]), new.opt_state[0], new.params)
     # Equal here (the forward is the same conv call); other CPUs may fuse the two programs
     # differently, so float noise is allowed.

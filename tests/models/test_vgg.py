@@ -77,7 +77,7 @@ def test_training_reads_the_file_named_in_the_config(tmp_path):
     perceptual loss computed by torch on the same prediction and target."""
     from configs.pifuhd import get_config
     from hdjax.models.pifuhd import PIFuHD, init_params
-    from hdjax.train import input_pipeline, train
+    from hdjax.train import input_pipeline, pifuhd
 
     torch.manual_seed(0)
     features = _torch_vgg19_features().eval()
@@ -85,10 +85,10 @@ def test_training_reads_the_file_named_in_the_config(tmp_path):
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
     cfg = get_config("tiny")
     cfg.train.vgg19 = str(path)
-    model = train.training_model(cfg)
+    model = pifuhd.training_model(cfg)
     params = init_params(model.arch, 0)
-    batch = train.random_batch(cfg, "normals", np.random.default_rng(0), 1)
-    _, terms = train.stage_loss(
+    batch = pifuhd.random_batch(cfg, "normals", np.random.default_rng(0), 1)
+    _, terms = pifuhd.stage_loss(
         model, "normals", params, batch, cfg, input_pipeline.vgg_features(cfg)
     )
     pred = np.asarray(model.apply({"params": params}, batch["image"], method=PIFuHD.front_normal))

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from hdjax.errors import HdjaxError
+from hdjax.reconstruction import images
 from hdjax.reconstruction import preprocess as pp
 
 # ----------------------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def test_full_pipeline_matches_official_get_item(official, tmp_path, alpha):
     rect = (-30, 5, 200, 200)
     ref = _official_get_item(official, cv2.imread(str(path), cv2.IMREAD_UNCHANGED), rect)
 
-    img_1024, img_512 = pp.prepare_pifuhd_inputs(pp.load_image(path), rect)
+    img_1024, img_512 = pp.prepare_pifuhd_inputs(images.load_image(path), rect)
     np.testing.assert_array_equal(img_1024, ref["img"][0].permute(1, 2, 0).numpy())
     np.testing.assert_array_equal(img_512, ref["img_512"][0].permute(1, 2, 0).numpy())
 
@@ -408,7 +409,7 @@ def test_load_rgba_matches_spec_formula(tmp_path):
     im = bgra / 255.0
     rgb = im[..., :3] / (im[..., 3:] + 1e-8)
     expected = (255.0 * (im[..., 3:] * rgb + 0.5 * (1.0 - im[..., 3:]))).astype(np.uint8)
-    out = pp.load_image(path)
+    out = images.load_image(path)
     assert out.dtype == np.uint8 and out.shape == (20, 30, 3)
     np.testing.assert_array_equal(out, expected[..., ::-1])
     np.testing.assert_array_equal(out[0, 0], [127, 127, 127])
@@ -418,23 +419,23 @@ def test_load_rgb_gray_and_16bit(tmp_path):
     rng = np.random.default_rng(8)
     bgr = rng.integers(0, 256, (10, 12, 3), np.uint8)
     cv2.imwrite(str(tmp_path / "c.png"), bgr)
-    np.testing.assert_array_equal(pp.load_image(tmp_path / "c.png"), bgr[..., ::-1])
+    np.testing.assert_array_equal(images.load_image(tmp_path / "c.png"), bgr[..., ::-1])
 
     gray = rng.integers(0, 256, (10, 12), np.uint8)
     cv2.imwrite(str(tmp_path / "g.png"), gray)
-    out = pp.load_image(tmp_path / "g.png")
+    out = images.load_image(tmp_path / "g.png")
     assert out.shape == (10, 12, 3)
     np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, 2))
 
     deep = rng.integers(0, 65536, (10, 12, 3), np.uint16)
     cv2.imwrite(str(tmp_path / "d.png"), deep)
-    out = pp.load_image(tmp_path / "d.png")
+    out = images.load_image(tmp_path / "d.png")
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, np.rint(deep[..., ::-1] / 257.0).astype(np.uint8))
 
     deep_rgba = np.concatenate([deep, np.full((10, 12, 1), 65535, np.uint16)], axis=2)
     cv2.imwrite(str(tmp_path / "da.png"), deep_rgba)
-    out = pp.load_image(tmp_path / "da.png")  # opaque: ≈ the colour, truncated to 8 bits
+    out = images.load_image(tmp_path / "da.png")  # opaque: ≈ the colour, truncated to 8 bits
     assert np.abs(out.astype(int) - deep[..., ::-1] / 257.0).max() <= 1.0
 
 
@@ -447,13 +448,13 @@ def test_load_jpeg_with_trailing_data_and_thumbnail(tmp_path):
     app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
     with_thumb = data[:2] + app1 + data[2:]
     (tmp_path / "t.jpg").write_bytes(with_thumb + b"\x00\x00trailer")
-    out = pp.load_image(tmp_path / "t.jpg")
+    out = images.load_image(tmp_path / "t.jpg")
     np.testing.assert_array_equal(out, cv2.imdecode(np.frombuffer(data, np.uint8), 1)[..., ::-1])
 
     # Cut inside the main scan: the thumbnail's EOI must not make it look complete.
     (tmp_path / "cut.jpg").write_bytes(with_thumb[: len(app1) + len(data) // 2])
     with pytest.raises(HdjaxError, match="truncated JPEG"):
-        pp.load_image(tmp_path / "cut.jpg")
+        images.load_image(tmp_path / "cut.jpg")
 
 
 @pytest.mark.parametrize("kind", ["png", "jpg", "bmp", "webp"])
@@ -463,12 +464,12 @@ def test_truncated_images_raise(tmp_path, kind):
     data = cv2.imencode(f".{kind}", img)[1].tobytes()
     whole = tmp_path / f"whole.{kind}"
     whole.write_bytes(data)
-    assert pp.load_image(whole).shape == (48, 64, 3)
+    assert images.load_image(whole).shape == (48, 64, 3)
     for cut in (len(data) // 2, len(data) - 1):
         path = tmp_path / f"cut{cut}.{kind}"
         path.write_bytes(data[:cut])
         with pytest.raises(HdjaxError) as e:
-            pp.load_image(path)
+            images.load_image(path)
         assert e.value.path == str(path)
 
 
@@ -484,7 +485,7 @@ def test_non_images_raise(tmp_path):
         (tmp_path, "does not exist"),
     ]:
         with pytest.raises(HdjaxError, match=problem) as e:
-            pp.load_image(path)
+            images.load_image(path)
         assert str(e.value) == f"{path}: {e.value.problem}"
 
 
@@ -561,11 +562,11 @@ def test_exif_orientation_is_applied_like_viewers(tmp_path, orientation):
 
     with Image.open(path) as im:
         viewed = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    ours = pp.load_image(path, exif_orientation=True)
+    ours = images.load_image(path, exif_orientation=True)
     assert ours.shape == viewed.shape
     # Both decode with libjpeg; only IDCT rounding may differ.
     assert np.abs(ours.astype(int) - viewed).max() <= 3
-    as_stored = pp.load_image(path)  # the official behaviour: pixels as stored
+    as_stored = images.load_image(path)  # the official behaviour: pixels as stored
     assert as_stored.shape == (48, 80, 3)
     if orientation in (5, 6, 7, 8):
         assert ours.shape == (80, 48, 3)
@@ -579,8 +580,8 @@ def test_exif_switch_is_logged(tmp_path, caplog):
     path = tmp_path / "p.jpg"
     Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(path, exif=exif)
     with caplog.at_level("INFO"):
-        assert pp.load_image(path, exif_orientation=True).shape == (16, 8, 3)
-        assert pp.load_image(path, exif_orientation=False).shape == (8, 16, 3)
+        assert images.load_image(path, exif_orientation=True).shape == (16, 8, 3)
+        assert images.load_image(path, exif_orientation=False).shape == (8, 16, 3)
     assert "EXIF orientation 6 applied" in caplog.text
     assert "EXIF orientation 6 ignored" in caplog.text
 

@@ -19,7 +19,7 @@ from configs.pifuhd import get_config
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.geometry import octree
 from hdjax.models.pifuhd import PIFuHDArch, init_params
-from hdjax.reconstruction import reconstruct as recon
+from hdjax.reconstruction import pifuhd as recon
 from hdjax.reconstruction.weights import open_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,7 +46,7 @@ def test_reconstruct_writes_mesh_and_normals(tmp_path, cfg, weights):
     _image(tmp_path / "a.png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input, rc.mesh_format, rc.octree = str(tmp_path / "a.png"), "both", "parity"
-    summary = recon.reconstruct(weights, rc, str(tmp_path / "out"))
+    summary = recon.reconstruct_items(weights, rc, str(tmp_path / "out"))
     assert summary.line() == "1 of 1 images written"
     out = tmp_path / "out" / "reconstruct"
     mesh = trimesh.load(out / "a.obj", process=False)
@@ -64,9 +64,9 @@ def test_reconstruct_writes_mesh_and_normals(tmp_path, cfg, weights):
 def test_grid_without_skipping_equals_the_dense_field(cfg, weights, tmp_path):
     """With no cell ever skipped (threshold < 0) the octree is a dense evaluation: every node
     but the official never-evaluated last slices holds the network's occupancy there."""
-    from hdjax.reconstruction import preprocess
+    from hdjax.reconstruction import images, preprocess
 
-    img = preprocess.load_image(_image(tmp_path / "b.png"))
+    img = images.load_image(_image(tmp_path / "b.png"))
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2]), 128, 64
     )
@@ -75,9 +75,7 @@ def test_grid_without_skipping_equals_the_dense_field(cfg, weights, tmp_path):
     assert all(t > 0 for t in timings.values())
     evaluate = recon.occupancy_fn(weights, feats, chunk=1000)
     r = 16
-    rc = cfg.reconstruct.copy_and_resolve_references()
-    rc.resolution, rc.init_resolution, rc.threshold, rc.octree = r, 4, -1.0, "parity"
-    grid, stats = recon.occupancy_grid(evaluate, rc)
+    grid, stats = recon.occupancy_grid(evaluate, r, "parity", 4, -1.0)
     assert stats.queries == (r - 1) ** 3
     idx = np.stack(np.meshgrid(*[np.arange(r - 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
     dense = evaluate(octree.indices_to_points(idx, r))
@@ -90,9 +88,9 @@ def test_grid_without_skipping_equals_the_dense_field(cfg, weights, tmp_path):
 
 def _dense_grid(weights, image_path, r):
     """The network's occupancy at every node of the (R, R, R) grid (last slices 0, official)."""
-    from hdjax.reconstruction import preprocess
+    from hdjax.reconstruction import images, preprocess
 
-    img = preprocess.load_image(image_path)
+    img = images.load_image(image_path)
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img,
         preprocess.whole_image_rect(*img.shape[:2]),
@@ -119,7 +117,7 @@ def test_fast_grid_mesh_lies_on_the_dense_field_surface(tmp_path, cfg, weights):
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input, rc.octree, rc.colors = str(tmp_path / "c.png"), "fast", "grid"
     rc.threshold = 0.0
-    assert not recon.reconstruct(weights, rc, str(tmp_path)).failed
+    assert not recon.reconstruct_items(weights, rc, str(tmp_path)).failed
     lines = (tmp_path / "reconstruct" / "c.obj").read_text().splitlines()
     rows = np.array([line.split()[1:] for line in lines if line.startswith("v ")], np.float64)
     written, colors = rows[:, :3], rows[:, 3:]
@@ -140,7 +138,7 @@ def test_bad_image_in_folder_is_reported_and_others_done(tmp_path, cfg, weights)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     rc = cfg.reconstruct.copy_and_resolve_references()
     rc.input = str(tmp_path)
-    summary = recon.reconstruct(weights, rc, str(tmp_path / "out"))
+    summary = recon.reconstruct_items(weights, rc, str(tmp_path / "out"))
     assert summary.written == ["good"] and [n for n, _ in summary.failed] == ["bad.png"]
     assert summary.line().startswith("1 of 2 images written, 1 failed: bad.png (")
     names = sorted(os.listdir(tmp_path / "out" / "reconstruct"))
@@ -291,7 +289,7 @@ def test_same_stem_never_overwrites_and_summary_counts(tmp_path, cfg, weights):
     _image(tmp_path / "x.jpg")
     (tmp_path / "x_rect.txt").write_text("-60 -60 100 100\n")  # 16 % on the image
     out = tmp_path / "out"
-    summary = recon.reconstruct(weights, _small(cfg, input=str(tmp_path)), str(out))
+    summary = recon.reconstruct_items(weights, _small(cfg, input=str(tmp_path)), str(out))
     assert summary.written == ["x_jpg", "x_png"] and not summary.failed
     assert [n for n, _ in summary.warned] == ["x.jpg", "x.png"]
     assert summary.line().startswith("2 of 2 images written; 2 with a suspicious crop")
@@ -305,7 +303,7 @@ def test_same_stem_never_overwrites_and_summary_counts(tmp_path, cfg, weights):
     items = preprocess.find_inputs(tmp_path)
     items = [dataclasses.replace(i, name="same") for i in items]
     before = (out / "reconstruct" / "x_jpg.obj").read_bytes()
-    summary = recon.reconstruct(weights, _small(cfg), str(out), items)
+    summary = recon.reconstruct_items(weights, _small(cfg), str(out), items)
     assert summary.written == ["same"]
     assert summary.failed == [
         ("x.png", f"would overwrite {out}/reconstruct/same.obj, written earlier in this run")
@@ -328,16 +326,16 @@ def test_mesh_is_written_before_the_png(tmp_path, cfg, weights, monkeypatch):
     monkeypatch.setattr(recon.visualize, "save_normals_png", interrupted)
     _image(tmp_path / "a.png")
     with pytest.raises(KeyboardInterrupt):
-        recon.reconstruct(weights, _small(cfg, input=str(tmp_path / "a.png")), str(tmp_path))
+        recon.reconstruct_items(weights, _small(cfg, input=str(tmp_path / "a.png")), str(tmp_path))
     assert os.listdir(out) == ["a.obj"]
     assert trimesh.load(out / "a.obj", process=False).faces.shape[0] > 0
 
 
 def test_no_contrast_fast_grid_costs_no_more_than_parity(cfg, weights, tmp_path):
     """Random weights: occupancy within 1e-4 of 0.5 everywhere, the fast octree's worst case."""
-    from hdjax.reconstruction import preprocess
+    from hdjax.reconstruction import images, preprocess
 
-    img = preprocess.load_image(_image(tmp_path / "b.png"))
+    img = images.load_image(_image(tmp_path / "b.png"))
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         img, preprocess.whole_image_rect(*img.shape[:2]), 128, 64
     )
@@ -345,7 +343,8 @@ def test_no_contrast_fast_grid_costs_no_more_than_parity(cfg, weights, tmp_path)
     evaluate = recon.occupancy_fn(weights, feats, chunk=4096)
     counts = {}
     for mode in ("parity", "fast"):
-        rc = cfg.reconstruct.copy_and_resolve_references()
-        rc.octree = mode
-        counts[mode] = recon.occupancy_grid(evaluate, rc)[1].queries
+        rc = cfg.reconstruct
+        counts[mode] = recon.occupancy_grid(
+            evaluate, rc.resolution, mode, rc.init_resolution, rc.threshold
+        )[1].queries
     assert counts["fast"] <= counts["parity"]

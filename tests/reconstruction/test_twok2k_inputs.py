@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hdjax.errors import HdjaxError
-from hdjax.reconstruction import preprocess
+from hdjax.reconstruction import images, preprocess
 from hdjax.reconstruction import twok2k as recon
 
 
@@ -48,9 +48,9 @@ def test_mask_comes_from_alpha_or_a_mask_file(tmp_path):
     rgba = np.zeros((80, 80, 4), np.uint8)
     rgba[..., :3] = 200
     rgba[20:60, 30:50, 3] = 255
-    rgb, mask = preprocess.load_image_and_mask(_write(tmp_path, "a.png", rgba))
+    rgb, mask = images.load_image_and_mask(_write(tmp_path, "a.png", rgba))
     assert rgb.shape == (80, 80, 3) and mask.sum() == 40 * 20 and mask[30, 40]
-    rgb, mask = preprocess.load_image_and_mask(_write(tmp_path, "b.png", rgba[..., :3].copy()))
+    rgb, mask = images.load_image_and_mask(_write(tmp_path, "b.png", rgba[..., :3].copy()))
     assert mask is None
     m = np.zeros((80, 80), np.uint8)
     m[10:20, 10:20] = 255

@@ -14,7 +14,7 @@ import pytest
 from configs.pifuhd import get_config
 from hdjax.errors import HdjaxError
 from hdjax.models.pifuhd import init_params
-from hdjax.train import train
+from hdjax.train import loop, pifuhd
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,45 +42,50 @@ def tiny_config(root: str | None = None):
 
 
 def fake_batch(cfg, stage: str, rng: np.random.Generator, batch: int = 2):
-    return train.random_batch(cfg, stage, rng, batch)
+    return pifuhd.random_batch(cfg, stage, rng, batch)
 
 
 def test_schedule_ranges_and_rescaling():
     cfg = tiny_config()
-    stages = train.schedule(cfg)
+    stages = loop.schedule(cfg, pifuhd.STAGES)
     assert [(s.name, s.start, s.end) for s in stages] == [
         ("normals", 0, 2),
         ("coarse", 2, 5),
         ("fine", 5, 8),
     ]
-    assert train.stage_at(stages, 4).name == "coarse" and train.stage_at(stages, 8) is None
+    assert loop.stage_at(stages, 4).name == "coarse" and loop.stage_at(stages, 8) is None
     cfg.train.num_steps = 80
-    assert [s.steps for s in train.schedule(cfg)] == [20, 30, 30]
+    assert [s.steps for s in loop.schedule(cfg, pifuhd.STAGES)] == [20, 30, 30]
     cfg.train.num_steps = 0
     cfg.train.update(stages=("coarse", "fine", "coarse", "fine"), steps=(2, 2, 1, 1))
-    stages = train.schedule(cfg)  # alternating: a stage may come back, with its own index
+    stages = loop.schedule(
+        cfg, pifuhd.STAGES
+    )  # alternating: a stage may come back, with its own index
     assert [(s.name, s.index, s.start) for s in stages] == [
         ("coarse", 0, 0),
         ("fine", 1, 2),
         ("coarse", 2, 4),
         ("fine", 3, 5),
     ]
-    assert train.stage_at(stages, 4).index == 2
-    assert [s.name for s in train.schedule(get_config())] == ["normals"] + ["coarse", "fine"] * 2
+    assert loop.stage_at(stages, 4).index == 2
+    assert [s.name for s in loop.schedule(get_config(), pifuhd.STAGES)] == ["normals"] + [
+        "coarse",
+        "fine",
+    ] * 2
     cfg.train.steps = (1, 1, 1)
     cfg.train.stages = ("coarse", "bogus", "fine")
     with pytest.raises(HdjaxError, match="unknown stage 'bogus'"):
-        train.schedule(cfg)
+        loop.schedule(cfg, pifuhd.STAGES)
 
 
-@pytest.mark.parametrize("stage", train.STAGES)
+@pytest.mark.parametrize("stage", pifuhd.STAGES)
 def test_a_step_trains_only_its_stage(stage):
     cfg = tiny_config()
-    model = train.training_model(cfg)
+    model = pifuhd.training_model(cfg)
     params = init_params(model.arch, 0)
-    st = train.schedule(cfg)[train.STAGES.index(stage)]
-    tx, state = train.stage_state(cfg, st, params)
-    step = jax.jit(train.make_train_step(model, stage, tx, cfg))
+    st = loop.schedule(cfg, pifuhd.STAGES)[pifuhd.STAGES.index(stage)]
+    tx, state = pifuhd.stage_state(cfg, st, params)
+    step = jax.jit(pifuhd.make_train_step(model, stage, tx, cfg))
     new, metrics = step(state, fake_batch(cfg, stage, np.random.default_rng(0)))
     assert int(new.step) == st.start + 1 and np.isfinite(float(metrics["loss"]))
     assert float(metrics["grad_norm"]) > 0
@@ -91,14 +96,14 @@ def test_a_step_trains_only_its_stage(stage):
         names = tuple(k.key for k in path)
         if not np.array_equal(np.asarray(a), np.asarray(b)):
             changed.add(names[:2] if names[0] == "netG" else names[:1])
-    assert changed == set(train.TRAINABLE[stage])
+    assert changed == set(pifuhd.TRAINABLE[stage])
 
 
 def test_bad_loss_stops_with_the_step_and_terms():
     with pytest.raises(
         HdjaxError, match=r"step 7: loss is nan \(.*stack0=0\.5.*last good checkpoint: step 6"
     ):
-        train._check_finite(7, {"loss": float("nan"), "stack0": 0.5}, 6)
+        loop._check_finite(7, {"loss": float("nan"), "stack0": 0.5}, 6)
 
 
 _MULTI_DEVICE = r"""
@@ -109,11 +114,11 @@ jax.config.update("jax_disable_most_optimizations", True)
 sys.path.insert(0, {tests!r})
 from test_train import fake_batch, tiny_config
 from hdjax.models.pifuhd import init_params
-from hdjax.train import train
+from hdjax.train import loop, pifuhd
 assert jax.device_count() == 4, jax.devices()
 cfg = tiny_config()
 cfg.input.pipeline.batch_size = 4
-model = train.training_model(cfg)
+model = pifuhd.training_model(cfg)
 arch = model.arch
 out = {{}}
 for n in (1, 4):
@@ -122,14 +127,14 @@ for n in (1, 4):
     # of gradients that are zero in exact arithmetic (biases before a GroupNorm) into
     # full-size steps; the test is about the gradient, not the optimiser.
     tx = optax.sgd(0.1)
-    mesh = train.device_mesh(jax.devices()[:n])
-    state = jax.device_put(train.TrainState(jnp.asarray(0), params, tx.init(params)),
+    mesh = loop.device_mesh(jax.devices()[:n])
+    state = jax.device_put(loop.TrainState(jnp.asarray(0), params, tx.init(params)),
                            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    step = train.jit_step(train.make_train_step(model, "coarse", tx, cfg), mesh)
+    step = loop.jit_step(pifuhd.make_train_step(model, "coarse", tx, cfg), mesh)
     rng = np.random.default_rng(0)
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     for _ in range(3):
-        state, m = step(state, train.global_batch(fake_batch(cfg, "coarse", rng, 4), sharding))
+        state, m = step(state, loop.global_batch(fake_batch(cfg, "coarse", rng, 4), sharding))
     out[n] = jax.tree_util.tree_leaves(jax.device_get(state.params))
 diff = max(float(np.abs(a - b).max()) for a, b in zip(out[1], out[4]))
 scale = max(float(np.abs(a).max()) for a in out[1])
@@ -159,7 +164,7 @@ import jax
 import numpy as np
 jax.config.update("jax_disable_most_optimizations", True)  # as the fixture does here
 from test_train import tiny_config
-from hdjax.train import checkpointing, train
+from hdjax.train import checkpointing, pifuhd
 root, workdir, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 real_save = checkpointing.Manager.save
 
@@ -170,7 +175,7 @@ def save_then_die(self, step, *args):
 
 checkpointing.Manager.save = save_then_die
 if __name__ == "__main__":  # the dataset build's worker processes import this file
-    state = train.train_and_evaluate(tiny_config(root), workdir)
+    state = pifuhd.train_and_evaluate(tiny_config(root), workdir)
     np.savez(out, *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
 """
 
@@ -227,24 +232,24 @@ import jax.numpy as jnp
 import optax
 from test_train import fake_batch, tiny_config
 from hdjax.models.pifuhd import init_params
-from hdjax.train import train
+from hdjax.train import loop, pifuhd
 cfg = tiny_config()
-model = train.training_model(cfg)
+model = pifuhd.training_model(cfg)
 arch = model.arch
 params = init_params(arch, 0)
 tx = optax.sgd(0.1)  # as in the 4-device test: the gradient, not RMSprop's noise scaling
-mesh = train.device_mesh()
+mesh = loop.device_mesh()
 assert mesh.size == num_processes, mesh
 repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-state = jax.device_put(train.TrainState(jnp.asarray(0), params, tx.init(params)), repl)
-step = train.jit_step(train.make_train_step(model, "coarse", tx, cfg), mesh)
+state = jax.device_put(loop.TrainState(jnp.asarray(0), params, tx.init(params)), repl)
+step = loop.jit_step(pifuhd.make_train_step(model, "coarse", tx, cfg), mesh)
 sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 rng = np.random.default_rng(0)
 rows = 4 // num_processes
 for _ in range(3):
     full = fake_batch(cfg, "coarse", rng, 4)
     mine = {{k: v[process_id * rows:(process_id + 1) * rows] for k, v in full.items()}}
-    state, m = step(state, train.global_batch(mine, sharding))
+    state, m = step(state, loop.global_batch(mine, sharding))
 leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(
     jax.experimental.multihost_utils.process_allgather(state.params, tiled=True))]
 if process_id == 0:

@@ -14,7 +14,7 @@ import pytest
 
 from hdjax.configs.twok2k import get_config
 from hdjax.models import twok2k as K
-from hdjax.train import train
+from hdjax.train import loop
 from hdjax.train import twok2k as T
 
 CANVAS, WIDTH = 128, 4
@@ -78,9 +78,9 @@ def test_a_step_trains_only_its_phase(phase):
     cfg = tiny_config()
     model, geom = K.TwoK2K("highest", WIDTH), K.geometry(CANVAS)
     variables = K.init_variables(jax.random.PRNGKey(0), width=WIDTH)
-    stage = train.Stage(phase, 0, 0, 10)
+    stage = loop.Stage(phase, 0, 0, 10)
     tx = T.make_optimizer(cfg, stage, variables, steps_per_epoch=1.0)
-    state = train.TrainState(jnp.asarray(0), variables, tx.init(variables))
+    state = loop.TrainState(jnp.asarray(0), variables, tx.init(variables))
     step = jax.jit(T.make_train_step(model, geom, phase, tx))
     new, metrics = step(state, fake_batch(np.random.default_rng(0)))
     assert math.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
@@ -120,7 +120,7 @@ def test_run_resumes_exactly_and_evaluates(tmp_path):
     ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-    done = tk_eval.evaluate_twok2k(cfg, workdir)
+    done = tk_eval.evaluate(cfg, workdir)
     assert list(done) == [4]
     saved = json.load(open(os.path.join(workdir, "eval", "step_4", "metrics.json")))
     for key in ("p2s_cm", "chamfer_cm", "normal_l2", "iou", "depth_l1_cm", "mask_iou"):
@@ -139,7 +139,7 @@ import jax, jax.numpy as jnp, numpy as np, optax
 jax.config.update("jax_disable_most_optimizations", True)
 from test_twok2k_train import CANVAS, WIDTH, fake_batch
 from hdjax.models import twok2k as K
-from hdjax.train import train
+from hdjax.train import loop
 from hdjax.train import twok2k as T
 assert jax.device_count() == 2
 model, geom = K.TwoK2K("highest", WIDTH), K.geometry(CANVAS)
@@ -149,12 +149,12 @@ variables = jax.device_get(K.init_variables(jax.random.PRNGKey(0), width=WIDTH))
 tx = optax.sgd(0.1)
 out = []
 for devices in (jax.devices()[:1], jax.devices()):
-    mesh = train.device_mesh(devices)
-    step = train.jit_step(T.make_train_step(model, geom, "phase2", tx), mesh)
-    state = train.TrainState(jnp.asarray(0), variables, tx.init(variables))
+    mesh = loop.device_mesh(devices)
+    step = loop.jit_step(T.make_train_step(model, geom, "phase2", tx), mesh)
+    state = loop.TrainState(jnp.asarray(0), variables, tx.init(variables))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     for i in range(2):
-        state, _ = step(state, train.global_batch(fake_batch(np.random.default_rng(i)), sharding))
+        state, _ = step(state, loop.global_batch(fake_batch(np.random.default_rng(i)), sharding))
     out.append(jax.tree_util.tree_leaves(jax.device_get(state.params)))
 diff = max(float(np.abs(a - b).max()) for a, b in zip(*out))
 scale = max(float(np.abs(a).max()) for a in out[0])

@@ -1,4 +1,6 @@
-"""Evaluation job: reconstructs held-out subjects with a training checkpoint and scores them.
+"""The evaluation job every model shares: reconstructs held-out subjects with a training
+checkpoint and scores them (`score_checkpoints`); the models' scoring is in
+`hdjax.eval.pifuhd` and `hdjax.eval.twok2k`.
 
     python -m hdjax.main --config=C --workdir=W --mode=eval                  # latest checkpoint
     python -m hdjax.main ... --mode=eval --config.eval.step=S               # one checkpoint
@@ -51,13 +53,8 @@ from hdjax.data import codecs, records, subjects
 from hdjax.errors import HdjaxError
 from hdjax.eval import metrics
 from hdjax.geometry import camera as cam
-from hdjax.geometry import mesh as mesh_lib
-from hdjax.io.files import atomic_write, write_png
-from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config, param_shapes
-from hdjax.reconstruction import preprocess
-from hdjax.reconstruction import reconstruct as recon
-from hdjax.reconstruction.weights import Weights
-from hdjax.train import checkpointing, input_pipeline
+from hdjax.io.files import atomic_write
+from hdjax.train import checkpointing, input_pipeline, loop
 
 
 @dataclasses.dataclass
@@ -146,31 +143,6 @@ def render_views(cfg: ml_collections.ConfigDict, subject: subjects.Subject) -> l
     return views
 
 
-def reconstruct_view(weights: Weights, view: View, cfg: ml_collections.ConfigDict):
-    """The network's mesh of one view, in its query (= view) frame; None without surface."""
-    arch = weights.arch
-    h, w = view.image.shape[:2]
-    fine, coarse = preprocess.prepare_pifuhd_inputs(
-        view.image, preprocess.whole_image_rect(h, w), arch.fine_size, arch.coarse_size
-    )
-    feats, _ = recon.image_features(weights, fine, coarse)
-    evaluate = recon.occupancy_fn(weights, feats, cfg.reconstruct.chunk)
-    grid_cfg = ml_collections.ConfigDict(
-        dict(
-            octree="fast",
-            resolution=cfg.eval.resolution,
-            init_resolution=min(cfg.reconstruct.init_resolution, cfg.eval.resolution // 4),
-            threshold=cfg.reconstruct.threshold,
-        )
-    )
-    grid, _ = recon.occupancy_grid(evaluate, grid_cfg)
-    try:
-        verts, faces = mesh_lib.extract_mesh(grid, cfg.eval.resolution)
-    except ValueError:
-        return None
-    return trimesh.Trimesh(verts.astype(np.float64), faces, process=False)
-
-
 def normal_png(view: View, pred: trimesh.Trimesh | None, size: int) -> np.ndarray:
     """input | prediction | ground truth, normal-shaded from the front, uint8 RGB."""
     gt = metrics.normal_images(view.gt, size=size, views=1)[0]
@@ -183,6 +155,14 @@ def normal_png(view: View, pred: trimesh.Trimesh | None, size: int) -> np.ndarra
     return np.concatenate(tiles, axis=1)
 
 
+def write_summary(out_dir: str, summary: dict[str, Any], columns=metrics.COLUMNS) -> None:
+    """``metrics.json`` (non-finite values as null) and ``metrics.md`` (the table)."""
+    text = json.dumps(json_safe(summary), indent=1)
+    atomic_write(os.path.join(out_dir, "metrics.json"), lambda f: f.write(text), mode="w")
+    table = metrics.markdown_table(summary, columns)
+    atomic_write(os.path.join(out_dir, "metrics.md"), lambda f: f.write(table + "\n"), mode="w")
+
+
 def json_safe(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: json_safe(v) for k, v in x.items()}
@@ -191,62 +171,6 @@ def json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def evaluate_params(
-    cfg: ml_collections.ConfigDict, params: Any, out_dir: str, views: list[View]
-) -> dict[str, Any]:
-    """Scores ``params`` on ``views``; writes metrics.json, metrics.md, meshes and PNGs."""
-    arch = PIFuHDArch.from_config(cfg.model.arch)
-    model = PIFuHD(arch, numerics_from_config(cfg.model.numerics))
-
-    def subtree(names):
-        p = params
-        for k in names:
-            p = p[k]
-        return p
-
-    weights = Weights(model, subtree, out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    rows, size = [], cfg.eval.normal_size
-    for i, view in enumerate(views):
-        t = time.perf_counter()
-        pred = reconstruct_view(weights, view, cfg)
-        if pred is None:
-            scored = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
-        else:
-            scored = pred
-            mesh_lib.save_obj(os.path.join(out_dir, f"{view.name}.obj"), pred.vertices, pred.faces)
-        row = metrics.evaluate_mesh(
-            scored,
-            view.gt,
-            view.units_per_cm,
-            rng,
-            n=cfg.eval.num_samples,
-            normal_size=size,
-            iou_resolution=cfg.eval.iou_resolution,
-        )
-        write_png(os.path.join(out_dir, f"{view.name}.png"), normal_png(view, pred, size))
-        rows.append({"subject": view.name, **row})
-        logging.info(
-            "eval %d/%d %s: p2s %.2f cm, chamfer %.2f cm, normal %.4f, IoU %.3f (%.1f s)",
-            i + 1,
-            len(views),
-            view.name,
-            row["p2s_cm"],
-            row["chamfer_cm"],
-            row["normal_l2"],
-            row["iou"],
-            time.perf_counter() - t,
-        )
-    summary = metrics.summarize(rows)
-    summary["failed"] = sum(not math.isfinite(r["p2s_cm"]) for r in rows)
-    text = json.dumps(json_safe(summary), indent=1)
-    atomic_write(os.path.join(out_dir, "metrics.json"), lambda f: f.write(text), mode="w")
-    table = metrics.markdown_table(summary)
-    atomic_write(os.path.join(out_dir, "metrics.md"), lambda f: f.write(table + "\n"), mode="w")
-    return summary
 
 
 HIGHER_IS_BETTER = ("iou", "mask_iou")
@@ -309,10 +233,10 @@ def check_shapes(want: Any, got: Any, where: str) -> None:
 
 
 def score_checkpoints(
-    cfg: ml_collections.ConfigDict, workdir: str, final_step: int, check, score, save
+    cfg: ml_collections.ConfigDict, workdir: str, check, score, save
 ) -> dict[int, dict[str, Any]]:
     """The eval job's loop, for any model: scores ``eval.step`` (or the latest, or with
-    ``eval.watch`` each new one until ``final_step``) into ``WORKDIR/eval/step_<S>/`` and
+    ``eval.watch`` each new one until training's last step) into ``WORKDIR/eval/step_<S>/`` and
     keeps the best. ``check(params, where)`` validates a restored checkpoint's params,
     ``score(params, out_dir)`` returns its summary, ``save(params, directory)`` writes
     them as converted weights."""
@@ -320,6 +244,7 @@ def score_checkpoints(
     if not os.path.isdir(directory):
         raise HdjaxError("no checkpoints to evaluate (train first, or check --workdir)", directory)
     manager = checkpointing.Manager(directory, cfg.train)
+    final_step = loop.total_steps(cfg)
     done: dict[int, dict[str, Any]] = {}
     while True:
         steps = manager.all_steps()
@@ -338,26 +263,3 @@ def score_checkpoints(
             manager.close()
             return done
         time.sleep(cfg.eval.poll_seconds)
-
-
-def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
-    """``--mode=eval`` of PIFuHD (`score_checkpoints`). Returns the summaries by step."""
-    from hdjax.models.pifuhd_official import save_converted
-    from hdjax.train import train
-
-    arch = PIFuHDArch.from_config(cfg.model.arch)
-    views = [v for s in eval_subjects(cfg, workdir) for v in render_views(cfg, s)]
-
-    def score(params, out_dir):
-        summary = evaluate_params(cfg, params, out_dir, views)
-        logging.info("eval:\n%s", metrics.markdown_table(summary))
-        return summary
-
-    return score_checkpoints(
-        cfg,
-        workdir,
-        train.schedule(cfg)[-1].end,
-        lambda params, where: check_shapes(param_shapes(arch), params, where),
-        score,
-        lambda params, d: save_converted(d, params, arch),
-    )

@@ -25,10 +25,11 @@ from hdjax.errors import HdjaxError
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.geometry import octree
 from hdjax.geometry.projection import EVAL_CALIB
-from hdjax.io.files import atomic_write, remove_stale_temporaries
-from hdjax.models.pifuhd import PIFuHD, PIFuHDArch
-from hdjax.reconstruction import preprocess, visualize
-from hdjax.reconstruction.weights import Weights
+from hdjax.io.files import atomic_write
+from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config
+from hdjax.models.pifuhd_official import save_converted
+from hdjax.reconstruction import images, preprocess, runner, visualize
+from hdjax.reconstruction.weights import Weights, open_weights
 
 
 @dataclasses.dataclass
@@ -139,38 +140,40 @@ _GRID_METHODS = {"parity": "octree", "fast": "narrowband"}
 
 
 def occupancy_grid(
-    evaluate: Callable[[np.ndarray], np.ndarray], cfg: ml_collections.ConfigDict
+    evaluate: Callable[[np.ndarray], np.ndarray],
+    resolution: int,
+    method: str = "fast",
+    init_resolution: int = 64,
+    threshold: float = 0.05,
 ) -> tuple[np.ndarray, octree.GridStats]:
-    """Runs the configured grid: "parity" (official octree, exact) or "fast" (narrow band)."""
-    if cfg.octree not in _GRID_METHODS:
-        raise HdjaxError(f"unknown reconstruct.octree {cfg.octree!r} (parity | fast)")
-    r = cfg.resolution
+    """The (R+1)³ occupancy grid by ``method`` (`reconstruct.octree`): "parity" (official
+    octree, exact) or "fast" (narrow band)."""
     return octree.eval_grid(
-        lambda idx: evaluate(octree.indices_to_points(idx, r)),
-        r,
-        method=_GRID_METHODS[cfg.octree],
-        init_resolution=cfg.init_resolution,
-        threshold=cfg.threshold,
+        lambda idx: evaluate(octree.indices_to_points(idx, resolution)),
+        resolution,
+        method=_GRID_METHODS[method],
+        init_resolution=init_resolution,
+        threshold=threshold,
     )
 
 
 def mesh_and_colors(
     grid: np.ndarray,
     evaluate: Callable[[np.ndarray], np.ndarray],
-    cfg: ml_collections.ConfigDict,
+    resolution: int,
+    colors: str,
     image_path: str | os.PathLike = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Marching cubes + vertex colours (`cfg.colors`: network | grid | none)."""
-    if cfg.colors not in ("network", "grid", "none"):
-        raise HdjaxError(f"unknown reconstruct.colors {cfg.colors!r} (network | grid | none)")
+    """Marching cubes of the grid of ``resolution`` + vertex colours (``colors``,
+    `reconstruct.colors`: network | grid | none)."""
     try:
-        out = mesh_lib.extract_mesh(grid, cfg.resolution, with_normals=cfg.colors == "grid")
+        out = mesh_lib.extract_mesh(grid, resolution, with_normals=colors == "grid")
     except ValueError as e:
         raise HdjaxError(f"no mesh: {e}", image_path or None) from None
     verts, faces = out[:2]
-    if cfg.colors == "grid":
+    if colors == "grid":
         return verts, faces, out[2] * 0.5 + 0.5
-    if cfg.colors == "network":
+    if colors == "network":
         return verts, faces, mesh_lib.vertex_normal_colors(evaluate, verts)
     return verts, faces, None
 
@@ -180,7 +183,7 @@ def _network_inputs(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The official crop and resizes: (F, F, 3) and (S, S, 3) float32 in [-1, 1], and the
     crop's warnings (`preprocess.check_crop`, each also logged)."""
-    img = preprocess.load_image(item.image, cfg.get("exif_orientation", True))
+    img = images.load_image(item.image, cfg.get("exif_orientation", True))
     h, w = img.shape[:2]
     rect = preprocess.rect_for_item(item, h, w, cfg.crop_type)
     notes = preprocess.check_crop(item, rect, h, w)
@@ -218,10 +221,14 @@ def reconstruct_image(
     with tqdm(desc=f"{item.name}: queries", unit="pt", unit_scale=True, leave=False) as bar:
         evaluate = occupancy_fn(weights, feats, cfg.chunk, bar)
         t = time.perf_counter()
-        grid, stats = occupancy_grid(evaluate, cfg)
+        grid, stats = occupancy_grid(
+            evaluate, cfg.resolution, cfg.octree, cfg.init_resolution, cfg.threshold
+        )
         timings["grid"] = time.perf_counter() - t
         t = time.perf_counter()
-        verts, faces, colors = mesh_and_colors(grid, evaluate, cfg, item.image)
+        verts, faces, colors = mesh_and_colors(
+            grid, evaluate, cfg.resolution, cfg.colors, item.image
+        )
         timings["mesh"] = time.perf_counter() - t
     *meshes, png = output_paths(item, out_dir, cfg)
     for path in meshes:
@@ -240,41 +247,12 @@ def reconstruct_image(
     return timings
 
 
-@dataclasses.dataclass
-class RunSummary:
-    """What a folder run did, image by image.
-
-    Attributes:
-      total: images found.
-      written: names whose outputs were written.
-      failed: (image file name, one-line reason) of the images skipped.
-      warned: (image file name, first crop warning) of written images whose crop looked
-        wrong (`preprocess.check_crop`).
-    """
-
-    total: int
-    written: list[str] = dataclasses.field(default_factory=list)
-    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    warned: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-
-    def line(self) -> str:
-        """'18 of 20 images written, 2 failed: a.png (reason); b.png (reason)'."""
-        text = f"{len(self.written)} of {self.total} images written"
-        if self.failed:
-            names = "; ".join(f"{n} ({why})" for n, why in self.failed)
-            text += f", {len(self.failed)} failed: {names}"
-        if self.warned:
-            names = ", ".join(n for n, _ in self.warned)
-            text += f"; {len(self.warned)} with a suspicious crop (see the warnings): {names}"
-        return text
-
-
-def reconstruct(
+def reconstruct_items(
     weights: Weights,
     cfg: ml_collections.ConfigDict,
     workdir: str,
     items: list[preprocess.InputItem] | None = None,
-) -> RunSummary:
+) -> runner.RunSummary:
     """Reconstructs every image of `cfg.input` (or `items`) into `workdir/reconstruct`.
 
     A bad image is reported (one line) and skipped. No file written earlier in the same run
@@ -283,57 +261,15 @@ def reconstruct(
     Returns:
       The run's summary: written, failed and suspicious images.
     """
-    for field, allowed in (
-        ("octree", ("parity", "fast")),
-        ("colors", ("network", "grid", "none")),
-        ("mesh_format", ("obj", "ply", "both")),
-    ):
-        if cfg[field] not in allowed:
-            raise HdjaxError(f"reconstruct.{field}={cfg[field]!r}: expected one of {allowed}")
     if items is None:
         items = preprocess.find_inputs(cfg.input)
-    return run_items(
+    return runner.run_items(
         items,
         os.path.join(workdir, "reconstruct"),
         lambda item, out_dir: output_paths(item, out_dir, cfg),
         lambda item, out_dir: reconstruct_image(weights, item, out_dir, cfg),
         lambda t: f"{t['vertices']} vertices, {t['queries']} queries, {t['total']:.1f} s",
     )
-
-
-def run_items(
-    items: list[preprocess.InputItem],
-    out_dir: str,
-    paths_for: Callable[[preprocess.InputItem, str], list[str]],
-    reconstruct_one: Callable[[preprocess.InputItem, str], dict],
-    describe: Callable[[dict], str],
-) -> RunSummary:
-    """The folder loop of every reconstruct mode: stale temporaries removed first, each item
-    through ``reconstruct_one`` (its result dict may carry crop ``notes``), a bad one reported
-    in one line and skipped, no output of the same run overwritten (``paths_for`` names an
-    item's outputs before it runs)."""
-    os.makedirs(out_dir, exist_ok=True)
-    for path in remove_stale_temporaries(out_dir):
-        logging.info("removed %s, left by an interrupted run", path)
-    summary = RunSummary(len(items))
-    written: set[str] = set()
-    for item in tqdm(items, desc="images", unit="img", disable=len(items) < 2):
-        try:
-            paths = paths_for(item, out_dir)
-            clash = [p for p in paths if p in written]
-            if clash:
-                raise HdjaxError(f"would overwrite {clash[0]}, written earlier in this run")
-            t = reconstruct_one(item, out_dir)
-            written.update(paths)
-        except HdjaxError as e:
-            logging.error("%s", e)
-            summary.failed.append((item.image.name, e.problem))
-            continue
-        summary.written.append(item.name)
-        if t.get("notes"):
-            summary.warned.append((item.image.name, t["notes"][0]))
-        logging.info("%s: %s -> %s", item.name, describe(t), out_dir)
-    return summary
 
 
 def query_points(weights: Weights, image_path: str, points_path: str, out_path: str, cfg) -> None:
@@ -356,3 +292,32 @@ def query_points(weights: Weights, image_path: str, points_path: str, out_path: 
         atomic_write(out_path, lambda f: np.save(f, occ))
     except OSError as e:
         raise HdjaxError(f"cannot write occupancies ({e.strerror or e})", out_path) from e
+
+
+def _weights(cfg: ml_collections.ConfigDict) -> Weights:
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics_from_config(cfg.model.numerics))
+    logging.info("weights: %s", weights.source)
+    return weights
+
+
+def reconstruct(
+    cfg: ml_collections.ConfigDict, workdir: str, items: list[preprocess.InputItem] | None = None
+) -> runner.RunSummary:
+    """``--mode=reconstruct``: the config's weights on every image of ``items`` (default:
+    ``reconstruct.input``) into ``workdir/reconstruct``."""
+    return reconstruct_items(_weights(cfg), cfg.reconstruct, workdir, items)
+
+
+def query(cfg: ml_collections.ConfigDict, workdir: str, out: str) -> None:
+    """``--mode=query``: occupancies of ``reconstruct.points`` for ``reconstruct.input``."""
+    del workdir
+    rc = cfg.reconstruct
+    query_points(_weights(cfg), rc.input, rc.points, out, rc)
+
+
+def convert(cfg: ml_collections.ConfigDict, workdir: str, out: str) -> None:
+    """``--mode=convert``: ``checkpoint`` (a .pt) as an orbax directory ``out``."""
+    del workdir
+    weights = _weights(cfg)
+    save_converted(out, weights.get(()), weights.arch)
