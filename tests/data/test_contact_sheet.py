@@ -6,7 +6,7 @@ import sys
 import cv2
 import numpy as np
 
-from hdjax.data import contact_sheet
+from hdjax.tools import contact_sheet
 
 
 def test_contact_sheet_rows_show_every_map_and_points(source, tmp_path):
@@ -66,6 +66,6 @@ def test_training_image_keeps_the_subject(source):
 
 def test_importing_it_beside_main_does_not_clash_flags():
     """Both define --mode; the sheet's flags exist only when it runs as a program."""
-    code = "import hdjax.data.contact_sheet, hdjax.main"
+    code = "import hdjax.tools.contact_sheet, hdjax.main"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -195,7 +195,7 @@ def test_loader_imports_no_rendering_stack():
         "hdjax.geometry.camera",
     )
     code = (
-        "import sys, hdjax.data.pipeline, hdjax.data.contact_sheet; "
+        "import sys, hdjax.data.pipeline, hdjax.tools.contact_sheet; "
         f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
