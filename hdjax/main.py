@@ -239,9 +239,12 @@ def check_inputs(mode: str, cfg: ml_collections.ConfigDict) -> list | None:
     Returns:
       reconstruct: the images to do (`preprocess.InputItem`s); other modes: None.
     Raises:
-      HdjaxError: a missing checkpoint, input or points file (one line).
+      HdjaxError: a missing checkpoint, input or points file, or no weights at all (one
+        line).
     """
-    if cfg.checkpoint and not os.path.exists(cfg.checkpoint):
+    from hdjax.models.shipped import RANDOM, resolve_checkpoint  # JAX: not on --help's path
+
+    if cfg.checkpoint not in ("", RANDOM) and not os.path.exists(cfg.checkpoint):
         raise HdjaxError("checkpoint does not exist", cfg.checkpoint)
     if mode not in ("reconstruct", "query"):
         if mode == "convert" and not cfg.checkpoint:
@@ -259,6 +262,7 @@ def check_inputs(mode: str, cfg: ml_collections.ConfigDict) -> list | None:
             raise HdjaxError("query mode takes one image, not a folder", cfg.reconstruct.input)
         if not os.path.isfile(cfg.reconstruct.points):
             raise HdjaxError("cannot read points (file does not exist)", cfg.reconstruct.points)
+    resolve_checkpoint(cfg.checkpoint, cfg.get("weights", ""), cfg.model_name)
     return items
 
 

@@ -162,9 +162,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model_name = "pifuhd"  # main dispatches on it (`hdjax.main.MODELS`)
     c.seed = 0
     c.model = _model()
-    # Weights: a PyTorch checkpoint (pifuhd.pt) or an orbax directory written by
-    # `--mode=convert`; empty = random init from `seed` (the official N(0, 0.02)).
+    # Weights of reconstruct/query/convert: a PyTorch checkpoint (pifuhd.pt), an orbax
+    # directory (`--mode=convert`, WORKDIR/best), a shipped .npz, or "random" (init from
+    # `seed`, the official N(0, 0.02)); empty: the weights this config ships (`weights`).
     c.checkpoint = ""
+    # The weights trained here and shipped with the package for this config
+    # (hdjax/models/weights/<weights>.npz, docs/models.md); empty: none ship.
+    c.weights = ""
     c.input = _input(c.model.arch)
     c.render = _render(c.model.arch)
     c.reconstruct = _reconstruct()

@@ -43,7 +43,6 @@ import time
 from typing import Any
 
 import cv2
-import jax
 import ml_collections
 import numpy as np
 import trimesh
@@ -212,24 +211,6 @@ def keep_best(
     shutil.rmtree(old, ignore_errors=True)
     logging.info("best checkpoint so far (%s %.4g): step %d, kept in %s", name, value, step, best)
     return True
-
-
-def check_shapes(want: Any, got: Any, where: str) -> None:
-    """Raises `HdjaxError` naming the first parameter whose shape differs (or a different
-    tree: another architecture)."""
-    want = jax.tree_util.tree_map(lambda s: tuple(s.shape), want)
-    got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), got)
-    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got):
-        raise HdjaxError("checkpoint holds another architecture's parameters", where)
-    for (path, a), b in zip(
-        jax.tree_util.tree_leaves_with_path(want), jax.tree_util.tree_leaves(got), strict=True
-    ):
-        if a != b:
-            raise HdjaxError(
-                f"checkpoint parameter {jax.tree_util.keystr(path)} has shape {b}, the "
-                f"config's model expects {a}",
-                where,
-            )
 
 
 def score_checkpoints(

@@ -18,6 +18,7 @@ import trimesh
 from hdjax.eval import job, metrics
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.io.files import write_png
+from hdjax.models import shipped
 from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config, param_shapes
 from hdjax.reconstruction import pifuhd as recon
 from hdjax.reconstruction import preprocess
@@ -111,7 +112,7 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str
     return job.score_checkpoints(
         cfg,
         workdir,
-        lambda params, where: job.check_shapes(param_shapes(arch), params, where),
+        lambda params, where: shipped.check_shapes(param_shapes(arch), params, where),
         score,
         lambda params, d: save_converted(d, params, arch),
     )

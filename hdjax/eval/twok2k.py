@@ -38,6 +38,7 @@ from hdjax.geometry import camera as cam
 from hdjax.geometry import depth_mesh
 from hdjax.geometry import mesh as mesh_lib
 from hdjax.io.files import write_png
+from hdjax.models import shipped
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str
     return job.score_checkpoints(
         cfg,
         workdir,
-        lambda v, where: job.check_shapes(variable_shapes(cfg.model.width), v, where),
+        lambda v, where: shipped.check_shapes(variable_shapes(cfg.model.width), v, where),
         score,
         lambda v, d: save_converted(d, v),
     )

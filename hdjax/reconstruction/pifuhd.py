@@ -26,6 +26,7 @@ from hdjax.geometry import mesh as mesh_lib
 from hdjax.geometry import octree
 from hdjax.geometry.projection import EVAL_CALIB
 from hdjax.io.files import atomic_write
+from hdjax.models import shipped
 from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config
 from hdjax.models.pifuhd_official import save_converted
 from hdjax.reconstruction import images, preprocess, runner, visualize
@@ -296,7 +297,8 @@ def query_points(weights: Weights, image_path: str, points_path: str, out_path: 
 
 def _weights(cfg: ml_collections.ConfigDict) -> Weights:
     arch = PIFuHDArch.from_config(cfg.model.arch)
-    weights = open_weights(cfg.checkpoint, arch, cfg.seed, numerics_from_config(cfg.model.numerics))
+    checkpoint = shipped.resolve_checkpoint(cfg.checkpoint, cfg.weights, "pifuhd")
+    weights = open_weights(checkpoint, arch, cfg.seed, numerics_from_config(cfg.model.numerics))
     logging.info("weights: %s", weights.source)
     return weights
 

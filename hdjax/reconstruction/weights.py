@@ -12,9 +12,17 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hdjax.models import pifuhd_official
+from hdjax import configlib
+from hdjax.models import pifuhd_official, shipped
 from hdjax.models.layers import Numerics
-from hdjax.models.pifuhd import Params, PIFuHD, PIFuHDArch, init_params, numerics_from_config
+from hdjax.models.pifuhd import (
+    Params,
+    PIFuHD,
+    PIFuHDArch,
+    init_params,
+    numerics_from_config,
+    param_shapes,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +50,9 @@ def _subtree(params: Mapping[str, Any], names: tuple[str, ...]) -> Params:
 def open_weights(
     checkpoint: str, arch: PIFuHDArch, seed: int = 0, numerics: Numerics | None = None
 ) -> Weights:
-    """Opens `checkpoint` ('' = random weights for `arch`, `init_params`).
+    """Opens `checkpoint`: `shipped.RANDOM` = random weights for `arch` (`init_params`), a
+    shipped `.npz` (`hdjax.models.shipped`, for exactly `arch`), a `.pt` or a converted
+    directory.
 
     `numerics` None: the reconstruction default, float32 with the CPU kernels on a CPU
     backend and `nn.Conv` elsewhere.
@@ -51,12 +61,16 @@ def open_weights(
     and shapes are all validated up front, before any tensor is read.
     """
     numerics = numerics or numerics_from_config({"conv_impl": "auto"})
-    if not checkpoint:
+    if checkpoint == shipped.RANDOM:
         return Weights(
             PIFuHD(arch, numerics),
             lambda names: init_params(arch, seed, names),
             f"random (seed {seed})",
         )
+    if checkpoint.endswith(".npz"):
+        want = param_shapes(arch)
+        params = shipped.load(checkpoint, "pifuhd", configlib.to_dict(arch), want)
+        return Weights(PIFuHD(arch, numerics), lambda names: _subtree(params, names), checkpoint)
     if os.path.isdir(checkpoint):
         arch, params = pifuhd_official.load_converted(checkpoint)
         return Weights(PIFuHD(arch, numerics), lambda names: _subtree(params, names), checkpoint)

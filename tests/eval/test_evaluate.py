@@ -13,6 +13,7 @@ from hdjax.data import subjects
 from hdjax.errors import HdjaxError
 from hdjax.eval import job
 from hdjax.eval import pifuhd as pifuhd_eval
+from hdjax.models import shipped
 from hdjax.models.pifuhd import PIFuHDArch, init_params, param_shapes
 
 
@@ -64,8 +65,8 @@ def test_checkpoint_of_another_architecture_is_one_clear_error():
     arch = PIFuHDArch.from_config(cfg.model.arch)
     params = init_params(arch, 0)
     params["mlp"]["filters_0"]["kernel"] = np.zeros((3, 3), np.float32)
-    with pytest.raises(HdjaxError, match=r"ck/7: checkpoint parameter \['mlp'\]\['filters_0'\]"):
-        job.check_shapes(param_shapes(arch), params, "ck/7")
+    with pytest.raises(HdjaxError, match=r"ck/7: parameter \['mlp'\]\['filters_0'\]"):
+        shipped.check_shapes(param_shapes(arch), params, "ck/7")
 
 
 def test_scans_folder_of_meshes(tmp_path):

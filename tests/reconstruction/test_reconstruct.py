@@ -32,7 +32,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def weights(cfg):
-    return open_weights("", PIFuHDArch.from_config(cfg.model.arch), seed=0)
+    return open_weights("random", PIFuHDArch.from_config(cfg.model.arch), seed=0)
 
 
 def _image(path, size=(90, 60)):
@@ -166,6 +166,7 @@ def _main(tmp_path, cache_dir, *args):
         f"--config={REPO}/configs/pifuhd.py:tiny",
         f"--workdir={tmp_path / 'work'}",
         f"--compilation_cache={cache_dir}",
+        "--config.checkpoint=random",  # a later --config.checkpoint wins
         *args,
     ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
