@@ -154,6 +154,8 @@ def _eval() -> ml_collections.ConfigDict:
     e.num_samples = 10_000  # surface samples of P2S / Chamfer (PIFuHD: 10,000)
     # The checkpoint kept in WORKDIR/best: lowest chamfer_cm | p2s_cm | normal_l2, highest iou.
     e.best_metric = "chamfer_cm"
+    # Warn when best_metric got worse at this many evaluations in a row (0: never).
+    e.patience = 3
     return e
 
 

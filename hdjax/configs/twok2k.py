@@ -89,6 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The checkpoint kept in WORKDIR/best: lowest chamfer_cm | p2s_cm | normal_l2 |
     # depth_l1_cm, highest iou | mask_iou.
     e.best_metric = "chamfer_cm"
+    # Warn when best_metric got worse at this many evaluations in a row (0: never).
+    e.patience = 3
 
     if arg == "tiny":
         _tiny(c)

@@ -34,6 +34,7 @@ an interrupted update leaves the previous best (or the new one) whole.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -213,14 +214,78 @@ def keep_best(
     return True
 
 
+def eval_history(workdir: str) -> dict[int, dict[str, Any]]:
+    """Every summary scored in ``workdir/eval/step_<S>/metrics.json`` so far, by step
+    (earlier runs of the job included)."""
+    root, out = os.path.join(workdir, "eval"), {}
+    for entry in os.listdir(root) if os.path.isdir(root) else []:
+        if entry.startswith("step_") and entry[5:].isdigit():
+            try:
+                with open(os.path.join(root, entry, "metrics.json")) as f:
+                    out[int(entry[5:])] = json.load(f)
+            except (OSError, ValueError):
+                continue  # a step whose scoring was interrupted
+    return dict(sorted(out.items()))
+
+
+def warn_if_worsening(history: dict[int, dict[str, Any]], metric: str, patience: int) -> bool:
+    """Logs a warning (and returns True) when ``metric`` got worse at each of the last
+    ``patience`` evaluations: a run that diverges on held-out data says so."""
+    values = [h.get(metric) for h in history.values()][-(patience + 1) :]
+    if patience < 1 or len(values) <= patience or any(v is None for v in values):
+        return False
+    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+    if not all(sign * (b - a) > 0 for a, b in itertools.pairwise(values)):
+        return False
+    trail = " -> ".join(f"{v:.4g}" for v in values)
+    logging.warning(
+        "held-out %s got worse at each of the last %d evaluations (%s, steps %s): the run "
+        "may be diverging or overfitting; WORKDIR/best keeps the best checkpoint",
+        metric,
+        patience,
+        trail,
+        ", ".join(str(s) for s in list(history)[-(patience + 1) :]),
+    )
+    return True
+
+
+def plot_eval_curve(history: dict[int, dict[str, Any]], png_path: str) -> bool:
+    """The held-out metrics against the step, one panel each (``WORKDIR/eval/curve.png``);
+    False with fewer than one scored step."""
+    keys = [
+        k
+        for k in dict.fromkeys(k for h in history.values() for k in h)
+        if k != "failed" and any(isinstance(h.get(k), float) for h in history.values())
+    ]
+    if not keys:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), dpi=100, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        pts = [(s, h[key]) for s, h in history.items() if isinstance(h.get(key), float)]
+        ax.plot(*zip(*pts, strict=True), marker="o")
+        ax.set_title(f"{key} ({'higher' if key in HIGHER_IS_BETTER else 'lower'} is better)")
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    atomic_write(png_path, lambda f: fig.savefig(f, format="png"), mode="wb")
+    plt.close(fig)
+    return True
+
+
 def score_checkpoints(
     cfg: ml_collections.ConfigDict, workdir: str, check, score, save
 ) -> dict[int, dict[str, Any]]:
     """The eval job's loop, for any model: scores ``eval.step`` (or the latest, or with
     ``eval.watch`` each new one until training's last step) into ``WORKDIR/eval/step_<S>/`` and
-    keeps the best. ``check(params, where)`` validates a restored checkpoint's params,
-    ``score(params, out_dir)`` returns its summary, ``save(params, directory)`` writes
-    them as converted weights."""
+    keeps the best; after each, ``WORKDIR/eval/curve.png`` is redrawn and a metric that keeps
+    getting worse is logged (`warn_if_worsening`). ``check(params, where)`` validates a
+    restored checkpoint's params, ``score(params, out_dir)`` returns its summary,
+    ``save(params, directory)`` writes them as converted weights."""
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise HdjaxError("no checkpoints to evaluate (train first, or check --workdir)", directory)
@@ -240,6 +305,9 @@ def score_checkpoints(
             check(params, os.path.join(directory, str(step)))
             done[step] = score(params, os.path.join(workdir, "eval", f"step_{step}"))
             keep_best(cfg, workdir, step, done[step], lambda d, p=params: save(p, d))
+            history = eval_history(workdir)
+            plot_eval_curve(history, os.path.join(workdir, "eval", "curve.png"))
+            warn_if_worsening(history, cfg.eval.best_metric, cfg.eval.patience)
         if not cfg.eval.watch or cfg.eval.step >= 0 or final_step in done:
             manager.close()
             return done

@@ -120,3 +120,28 @@ def test_the_best_checkpoint_is_kept_apart(tmp_path):
     assert not keep(50, second, iou=0.1)
     assert keep(60, second, iou=0.5)
     assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 60
+
+
+def _history(tmp_path, values, metric="chamfer_cm"):
+    for step, v in values.items():
+        d = tmp_path / "eval" / f"step_{step}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({metric: v, "iou": 0.5, "failed": 0}))
+    (tmp_path / "eval" / "step_99").mkdir()  # interrupted: no metrics.json
+    return job.eval_history(str(tmp_path))
+
+
+def test_eval_curve_and_worsening_warning(tmp_path, caplog):
+    history = _history(tmp_path, {300: 9.0, 100: 10.0, 200: 8.0, 400: 9.5, 500: 12.0})
+    assert list(history) == [100, 200, 300, 400, 500]
+    assert job.plot_eval_curve(history, str(tmp_path / "curve.png"))
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with caplog.at_level("WARNING"):
+        assert job.warn_if_worsening(history, "chamfer_cm", 3)  # 8 -> 9 -> 9.5 -> 12
+    assert "chamfer_cm got worse at each of the last 3 evaluations" in caplog.text
+    assert not job.warn_if_worsening(history, "chamfer_cm", 4)  # 10 -> 8 improved
+    assert not job.warn_if_worsening(history, "iou", 2)  # flat is not worse
+    assert not job.warn_if_worsening(history, "chamfer_cm", 0)
+    # IoU: lower is worse.
+    falling = {s: {"iou": v} for s, v in zip((1, 2, 3), (0.6, 0.5, 0.4), strict=True)}
+    assert job.warn_if_worsening(falling, "iou", 2)
