@@ -107,7 +107,7 @@ def run_hdjax(
     rc.resolution, rc.octree = resolution, octree_mode
     t_all = time.perf_counter()
     t = time.perf_counter()
-    weights = open_weights(ckpt, PIFuHDArch.from_config(cfg.model.arch), 0)
+    weights = open_weights(ckpt or "random", PIFuHDArch.from_config(cfg.model.arch), 0)
     res = {"load": time.perf_counter() - t}
     img = images.load_image(image)
     fine, coarse = preprocess.prepare_pifuhd_inputs(
