@@ -1,0 +1,70 @@
+"""Turns a training run's kept best checkpoint into the weights the package ships.
+
+    python -m hdjax.tools.ship_weights --config=pifuhd:small --workdir=W [--out=PATH]
+
+Reads ``W/best`` (the converted weights the eval job keeps) and its held-out summary
+(``W/eval/step_<S>/metrics.json``), and writes ``hdjax/models/weights/<config.weights>.npz``
+(`hdjax.models.shipped`: float16, with the model, the architecture, the step and the
+held-out metrics inside), the default of ``--mode=reconstruct`` for that config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from hdjax import configlib
+from hdjax.errors import HdjaxError
+from hdjax.models import shipped
+
+_CONFIG = flags.DEFINE_string("config", None, "Config whose weights ship (pifuhd:small, ...).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
+_OUT = flags.DEFINE_string("out", "", "Output .npz (default: the config's shipped file).")
+_DTYPE = flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _load_best(model_name: str, best: str):
+    """(architecture as a dict, params) of a ``W/best`` directory."""
+    if model_name == "pifuhd":
+        from hdjax.models import pifuhd_official
+
+        arch, params = pifuhd_official.load_converted(best)
+        return configlib.to_dict(arch), params
+    raise HdjaxError(f"no shipped-weights format for model {model_name!r}")
+
+
+def ship(cfg, workdir: str, out: str = "", dtype: str = "float16") -> str:
+    """Writes the shipped weights of ``cfg`` from ``workdir/best``; returns the path."""
+    best = os.path.join(workdir, "best")
+    try:
+        with open(os.path.join(best, "best.json")) as f:
+            kept = json.load(f)
+        with open(os.path.join(workdir, "eval", f"step_{kept['step']}", "metrics.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError, KeyError) as e:
+        raise HdjaxError(f"no kept best checkpoint with its eval ({e})", best) from None
+    out = out or shipped.path_of(cfg.weights or f"{cfg.model_name}_custom")
+    arch, params = _load_best(cfg.model_name, best)
+    held_out = {k: v for k, v in summary.items() if k != "subjects"}
+    about = dict(step=kept["step"], best_metric=kept["metric"], held_out=held_out)
+    shipped.save(out, cfg.model_name, arch, params, dtype=dtype, about=about)
+    return out
+
+
+def main(argv):
+    del argv
+    try:
+        cfg = configlib.load_config(_CONFIG.value)
+        out = ship(cfg, _WORKDIR.value, _OUT.value, _DTYPE.value)
+    except HdjaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    app.run(main)
