@@ -5,8 +5,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-# Generated bodies the full-size configs train on (`hdjax.data.bodies`; the tiny variants
-# keep the eight embedded ones, which build in seconds).
+# Generated bodies the full-size configs train on (`hdjax.datasets.synthetic_humans.bodies`;
+# the tiny variants keep the eight embedded ones, which build in seconds).
 NUM_BODIES = 2000
 
 

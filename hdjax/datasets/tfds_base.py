@@ -1,4 +1,4 @@
-"""What the TFDS builders in `datasets/` share: config fields, the two camera configs,
+"""What the TFDS builders in `hdjax.datasets` share: config fields, the two camera configs,
 array_record output, the resumable render cache and the Apache Beam route. Imports TFDS (not
 TensorFlow)."""
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import records, render_cache
+from hdjax.data import records, render_cache, render_config
 from hdjax.data.subjects import Subject
 
 
@@ -19,7 +19,9 @@ from hdjax.data.subjects import Subject
 class RenderBuilderConfig(tfds.core.BuilderConfig):
     """A camera convention plus how to build (fields shared by every render dataset)."""
 
-    render: records.RenderConfig = dataclasses.field(default_factory=records.RenderConfig)
+    render: render_config.RenderConfig = dataclasses.field(
+        default_factory=render_config.RenderConfig
+    )
     seed: int = 0
     beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
     # Local builds: processes rendering subjects in parallel (0: one per CPU core). The
@@ -35,12 +37,12 @@ def camera_configs(config_cls: type[RenderBuilderConfig]) -> list[RenderBuilderC
         config_cls(
             name="pifuhd",
             description="Orthographic 1024², 12 yaws, PIFu normalisation.",
-            render=records.pifuhd_config(),
+            render=render_config.pifuhd_config(),
         ),
         config_cls(
             name="twok2k",
             description="Perspective 2048² (FOV 50°), yaw −30..30 step 10.",
-            render=records.twok2k_config(),
+            render=render_config.twok2k_config(),
         ),
     ]
 
@@ -85,7 +87,7 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def beam_records(
     load: Callable[[str], Subject],
     names: Sequence[str],
-    config: records.RenderConfig,
+    config: render_config.RenderConfig,
     seed: int = 0,
     cache_dir: str | None = None,
 ):
