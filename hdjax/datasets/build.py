@@ -77,9 +77,9 @@ def main() -> None:
         raise SystemExit(f"error: {args.dataset} has configs {names}, not {args.config!r}")
     try:
         config = builder_config(builder_cls, args)
+        builder = builder_cls(config=config, data_dir=os.path.expanduser(args.data_dir))
     except HdjaxError as e:
         raise SystemExit(f"error: {e}") from None
-    builder = builder_cls(config=config, data_dir=os.path.expanduser(args.data_dir))
     download = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
     if args.beam:
         try:

