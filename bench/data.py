@@ -57,7 +57,7 @@ import numpy as np
 import trimesh
 
 from hdjax.data import pipeline as pl
-from hdjax.data import records
+from hdjax.data import records, render_config
 from hdjax.data.point_sampling import label_points, sample_points
 from hdjax.data.render import cast_rays, render
 from hdjax.geometry import camera as C
@@ -168,14 +168,14 @@ def dataset_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], dict[st
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()  # keep the output to the table
-    from datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
+    from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
 
     rows: list[Row] = []
     read_rate: dict[str, float] = {}
     n = args.views
     for name, render_cfg, modes in (
-        ("pifuhd", records.pifuhd_config(), ("pifuhd_fine", "pifuhd_coarse")),
-        ("twok2k", records.twok2k_config(), ("twok2k",)),
+        ("pifuhd", render_config.pifuhd_config(), ("pifuhd_fine", "pifuhd_coarse")),
+        ("twok2k", render_config.twok2k_config(), ("twok2k",)),
     ):
         render_cfg = dataclasses.replace(
             render_cfg,
@@ -227,7 +227,7 @@ def _build_in_child(config: Any, data_dir: str, one_core: bool) -> None:
         records.pin_threads({min(os.sched_getaffinity(0))})
     import tensorflow_datasets as tfds
 
-    from datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
+    from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
 
     tfds.disable_progress_bar()
     mod.Builder(config=config, data_dir=data_dir).download_and_prepare()
@@ -238,16 +238,17 @@ def generated_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], str]:
     ``--gen-bodies`` bodies with 1 and 2 worker processes (samples/s per core, scaling)."""
     import tensorflow_datasets as tfds
 
-    from datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
-    from hdjax.data import bodies, codecs, point_sampling
+    from hdjax.data import codecs, point_sampling
     from hdjax.data import render as render_lib
+    from hdjax.datasets.synthetic_humans import bodies
+    from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder as mod
 
     tfds.disable_progress_bar()
     cfg = dataclasses.replace(
-        records.pifuhd_config(),
+        render_config.pifuhd_config(),
         size=args.build_size or 1024,
         num_points=args.build_points or 100_000,
-        yaws=records.pifuhd_config().yaws[: args.gen_views],
+        yaws=render_config.pifuhd_config().yaws[: args.gen_views],
     )
     what = f"{cfg.size}², {cfg.num_points // 1000}k pts/σ"
     rows: list[Row] = []
@@ -266,7 +267,7 @@ def generated_rows(args: argparse.Namespace, tmp: str) -> tuple[list[Row], str]:
     t, _ = timed(lambda: point_sampling.sample_points(mesh, rng, cfg.num_points, sigma), 1)
     rows.append((f"sample + label {cfg.num_points:,} points, one σ level, no pool", t, ""))
     t_pool, pools = timed(lambda: records.point_pools(subject, cfg, 0), 1)
-    views = len(records.pifuhd_config().yaws)
+    views = len(render_config.pifuhd_config().yaws)
     rows.append(
         (
             f"label the subject's pools ({cfg.point_pool:g}n per σ level), once per subject",

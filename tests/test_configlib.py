@@ -28,7 +28,7 @@ def test_sections_mirror_the_data_dataclasses():
     """A field added to PipelineConfig or RenderConfig must appear in the config tree."""
     pytest.importorskip("grain")
     from hdjax.data.pipeline import PipelineConfig
-    from hdjax.data.records import RenderConfig
+    from hdjax.data.render_config import RenderConfig
 
     for variant in (None, "tiny"):
         cfg = get_config(variant)

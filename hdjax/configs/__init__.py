@@ -5,15 +5,15 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-# Generated bodies the full-size configs train on (`hdjax.data.bodies`; the tiny variants
-# keep the eight embedded ones, which build in seconds).
+# Generated bodies the full-size configs train on (`hdjax.datasets.synthetic_humans.bodies`;
+# the tiny variants keep the eight embedded ones, which build in seconds).
 NUM_BODIES = 2000
 
 
 def render(
     camera: str, size, yaws: tuple[float, ...], num_points: int
 ) -> ml_collections.ConfigDict:
-    """``render``: `hdjax.data.records.RenderConfig`, field for field (the builds a run makes
+    """``render``: `hdjax.data.render_config.RenderConfig`, field for field (the builds a run makes
     on first use). ``size`` may be a field reference (the model's input side)."""
     r = ml_collections.ConfigDict()
     r.camera = camera  # ortho (PIFuHD) | persp (2K2K)

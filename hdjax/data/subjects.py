@@ -13,15 +13,13 @@ import importlib.resources
 import json
 import os
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import trimesh
 
 from hdjax.data.keypoints import hand_points_from_mesh
-
-if TYPE_CHECKING:
-    from hdjax.data.records import RenderConfig
+from hdjax.data.render_config import RenderConfig
 
 MESH_EXTS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
 

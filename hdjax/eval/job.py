@@ -49,7 +49,7 @@ import numpy as np
 import trimesh
 
 from hdjax import configlib
-from hdjax.data import codecs, records, subjects
+from hdjax.data import codecs, records, render_config, subjects
 from hdjax.errors import HdjaxError
 from hdjax.eval import metrics
 from hdjax.geometry import camera as cam
@@ -70,7 +70,7 @@ class View:
 
 def eval_subjects(cfg: ml_collections.ConfigDict, workdir: str) -> list[subjects.Subject]:
     """``eval.scans`` (one mesh file or sub-folder each), else the dataset's test subjects."""
-    render = configlib.build(records.RenderConfig, cfg.render, "render")
+    render = configlib.build(render_config.RenderConfig, cfg.render, "render")
     if cfg.eval.scans:
         root = os.path.expanduser(cfg.eval.scans)
         if not os.path.isdir(root):
@@ -101,7 +101,7 @@ def _text(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def _mesh_file_subject(path: str, render: records.RenderConfig) -> subjects.Subject:
+def _mesh_file_subject(path: str, render: render_config.RenderConfig) -> subjects.Subject:
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as e:  # trimesh raises many types for corrupt files
@@ -118,7 +118,7 @@ def _mesh_file_subject(path: str, render: records.RenderConfig) -> subjects.Subj
 
 def render_views(cfg: ml_collections.ConfigDict, subject: subjects.Subject) -> list[View]:
     """The subject rendered from every ``eval.yaws`` as training renders it."""
-    render = configlib.build(records.RenderConfig, cfg.render, "render")
+    render = configlib.build(render_config.RenderConfig, cfg.render, "render")
     # No camera jitter: the ground truth is the normalised mesh turned by the yaw alone.
     render = dataclasses.replace(
         render,

@@ -34,14 +34,8 @@ def train_source(cfg: ml_collections.ConfigDict, split: str = "train"):
 
 def build_embedded(cfg: ml_collections.ConfigDict) -> str:
     """Builds (once) the embedded synthetic humans with the config's ``render`` section."""
-    try:
-        from datasets.synthetic_humans import synthetic_humans_dataset_builder as builder_lib
-    except ImportError:
-        raise HdjaxError(
-            "the embedded dataset's builder (datasets/synthetic_humans) is not importable: run "
-            "from the repository root, or set --config.input.dataset.data_dir to a built dataset"
-        ) from None
-    from hdjax.data.records import RenderConfig
+    from hdjax.data.render_config import RenderConfig
+    from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder as builder_lib
 
     d = cfg.input.dataset
     render = configlib.build(RenderConfig, cfg.render, "render")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hdjax.data import codecs, records, subjects
+from hdjax.data import codecs, records, render_config, subjects
 from hdjax.geometry import camera as cam
 
 # Stronger than the defaults, yet the body (±0.88 of the ortho image's ±1) stays inside.
@@ -14,8 +14,8 @@ LIMBS = (7, 8, 9, 10, 13, 14, 15, 16)  # COCO elbows, wrists, knees, ankles
 
 def _configs(**kw):
     return [
-        records.pifuhd_config(size=128, yaws=(30.0,), num_points=3000, **kw),
-        records.twok2k_config(size=128, yaws=(-20.0,), num_points=3000, **kw),
+        render_config.pifuhd_config(size=128, yaws=(30.0,), num_points=3000, **kw),
+        render_config.twok2k_config(size=128, yaws=(-20.0,), num_points=3000, **kw),
     ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hdjax.data import records, subjects
+from hdjax.data import records, render_config, subjects
 from hdjax.data.keypoints import hand_points_from_mesh
 from hdjax.geometry import camera as cam
 from hdjax.geometry import part_transforms as pt
@@ -43,7 +43,7 @@ def test_every_part_crop_covers_its_part(name):
     the scale of its upper arm (measured ratio 0.62-1.02 over 8 bodies × 3 views; without
     the knuckles the forearm shrinks 4-10×, ratio 0.09-0.23)."""
     subject = subjects.load_embedded_body(name)
-    config = records.twok2k_config(size=SIZE, num_points=100)
+    config = render_config.twok2k_config(size=SIZE, num_points=100)
     norm = records.normalization(subject, config)
     verts = norm.apply(subject.mesh.vertices)
     joints = norm.apply(subject.keypoints)

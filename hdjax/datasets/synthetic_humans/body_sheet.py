@@ -1,28 +1,24 @@
-"""Contact sheet of generated, clothed bodies (`hdjax.data.bodies`, `hdjax.data.garments`):
-front and side view of each, with the 31 keypoints (left side red, right side blue, centre
-white) drawn on the front view (``--keypoints``).
+"""Contact sheet of generated, clothed bodies (`bodies`, `garments` of this package): front
+and side view of each, with the 31 keypoints (left side red, right side blue, centre white)
+drawn on the front view (``--keypoints``).
 
-    python datasets/synthetic_humans/body_sheet.py --seed=0 --num=16 --out=docs/bodies.png
+    python -m hdjax.datasets.synthetic_humans.body_sheet --seed=0 --num=16 --out=docs/bodies.png
 
 Also prints per-body timing and the sampled parameters (``--stats`` for min/median/max over
 the bodies and garment counts instead of the sheet; ``--naked`` for bodies without clothes).
-Needs the `bodies` extra (`hdjax.data.bodies`).
+Needs the `bodies` extra.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import cv2
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: the repository root holds `hdjax`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from hdjax.data import bodies, render
+from hdjax.data import render
+from hdjax.datasets.synthetic_humans import bodies
 from hdjax.geometry import camera
 
 # COCO-WholeBody 23 + 2K2K finger slots: which side each keypoint is on.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from datasets.scan_renders import scan_renders_dataset_builder
-from datasets.synthetic_humans import synthetic_humans_dataset_builder
-from hdjax.data import codecs, records, render_cache, subjects
+from hdjax.data import codecs, records, render_cache, render_config, subjects
+from hdjax.datasets.scan_renders import scan_renders_dataset_builder
+from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder
 from hdjax.errors import HdjaxError
 from hdjax.geometry import camera as cam
 
@@ -24,7 +24,7 @@ TINY = {"size": 64, "yaws": (0.0, 90.0), "num_points": 1000}
 def tiny_synthetic(tmp_path_factory):
     mod = synthetic_humans_dataset_builder
     config = mod.Config(
-        name="tiny", render=records.pifuhd_config(**TINY), bodies=("body_00", "body_01")
+        name="tiny", render=render_config.pifuhd_config(**TINY), bodies=("body_00", "body_01")
     )
     builder = mod.Builder(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")))
     builder.download_and_prepare()
@@ -67,7 +67,7 @@ def test_depth_and_normal_encodings_round_trip():
 
 def test_records_match_camera_and_label_points_consistently():
     subject = subjects.load_embedded_body("body_00")
-    config = records.pifuhd_config(**TINY)
+    config = render_config.pifuhd_config(**TINY)
     rec = records.render_record(subject, config, view=1)
     # The view's camera, jittered from the record's generator (the first draws).
     camera = records.make_camera(config, 90.0, records.subject_rng(0, "body_00", 1))
@@ -96,7 +96,7 @@ def test_a_record_is_the_same_alone_or_with_its_subject():
     """Views share the subject's point pool, yet a record depends on (seed, subject, view)
     alone: rendered by itself it equals the one `render_subject` makes with shared pools."""
     subject = subjects.load_embedded_body("body_01")
-    config = records.pifuhd_config(**TINY)
+    config = render_config.pifuhd_config(**TINY)
     together = records.render_subject(lambda _: subject, config, 5, None, "body_01").records
     alone = records.render_record(subject, config, view=1, seed=5)
     for key in ("points_coarse", "labels_coarse", "points_fine", "labels_fine"):
@@ -126,7 +126,7 @@ def test_sigma_is_absolute_centimetres_when_the_scan_unit_is_known():
     subject = subjects.load_embedded_body("body_03")
     height_m = float(np.ptp(subject.mesh.vertices[:, 1]))
     assert abs(height_m - 1.8) > 0.1, "a body whose height tells the two rules apart"
-    config = records.pifuhd_config(size=32, yaws=(0.0,), num_points=4000, sigma_coarse_cm=5.0)
+    config = render_config.pifuhd_config(size=32, yaws=(0.0,), num_points=4000, sigma_coarse_cm=5.0)
     known = _sigma_m(subject, config)
     unknown = _sigma_m(dataclasses.replace(subject, unit_cm=None), config)
     # The RMS distance of N(0, σ²I) offsets to a flat surface is σ; thin limbs shrink it.
@@ -204,7 +204,7 @@ def test_bad_scans_are_skipped_and_reported(tmp_path):
     mod = scan_renders_dataset_builder
     config = mod.Config(
         name="tiny",
-        render=records.pifuhd_config(size=64, yaws=(0.0,), num_points=500),
+        render=render_config.pifuhd_config(size=64, yaws=(0.0,), num_points=500),
         test_every=0,
     )
     builder = mod.Builder(config=config, data_dir=str(tmp_path / "tfds"))
@@ -228,7 +228,7 @@ def test_bad_scans_are_skipped_and_reported(tmp_path):
 
 def test_twok2k_config_renders_2k2k_depth_encoding():
     subject = subjects.load_embedded_body("body_01")
-    config = records.twok2k_config(size=64, yaws=(-30.0,), num_points=200)
+    config = render_config.twok2k_config(size=64, yaws=(-30.0,), num_points=200)
     rec = records.render_record(subject, config, view=0)
     d = codecs.png_to_depth(codecs.decode_png(rec["depth_front"]), rec["camera"])
     fg = d > 0
@@ -245,7 +245,7 @@ def test_beam_build_matches_local_records(tmp_path):
     import tensorflow_datasets as tfds
 
     mod = synthetic_humans_dataset_builder
-    render = records.pifuhd_config(size=32, yaws=(0.0, 90.0), num_points=200)
+    render = render_config.pifuhd_config(size=32, yaws=(0.0, 90.0), num_points=200)
     config = mod.Config(name="tiny_beam", render=render, bodies=("body_04",), beam=True)
     builder = mod.Builder(config=config, data_dir=str(tmp_path))
     options = beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"])
@@ -305,7 +305,7 @@ def _assert_same_records(got, want):
 
 
 def test_interrupted_generation_resumes_from_the_render_cache(tmp_path, monkeypatch):
-    config = records.pifuhd_config(yaws=(0.0, 120.0, 240.0), **CACHE_TINY)
+    config = render_config.pifuhd_config(yaws=(0.0, 120.0, 240.0), **CACHE_TINY)
     names = ("body_00", "body_01")
     want, _ = _generate(names, config, cache_dir=None)
     cache = str(tmp_path / "cache")
@@ -334,7 +334,7 @@ def test_interrupted_generation_resumes_from_the_render_cache(tmp_path, monkeypa
 
 def test_changed_render_config_or_seed_never_reuses_cached_records(tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
-    config = records.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
+    config = render_config.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
     subject = subjects.load_embedded_body("body_02")
     _generate(["body_02"], config, cache)
     for changed, seed in (
@@ -360,7 +360,7 @@ def test_changed_render_config_or_seed_never_reuses_cached_records(tmp_path, mon
 
 def test_changed_record_code_never_reuses_cached_records(monkeypatch):
     """The tag hashes the source of the modules that make records (sampling, for one)."""
-    config = records.pifuhd_config(**TINY)
+    config = render_config.pifuhd_config(**TINY)
     before = records.cache_tag(config, 0)
     real = records.inspect.getsource
 
@@ -374,7 +374,7 @@ def test_changed_record_code_never_reuses_cached_records(monkeypatch):
 
 def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch, caplog):
     cache = str(tmp_path / "cache")
-    config = records.pifuhd_config(yaws=(0.0, 90.0, 180.0, 270.0), **CACHE_TINY)
+    config = render_config.pifuhd_config(yaws=(0.0, 90.0, 180.0, 270.0), **CACHE_TINY)
     want, _ = _generate(["body_03"], config, cache)
     store = render_cache.RecordCache(cache, records.cache_tag(config, 0))
     paths = [store.path(key) for key, _ in want]
@@ -403,7 +403,7 @@ def test_corrupt_cache_files_are_rerendered_with_a_warning(tmp_path, monkeypatch
 
 def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
     mod = synthetic_humans_dataset_builder
-    render = records.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
+    render = render_config.pifuhd_config(yaws=(0.0, 90.0), **CACHE_TINY)
 
     def build(data_dir, **kw):
         config = mod.Config(name="tiny_resume", render=render, bodies=("body_05", "body_06"), **kw)
@@ -472,7 +472,7 @@ def test_pin_threads_pins_the_threads_imports_started():
 
 def test_shards_are_the_same_bytes_for_any_number_of_workers(tmp_path):
     mod = synthetic_humans_dataset_builder
-    render = records.pifuhd_config(yaws=(0.0, 180.0), **CACHE_TINY)
+    render = render_config.pifuhd_config(yaws=(0.0, 180.0), **CACHE_TINY)
     bodies = ("body_02", "body_03", "body_04")
     built = []
     for workers in (1, 2):
@@ -492,7 +492,7 @@ def _load_or_die(name: str) -> subjects.Subject:
 
 
 def test_a_dead_worker_fails_the_build_and_the_rerun_renders_only_the_rest(tmp_path):
-    config = records.pifuhd_config(yaws=(0.0,), **CACHE_TINY)
+    config = render_config.pifuhd_config(yaws=(0.0,), **CACHE_TINY)
     names = ("body_02", "body_03", "body_04")
     cache = str(tmp_path / "cache")
     report = subjects.BuildReport()

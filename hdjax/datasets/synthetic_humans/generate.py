@@ -6,7 +6,7 @@ this writes and need neither torch nor anny. anny's warp-lang dependency is not 
     pip install torch==2.13.0            # the local CPU wheel
     pip install --no-deps anny==0.6.2 roma==1.8.0 safetensors==0.8.0   # + pyyaml, scipy
 
-    python datasets/synthetic_humans/generate.py --out=hdjax/data/assets/bodies
+    python -m hdjax.datasets.synthetic_humans.generate --out=hdjax/data/assets/bodies
 
 Each body is one adult anny phenotype in one procedural pose, reduced to the watertight body
 piece (eyeballs and mouth cavity dropped), with procedural "clothing" vertex colours drawn
@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from hdjax.data.bodies import largest_piece
-from hdjax.data.bodies import to_subject_frame as to_saved_frame
+from hdjax.datasets.synthetic_humans.bodies import largest_piece
+from hdjax.datasets.synthetic_humans.bodies import to_subject_frame as to_saved_frame
 
 # anny's `coco` regressor order is COCO-17 then (L big toe, R big toe, L small toe, R small
 # toe, L heel, R heel); 2K2K's 31-joint layout expects COCO-WholeBody foot order.

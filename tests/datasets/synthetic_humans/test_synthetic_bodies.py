@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from datasets.synthetic_humans import generate as gen
+from hdjax.datasets.synthetic_humans import generate as gen
 
 
 def test_largest_piece_keeps_the_biggest_closed_component():

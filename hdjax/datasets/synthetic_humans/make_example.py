@@ -3,7 +3,7 @@
 An RGBA render (alpha = silhouette) of one embedded synthetic body, 512², so that
 `--mode=reconstruct` has an input on a fresh clone. Run from the repository root:
 
-    python datasets/synthetic_humans/make_example.py
+    python -m hdjax.datasets.synthetic_humans.make_example
 """
 
 import os
@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 
-from hdjax.data import records, subjects
+from hdjax.data import records, render_config, subjects
 from hdjax.data import render as render_lib
 from hdjax.geometry import camera as cam
 
@@ -20,7 +20,7 @@ OUT = os.path.join("hdjax", "data", "assets", "examples", "synthetic_body.png")
 
 def main() -> None:
     subject = subjects.load_embedded_body(subjects.embedded_body_names()[3])
-    config = records.pifuhd_config(size=512)
+    config = render_config.pifuhd_config(size=512)
     norm = records.normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
     out = render_lib.render(mesh, records.make_camera(config, 0.0), np.random.default_rng(0))

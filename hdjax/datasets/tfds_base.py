@@ -1,4 +1,4 @@
-"""What the TFDS builders in `datasets/` share: config fields, the two camera configs,
+"""What the TFDS builders in `hdjax.datasets` share: config fields, the two camera configs,
 array_record output, the resumable render cache and the Apache Beam route. Imports TFDS (not
 TensorFlow)."""
 
@@ -8,18 +8,34 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
-from hdjax.data import records, render_cache
+from hdjax.data import records, render_cache, render_config
 from hdjax.data.subjects import Subject
+from hdjax.errors import HdjaxError
 
 
 @dataclasses.dataclass
 class RenderBuilderConfig(tfds.core.BuilderConfig):
-    """A camera convention plus how to build (fields shared by every render dataset)."""
+    """A camera convention plus how to build (fields shared by every render dataset).
 
-    render: records.RenderConfig = dataclasses.field(default_factory=records.RenderConfig)
+    The config's name names the dataset's folder; `BUILD_FIELDS` only say how a build runs,
+    so a copy of a registered config that changes only them keeps its name (see
+    `RenderBuilder._create_builder_config`).
+    """
+
+    BUILD_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_workers",
+        "beam",
+        "render_cache",
+        "keep_render_cache",
+    )
+
+    render: render_config.RenderConfig = dataclasses.field(
+        default_factory=render_config.RenderConfig
+    )
     seed: int = 0
     beam: bool = False  # render subjects in parallel with Apache Beam (tfds beam support)
     # Local builds: processes rendering subjects in parallel (0: one per CPU core). The
@@ -35,12 +51,12 @@ def camera_configs(config_cls: type[RenderBuilderConfig]) -> list[RenderBuilderC
         config_cls(
             name="pifuhd",
             description="Orthographic 1024², 12 yaws, PIFu normalisation.",
-            render=records.pifuhd_config(),
+            render=render_config.pifuhd_config(),
         ),
         config_cls(
             name="twok2k",
             description="Perspective 2048² (FOV 50°), yaw −30..30 step 10.",
-            render=records.twok2k_config(),
+            render=render_config.twok2k_config(),
         ),
     ]
 
@@ -51,6 +67,37 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init__(self, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
+
+    def _create_builder_config(self, builder_config, version):
+        """TFDS's config lookup, which also takes a copy of a registered config that differs
+        from it in `RenderBuilderConfig.BUILD_FIELDS` alone.
+
+        TFDS accepts a config named like one of `BUILDER_CONFIGS` only if it *is* that
+        object: a copy, even an equal one (``dataclasses.replace(config, num_workers=8)``,
+        or a builder config made again from a run's config), raises "Cannot name a custom
+        BuilderConfig the same as an available BuilderConfig". A copy that renders
+        something else under a registered name would share its dataset folder, and is
+        refused with the fields that differ.
+
+        Raises:
+          HdjaxError: ``builder_config`` has a registered name but other records.
+        """
+        if isinstance(builder_config, RenderBuilderConfig):
+            registered = self.get_builder_config(builder_config.name, builder_config.version)
+            if registered is not None and registered is not builder_config:
+                differ = [
+                    f.name
+                    for f in dataclasses.fields(builder_config)
+                    if f.name not in builder_config.BUILD_FIELDS
+                    and getattr(builder_config, f.name) != getattr(registered, f.name, None)
+                ]
+                if differ:
+                    raise HdjaxError(
+                        f"{self.name} config {builder_config.name!r} differs from the "
+                        f"registered one in {', '.join(differ)}: give it another name"
+                    )
+                return builder_config
+        return super()._create_builder_config(builder_config, version=version)
 
     @property
     def num_workers(self) -> int:
@@ -85,7 +132,7 @@ class RenderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def beam_records(
     load: Callable[[str], Subject],
     names: Sequence[str],
-    config: records.RenderConfig,
+    config: render_config.RenderConfig,
     seed: int = 0,
     cache_dir: str | None = None,
 ):

