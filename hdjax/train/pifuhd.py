@@ -107,8 +107,11 @@ def stage_loss(
     fine = model.apply(
         v, batch["image"], normals, batch["crop_offset"], method=PIFuHD.fine_features
     )
+    # The coarse MLP runs again for phi: detached, as the official `z_feat.detach()`
+    # (train_full_pifu=False), so no gradient reaches the frozen coarse level.
+    frozen_coarse = {"params": dict(params, netG=jax.lax.stop_gradient(params["netG"]))}
     out = model.apply(
-        v,
+        frozen_coarse,
         coarse,
         fine,
         batch["points"],
