@@ -66,6 +66,25 @@ def build(cls: type[T], cfg: Mapping[str, Any], path: str = "config") -> T:
         raise HdjaxError(f"{path}.{e}") from None
 
 
+def defaults(cls: type, **overrides: Any) -> ml_collections.ConfigDict:
+    """A config section holding the dataclass ``cls``'s fields at their defaults (an optional
+    field defaulting to None becomes a typed placeholder, so that ``--config.x=1.5`` still
+    parses), then ``overrides``: the dataclass is the one place a default is written."""
+    hints = typing.get_type_hints(cls)
+    section = ml_collections.ConfigDict()
+    for field in dataclasses.fields(cls):
+        value = field.default
+        if value is None:
+            kinds = [t for t in typing.get_args(hints[field.name]) if t is not type(None)]
+            value = ml_collections.config_dict.placeholder(kinds[0])
+        section[field.name] = value
+    for name, value in overrides.items():
+        if name not in section:
+            raise HdjaxError(f"{cls.__name__} has no field {name!r}")
+        section[name] = value
+    return section
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Inverse of `build`: a dataclass as plain dicts and lists (JSON-ready)."""
 

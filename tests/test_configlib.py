@@ -74,3 +74,15 @@ def test_unknown_and_missing_fields_are_named():
     with pytest.raises(HdjaxError, match=r"^arch\.fine: missing"):
         configlib.build(PIFuHDArch, dict(coarse={}), "arch")
     assert configlib.build(Numerics, {"dtype": "bfloat16"}).dtype == "bfloat16"
+
+
+def test_defaults_section_is_the_dataclass_at_its_defaults():
+    from hdjax.data.render_config import RenderConfig
+
+    section = configlib.defaults(RenderConfig, size=64)
+    built = configlib.build(RenderConfig, section, "render")
+    assert built == RenderConfig(size=64)
+    section.scan_unit_cm = 100.0  # an optional field stays typed: a placeholder, not None
+    assert configlib.build(RenderConfig, section, "render").scan_unit_cm == 100.0
+    with pytest.raises(HdjaxError, match="RenderConfig has no field 'sise'"):
+        configlib.defaults(RenderConfig, sise=64)

@@ -59,9 +59,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
+
+if TYPE_CHECKING:  # only annotations: configs import this module, trimesh costs 2 s
+    import trimesh
 
 # PIFu: a 180-unit body rendered with ortho_ratio 0.4 at 512 px, uv = px / 256.
 PIFU_BODY_HEIGHT = 180.0 / (0.4 * 256.0)  # box units, = 1.7578125
