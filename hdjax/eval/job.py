@@ -50,11 +50,12 @@ import trimesh
 
 from hdjax import configlib
 from hdjax.data import codecs, records, render_config, subjects
+from hdjax.datasets import core
 from hdjax.errors import HdjaxError
 from hdjax.eval import metrics
 from hdjax.geometry import camera as cam
 from hdjax.io.files import atomic_write
-from hdjax.train import checkpointing, input_pipeline, loop
+from hdjax.train import checkpointing, loop
 
 
 @dataclasses.dataclass
@@ -92,7 +93,7 @@ def eval_subjects(cfg: ml_collections.ConfigDict, workdir: str) -> list[subjects
             "scoring needs the subjects' meshes: set --config.eval.scans=DIR (the dataset's "
             "test subjects are only at hand for the embedded synthetic humans)"
         )
-    source = input_pipeline.train_source(cfg, split="test")
+    source = core.dataset_source(cfg, split="test")
     names = sorted({_text(source[i]["subject"]) for i in range(len(source))})
     return [subjects.load_embedded_body(n) for n in names]
 

@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from hdjax.data import pipeline
+from hdjax.datasets import core
 from hdjax.errors import HdjaxError
 from hdjax.train import checkpointing, input_pipeline, monitor
 
@@ -186,7 +187,7 @@ class Recipe:
 def run_schedule(cfg: ml_collections.ConfigDict, workdir: str, make_recipe) -> TrainState:
     """The training loop of every model: ``make_recipe(cfg, source)`` gives the `Recipe`;
     runs (or resumes) the schedule of ``cfg`` in ``workdir``; returns the last state."""
-    source = input_pipeline.train_source(cfg)
+    source = core.dataset_source(cfg)
     recipe = make_recipe(cfg, source)
     stages = schedule(cfg, tuple(recipe.modes))
     mesh = device_mesh()

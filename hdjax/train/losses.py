@@ -9,7 +9,8 @@ same mean up to the clamp's 1e-5), averaged over points, samples and hourglass s
 
 `normal_loss` is pix2pixHD's objective as PIFuHD trains its normal networks,
 L = λ_VGG · L_VGG + λ_l1 · L1 (the paper: λ_l1 = 5), with the VGG perceptual term when a
-feature function is given; without one (no pretrained VGG19 here) it falls back to
+feature function is given (`vgg_features`: torchvision's VGG19 file); without one (no
+pretrained VGG19 here) it falls back to
 L1 + (1 − SSIM), the usual structure term, and says so where the trainer logs.
 
 2K2K (``models/loss_builder.py`` of the official code): every L1 / smooth-L1 / BCE term is a
@@ -19,10 +20,12 @@ mean per sample summed over the batch, the SSIM term one batch mean (`twok2k_nor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 _P_MIN = 1e-5  # the official clamp of the predicted occupancy
 _LOGIT_MAX = float(jnp.log((1.0 - _P_MIN) / _P_MIN))
@@ -173,3 +176,20 @@ def twok2k_mask_loss(mask_prob: jax.Array, target: jax.Array) -> jax.Array:
     z = mask_prob
     bce = jnp.maximum(z, 0) - z * target + jnp.log1p(jnp.exp(-jnp.abs(z)))
     return _batch_sum(bce)
+
+
+def vgg_features(cfg: ml_collections.ConfigDict):
+    """pix2pixHD's VGG19 feature function from ``train.vgg19`` (a torchvision ``.pth``), or
+    None: the normal nets then train on L1 + (1 − SSIM), which the log says."""
+    path = cfg.train.vgg19
+    if not path:
+        logging.warning(
+            "no train.vgg19 weights file: normal nets use L1 + (1 - SSIM) instead of the "
+            "paper's VGG perceptual loss"
+        )
+        return None
+    from hdjax.models.vgg import VGG19Features, load_vgg19
+
+    params = load_vgg19(path)
+    net = VGG19Features()
+    return lambda x: net.apply(params, x)

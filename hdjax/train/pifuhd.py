@@ -248,7 +248,7 @@ def pifuhd_recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
     """PIFuHD's stages (`STAGES`) on ``source``, whose image size is checked first."""
     model = training_model(cfg)
     input_pipeline.check_sizes(cfg, model.arch, source)
-    vgg = input_pipeline.vgg_features(cfg)
+    vgg = losses.vgg_features(cfg)
     return Recipe(
         modes=MODES,
         params=init_params(model.arch, cfg.seed),

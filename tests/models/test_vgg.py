@@ -77,7 +77,7 @@ def test_training_reads_the_file_named_in_the_config(tmp_path):
     perceptual loss computed by torch on the same prediction and target."""
     from configs.pifuhd import get_config
     from hdjax.models.pifuhd import PIFuHD, init_params
-    from hdjax.train import input_pipeline, pifuhd
+    from hdjax.train import losses, pifuhd
 
     torch.manual_seed(0)
     features = _torch_vgg19_features().eval()
@@ -88,9 +88,7 @@ def test_training_reads_the_file_named_in_the_config(tmp_path):
     model = pifuhd.training_model(cfg)
     params = init_params(model.arch, 0)
     batch = pifuhd.random_batch(cfg, "normals", np.random.default_rng(0), 1)
-    _, terms = pifuhd.stage_loss(
-        model, "normals", params, batch, cfg, input_pipeline.vgg_features(cfg)
-    )
+    _, terms = pifuhd.stage_loss(model, "normals", params, batch, cfg, losses.vgg_features(cfg))
     pred = np.asarray(model.apply({"params": params}, batch["image"], method=PIFuHD.front_normal))
     hp, ht = (torch.tensor(a.transpose(0, 3, 1, 2)) for a in (pred, batch["normal_front"]))
     want, weights = 0.0, {1: 1 / 32, 6: 1 / 16, 11: 1 / 8, 20: 1 / 4, 29: 1.0}
