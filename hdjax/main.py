@@ -73,7 +73,6 @@ TWOK2K_CHOICES = {
     "reconstruct.jitter": ("demo", "none"),
     "reconstruct.mesher": ("stitch", "poisson"),
     "reconstruct.mesh_format": ("obj", "ply", "both"),
-    "reconstruct.precision": ("highest", "high", "default"),
 }
 
 
@@ -288,10 +287,12 @@ def main(argv):
     try:
         items = check_inputs(mode, cfg)
         if _is_twok2k(cfg):
-            from hdjax.models.twok2k import geometry
+            from hdjax.models.twok2k.canvas import geometry
+            from hdjax.models.twok2k.networks import numerics_from_config
 
             configlib.check_choices(cfg, TWOK2K_CHOICES)
             geometry(cfg.model.canvas)  # a canvas the part crops can scale to
+            numerics_from_config(cfg.model.numerics)  # dtype and precision
             if mode == "query":
                 raise HdjaxError("--mode=query is PIFuHD's (an occupancy field); 2K2K has none")
         else:
