@@ -23,13 +23,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model_name = "twok2k"  # main dispatches on it
     c.seed = 0
-    # The official `ckpt_bg_mask.pth.tar` (torch zip, read without torch) or an orbax
-    # directory written by `--mode=convert` or by the eval job (W/best); empty = random init
-    # from `seed`.
+    # The official `ckpt_bg_mask.pth.tar` (torch zip, read without torch), an orbax
+    # directory written by `--mode=convert` or by the eval job (W/best), or "random" (init
+    # from `seed`); empty: the weights this config ships (`weights`).
     c.checkpoint = ""
+    c.weights = ""  # hdjax/models/weights/<weights>.npz trained here; empty: none ship
     m = c.model = ml_collections.ConfigDict()
     m.canvas = cam.TWOK2K_SIZE  # image side; other sizes scale the part crops (multiple of 128)
     m.width = 64  # the networks' base width (official 64)
+    # How the networks compute (Numerics); no parameter depends on it.
+    n = m.numerics = ml_collections.ConfigDict()
+    n.dtype = "float32"  # float32 | bfloat16 | float16 (computation; params stay float32)
+    n.precision = "highest"  # default | high | highest (matters on GPU/TPU only)
 
     r = c.reconstruct = ml_collections.ConfigDict()
     r.input = ""  # an image (with IMAGE_keypoints.json) or a folder of them
@@ -39,7 +44,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     r.poisson_depth = 10  # screened Poisson octree depth (the official 10)
     r.mesh_format = "obj"  # obj | ply | both
     r.save_maps = False  # also W/reconstruct/NAME_maps.npz: the float32 full-size outputs
-    r.precision = "highest"  # conv precision (matters on GPU/TPU only)
 
     i = c.input = ml_collections.ConfigDict()
     i.dataset = configs.dataset("twok2k", configs.NUM_BODIES)

@@ -66,7 +66,7 @@ def depth_metrics(
     pred: dict[str, np.ndarray], view: job.View, mask: np.ndarray
 ) -> dict[str, float]:
     """``depth_l1_cm`` and ``mask_iou`` of predicted maps ((S, S), D in the canvas's own
-    units, `models.twok2k.native_depth`) against the view's rendered depth."""
+    units, `models.twok2k.canvas.native_depth`) against the view's rendered depth."""
     rec = view.record
     camera = cam.PerspCamera(size=mask.shape[0])
     keep = pred["mask"] > 0.5
@@ -87,11 +87,19 @@ def depth_metrics(
 
 def reconstruct_view(variables, view: job.View, cfg: ml_collections.ConfigDict):
     """The forward's maps of one view and their mesh (view frame; None without surface)."""
-    from hdjax.models.twok2k import geometry, native_depth, twok2k_forward
+    from hdjax.models.twok2k.canvas import geometry, native_depth
+    from hdjax.models.twok2k.forward import twok2k_forward
+    from hdjax.models.twok2k.networks import numerics_from_config
     from hdjax.models.twok2k_official import width_of
 
     x, theta, mask = view_input(view, cfg.model.canvas)
-    out = twok2k_forward(variables, x[None], theta[None], width=width_of(variables))
+    out = twok2k_forward(
+        variables,
+        x[None],
+        theta[None],
+        numerics=numerics_from_config(cfg.model.numerics),
+        width=width_of(variables),
+    )
     geom = geometry(cfg.model.canvas)
     pred = {
         "front": native_depth(np.asarray(out["depth_front"][0], np.float32), geom),

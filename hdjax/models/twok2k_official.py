@@ -22,7 +22,7 @@ import numpy as np
 from hdjax.errors import HdjaxError
 from hdjax.io.files import save_tree_dir
 from hdjax.io.torch_pickle import load_torch_file, release_pages
-from hdjax.models.twok2k import init_variables
+from hdjax.models.twok2k.networks import init_variables
 
 Variables = dict[str, Any]
 FORMAT = "hdjax-twok2k-v1"
@@ -84,10 +84,6 @@ def official_key(collection: str, path: tuple[str, ...]) -> tuple[str, str]:
 
 def _to_flax(x, kind: str):
     return x.transpose(2, 3, 1, 0) if kind == "conv" else x
-
-
-def _to_torch(x: np.ndarray, kind: str) -> np.ndarray:
-    return np.transpose(x, (3, 2, 0, 1)) if kind == "conv" else x
 
 
 def variable_shapes(width: int = 64) -> Variables:
@@ -189,18 +185,6 @@ def convert_state_dict(
         c: jax.tree_util.tree_map_with_path(convert(c), tree)
         for c, tree in variable_shapes().items()
     }
-
-
-def variables_to_state_dict(variables: Variables) -> dict[str, np.ndarray]:
-    """`TwoK2K` variables -> official state dict (with zero `num_batches_tracked`)."""
-    out: dict[str, np.ndarray] = {}
-    for collection, tree in variables.items():
-        for key_path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            key, kind = official_key(collection, tuple(k.key for k in key_path))
-            out[key] = np.ascontiguousarray(_to_torch(np.asarray(x, np.float32), kind))
-            if key.endswith(".running_mean"):
-                out[key.replace(".running_mean", ".num_batches_tracked")] = np.zeros((), np.int64)
-    return out
 
 
 def open_official(path: str | os.PathLike) -> dict[str, Any]:

@@ -10,7 +10,7 @@ demo needs), as the demo `test_02_model.py` does:
    (brightness, contrast, saturation × 0.85 through Pillow, as torchvision does on a PIL
    image; ``reconstruct.jitter=none`` skips it);
 4. keypoints -> 31 joints -> the 12 part transforms (`geometry.part_transforms`);
-5. the phase-2 forward (`models.twok2k.twok2k_forward`);
+5. the phase-2 forward (`models.twok2k.forward.twok2k_forward`, ``model.numerics``);
 6. depth maps -> mesh: the fast watertight stitch (`geometry.depth_mesh.stitch_mesh`) or
    screened Poisson (``reconstruct.mesher=poisson``, the optional `geometry` extra).
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 import cv2
 import ml_collections
@@ -38,6 +39,9 @@ from hdjax.geometry import mesh as mesh_lib
 from hdjax.io.files import atomic_write, write_png
 from hdjax.reconstruction import images, preprocess
 from hdjax.reconstruction.runner import RunSummary, run_items
+
+if TYPE_CHECKING:
+    from hdjax.models.layers import Numerics
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +141,24 @@ def output_paths(item: preprocess.InputItem, out_dir: str, cfg) -> list[str]:
 
 
 def reconstruct_image(
-    variables, item: preprocess.InputItem, out_dir: str, cfg, size: int = SIZE, width: int = 64
+    variables,
+    item: preprocess.InputItem,
+    out_dir: str,
+    cfg,
+    size: int = SIZE,
+    width: int = 64,
+    numerics: Numerics | None = None,
 ) -> dict:
     """One image -> its outputs (see the module docstring); returns timings and sizes.
-    ``size``, ``width``: the model's canvas and base width."""
+    ``size``, ``width``, ``numerics``: the model's canvas, base width and `Numerics`
+    (None: float32)."""
     from hdjax.geometry import depth_mesh
-    from hdjax.models.twok2k import geometry, native_depth, twok2k_forward
+    from hdjax.models.twok2k.canvas import geometry, native_depth
+    from hdjax.models.twok2k.forward import twok2k_forward
 
     t0 = time.perf_counter()
     x, theta, mask, _ = network_input(item, cfg, size)
-    out = twok2k_forward(variables, x[None], theta[None], precision=cfg.precision, width=width)
+    out = twok2k_forward(variables, x[None], theta[None], numerics=numerics, width=width)
     geom = geometry(size)  # depth in this canvas's own units (the networks' at 2048²)
     maps = {
         "depth_front": native_depth(np.asarray(out["depth_front"][0], np.float32), geom),
@@ -193,17 +205,21 @@ def reconstruct_image(
 
 
 def load_variables(cfg: ml_collections.ConfigDict):
-    """The checkpoint's variables, or (none given) the official random init from ``seed``."""
+    """The variables of ``checkpoint`` (a .pth.tar, a converted directory), of the config's
+    shipped weights when it is empty, or the official random init from ``seed`` when it is
+    ``random``; and where they came from."""
     import jax
 
-    from hdjax.models import twok2k, twok2k_official
+    from hdjax.models import shipped, twok2k_official
+    from hdjax.models.twok2k.networks import init_variables
 
-    if cfg.checkpoint:
-        return twok2k_official.load(cfg.checkpoint), cfg.checkpoint
+    checkpoint = shipped.resolve_checkpoint(cfg.checkpoint, cfg.weights, "twok2k")
+    if checkpoint != shipped.RANDOM:
+        return twok2k_official.load(checkpoint), checkpoint
     log.warning(
-        "no --config.checkpoint: random weights (seed %d), the mesh means nothing", cfg.seed
+        "--config.checkpoint=random: random weights (seed %d), the mesh means nothing", cfg.seed
     )
-    variables = twok2k.init_variables(jax.random.PRNGKey(cfg.seed), width=cfg.model.width)
+    variables = init_variables(jax.random.PRNGKey(cfg.seed), width=cfg.model.width)
     return variables, f"random (seed {cfg.seed})"
 
 
@@ -212,8 +228,10 @@ def reconstruct(
 ) -> RunSummary:
     """Every image of ``items`` into ``workdir/reconstruct``; a bad image is reported and
     skipped, no output of the same run is overwritten."""
+    from hdjax.models.twok2k.networks import numerics_from_config
     from hdjax.models.twok2k_official import width_of
 
+    numerics = numerics_from_config(cfg.model.numerics)
     variables, source = load_variables(cfg)
     log.info("weights: %s", source)
     rc, size, width = cfg.reconstruct, cfg.model.canvas, width_of(variables)
@@ -221,7 +239,9 @@ def reconstruct(
         items,
         os.path.join(workdir, "reconstruct"),
         lambda item, out_dir: output_paths(item, out_dir, rc),
-        lambda item, out_dir: reconstruct_image(variables, item, out_dir, rc, size, width),
+        lambda item, out_dir: reconstruct_image(
+            variables, item, out_dir, rc, size, width, numerics
+        ),
         lambda t: (
             f"{t['vertices']} vertices, network {t['network']:.1f} s, mesh {t['mesh']:.1f} s, "
             f"total {t['total']:.1f} s"

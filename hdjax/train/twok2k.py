@@ -7,7 +7,7 @@ The loop, data parallelism, checkpoints, resume and logging are PIFuHD's
 (`hdjax.train.loop.run_schedule`); this module gives the 2K2K `Recipe`:
 
 * targets (from the records' depth maps, D = d / 512, stretched to the official range on
-  smaller canvases: `models.twok2k.network_depth`): normals `get_normal` of the depth
+  smaller canvases: `models.twok2k.canvas.network_depth`): normals `get_normal` of the depth
   (`depth_mesh.normal_targets`, front and back, 6 channels); low-res targets
   the depth subsampled ``[3::8, 3::8]`` and its normals; masks where the front depth > 0;
   part targets the full-size target normals cut by the same part windows as the input;
@@ -320,7 +320,7 @@ def recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
     """The 2K2K `Recipe` for the training loop."""
     check_source(cfg, source)
     geom = K.geometry(cfg.model.canvas)
-    model = K.TwoK2K("highest", cfg.model.width)
+    model = K.TwoK2K(K.numerics_from_config(cfg.model.numerics), cfg.model.width)
     variables = K.init_variables(jax.random.PRNGKey(cfg.seed), width=cfg.model.width)
     # One epoch = the training split once, at the global batch.
     global_batch = cfg.input.pipeline.batch_size * jax.process_count()

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from twok2k_fixtures import upsample_nearest2x
 
 from hdjax.errors import HdjaxError
 from hdjax.models import twok2k as K
@@ -70,7 +71,7 @@ def test_windowed_warp_back_equals_full_frame():
     inv = K.invert_affine(jnp.asarray(theta))[0]
     boxes = K.warp_boxes(theta)
     assert sum(h * w for h, w in boxes.sizes) < 0.6 * K.N_PARTS * K.CANVAS**2
-    warp = jax.jit(K._warp_back_part, static_argnums=4)
+    warp = jax.jit(K.warp_back_part, static_argnums=4)
     for i in (0, 3, 11):  # a large, a thin and a small window
         hw = K.PART_CROP[i]
         weight = K.blend_weight(jnp.ones((1, *hw)))[0]
@@ -135,7 +136,7 @@ def test_upsample_conv_equals_conv_of_upsampled():
     up = K.UpsampleConv3x3(7)
     variables = up.init(jax.random.PRNGKey(0), x)
     plain = nn.Conv(7, (3, 3), padding="SAME", precision="highest")
-    ref = plain.apply(variables, K.upsample_nearest2x(x))
+    ref = plain.apply(variables, upsample_nearest2x(x))
     np.testing.assert_allclose(up.apply(variables, x), ref, atol=2e-5, rtol=0)
 
 
@@ -165,3 +166,25 @@ def test_geometry_scales_the_official_sizes():
     assert (g.blur_frame, g.blur_taps) == (1, 3) and g.blur_sigma == pytest.approx(0.625)
     with pytest.raises(HdjaxError, match="multiple of 128"):
         K.geometry(200)
+
+
+def test_numerics_from_config_and_bfloat16_nets():
+    from hdjax.configs.twok2k import get_config
+    from hdjax.models.layers import Numerics
+
+    cfg = get_config()
+    assert K.numerics_from_config(cfg.model.numerics) == Numerics()  # float32, "highest"
+    cfg.model.numerics.dtype = "float64"
+    with pytest.raises(HdjaxError, match=r"model\.numerics\.dtype='float64'"):
+        K.numerics_from_config(cfg.model.numerics)
+    # bfloat16 computation: same parameters (float32), float32 outputs near float32's.
+    crops = jnp.asarray(np.random.default_rng(6).uniform(-1, 1, (1, 16, 16, 6)), jnp.float32)
+    variables = K.init_variables(jax.random.PRNGKey(2), width=4)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        model = K.TwoK2K(Numerics(dtype=dtype), width=4)
+        out[dtype] = model.apply(variables, "arm", crops, method=K.TwoK2K.part)
+        assert out[dtype].dtype == jnp.float32
+    scale = float(jnp.abs(out["float32"]).max())
+    assert scale > 0.01
+    assert float(jnp.abs(out["bfloat16"] - out["float32"]).max()) < 0.05 * scale

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from twok2k_fixtures import variables_to_state_dict
 
 from hdjax.errors import HdjaxError
 from hdjax.models.twok2k_official import (
@@ -13,7 +14,6 @@ from hdjax.models.twok2k_official import (
     official_shapes,
     save_converted,
     validate_state_dict,
-    variables_to_state_dict,
 )
 
 

@@ -16,7 +16,7 @@ from hdjax.data import keypoints as kp_lib
 from hdjax.data import render as render_lib
 from hdjax.data import subjects
 from hdjax.geometry import camera as cam
-from hdjax.models import twok2k as model_lib
+from hdjax.models.twok2k import canvas, forward
 from hdjax.reconstruction import preprocess
 from hdjax.reconstruction import twok2k as recon
 
@@ -45,8 +45,8 @@ def test_ground_truth_depth_gives_the_body(tmp_path, monkeypatch):
     kp = np.concatenate([out["keypoints"], out["keypoints_visible"][:, None]], 1)
     (tmp_path / "person_keypoints.json").write_text(json.dumps(_openpose_json(kp)))
 
-    big = cam.PerspCamera(size=model_lib.CANVAS)
-    up = model_lib.CANVAS // SIZE
+    big = cam.PerspCamera(size=canvas.CANVAS)
+    up = canvas.CANVAS // SIZE
 
     def network_units(d):  # the render's depth, re-encoded for the 2048² camera
         d = np.repeat(np.repeat(d, up, 0), up, 1)
@@ -55,7 +55,7 @@ def test_ground_truth_depth_gives_the_body(tmp_path, monkeypatch):
 
     seen = {}
 
-    def ground_truth_forward(variables, image, theta, *, precision, width):
+    def ground_truth_forward(variables, image, theta, *, numerics, width):
         seen.update(image=np.asarray(image), theta=np.asarray(theta))
         front, back = network_units(out["depth_front"]), network_units(out["depth_back"])
         normal = np.zeros((1, *front.shape, 3), np.float32)
@@ -67,7 +67,7 @@ def test_ground_truth_depth_gives_the_body(tmp_path, monkeypatch):
             "normal_back": normal,
         }
 
-    monkeypatch.setattr(model_lib, "twok2k_forward", ground_truth_forward)
+    monkeypatch.setattr(forward, "twok2k_forward", ground_truth_forward)
     fake = {"params": {"img2normal_down": {"Conv1": {"bias": np.zeros(64)}}}}  # width 64
     monkeypatch.setattr(recon, "load_variables", lambda cfg: (fake, "ground truth"))
     cfg = get_config()

@@ -76,7 +76,7 @@ def tiny_config(root: str | None = None):
 @pytest.mark.parametrize("phase", T.STAGES)
 def test_a_step_trains_only_its_phase(phase):
     cfg = tiny_config()
-    model, geom = K.TwoK2K("highest", WIDTH), K.geometry(CANVAS)
+    model, geom = K.TwoK2K(width=WIDTH), K.geometry(CANVAS)
     variables = K.init_variables(jax.random.PRNGKey(0), width=WIDTH)
     stage = loop.Stage(phase, 0, 0, 10)
     tx = T.make_optimizer(cfg, stage, variables, steps_per_epoch=1.0)
@@ -142,7 +142,7 @@ from hdjax.models import twok2k as K
 from hdjax.train import loop
 from hdjax.train import twok2k as T
 assert jax.device_count() == 2
-model, geom = K.TwoK2K("highest", WIDTH), K.geometry(CANVAS)
+model, geom = K.TwoK2K(width=WIDTH), K.geometry(CANVAS)
 # A host copy: the steps donate their state.
 variables = jax.device_get(K.init_variables(jax.random.PRNGKey(0), width=WIDTH))
 # Plain SGD: Adam would turn rounding noise in near-zero gradients into whole lr steps.
