@@ -198,6 +198,11 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     a.normal_n_blocks = 1
     a.coarse_size = 64
     a.fine_size = 128
+    # The depth feature is z · (coarse_size // 2) / z_size (z in coarse-image pixels over
+    # z_size pixels). Scaled with the image (200 px at 512² -> 25 px at 64²) it stays the
+    # official z · 1.28; left at 200 it is z · 0.16, too weak beside the image features for
+    # the MLP to learn depth: the mesh then fills the whole cube along z (issue #21).
+    a.z_size = 25.0
     c.input.pipeline.crop_size = 64
     c.input.pipeline.batch_size = 4
     c.input.pipeline.num_points = 2048
