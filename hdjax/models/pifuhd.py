@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -96,9 +97,24 @@ class PIFuHDArch:
         return configlib.build(cls, cfg, path)
 
 
+OFFICIAL_Z_SCALE = 256 / 200.0  # the released model's depth feature: z · 1.28
+
+
 def check_config(cfg: ml_collections.ConfigDict) -> None:
-    """Raises `HdjaxError` (one line naming the field) for an impossible architecture."""
-    PIFuHDArch.from_config(cfg.model.arch)
+    """Raises `HdjaxError` (one line naming the field) for an impossible architecture, and
+    warns about a depth feature far from the official scale: at a fraction of it the MLP
+    sees too little z beside the image features to learn depth and extrudes the silhouette
+    through the whole cube (issue #21: coarse_size 64 with z_size 200 gives z · 0.16)."""
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    if not 0.5 <= arch.z_scale / OFFICIAL_Z_SCALE <= 2.0:
+        logging.warning(
+            "model.arch.z_size=%g with coarse_size=%d makes the depth feature z * %.3g (official "
+            "z * 1.28): the model may not learn depth; z_size=%g keeps the official scale",
+            arch.z_size,
+            arch.coarse_size,
+            arch.z_scale,
+            (arch.coarse_size // 2) / OFFICIAL_Z_SCALE,
+        )
 
 
 def numerics_from_config(

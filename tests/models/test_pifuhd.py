@@ -183,3 +183,17 @@ def test_bfloat16_model_tracks_float32(tiny):
     for key in ("coarse_logits", "fine_logits"):
         a, b = (np.asarray(o[key], np.float32).ravel() for o in outs)
         assert np.corrcoef(a, b)[0, 1] > 0.95
+
+
+def test_depth_feature_far_from_the_official_scale_warns(caplog):
+    from hdjax.configs.pifuhd import get_config
+    from hdjax.models.pifuhd import check_config
+
+    cfg = get_config("tiny")
+    with caplog.at_level("WARNING"):
+        check_config(cfg)  # z_size 25 at coarse_size 64: the official z * 1.28
+    assert "depth feature" not in caplog.text
+    cfg.model.arch.z_size = 200.0  # the old tiny config: z * 0.16, depth never learned
+    with caplog.at_level("WARNING"):
+        check_config(cfg)
+    assert "depth feature z * 0.16" in caplog.text and "z_size=25 keeps" in caplog.text
