@@ -14,10 +14,12 @@ The loop, data parallelism, checkpoints, resume and logging are PIFuHD's
 * phase 1: the down normal net and ``ImgNorm_to_Dep`` on the image downsampled 8x, the
   five part nets on their crops of [image, low-res front normal upsampled] (no gradient
   into the down net through the crops, as official); 12 normal pairs (5 part nets + down,
-  front and back), low-res depth, depth-normal consistency and mask terms;
-* phase 2: the whole forward up to the refiner without gradients and with BatchNorm's
-  running statistics (the official runs it in train mode, so its frozen nets' statistics
-  still drift; here they stay as phase 1 left them), then the refiner with full-size depth,
+  front and back: each net's term is its front pair's plus its back pair's,
+  `normal_pair_terms`), low-res depth, depth-normal consistency and mask terms;
+* phase 2: the whole forward up to the refiner without gradients but, as the official
+  (``train.py`` puts the whole model in train mode and only turns ``requires_grad`` off),
+  with BatchNorm in train mode: the frozen nets normalise with the batch's statistics and
+  their running statistics move (`pre_refine`); then the refiner with full-size depth,
   consistency and mask terms;
 * Adam (lr 1e-4) with cosine annealing and warm restarts (`cosine_restarts`), stepped per
   iteration; BatchNorm statistics of the trained nets are updated by each step.
@@ -117,6 +119,14 @@ def targets(batch: Mapping[str, jax.Array], geom: K.Geometry) -> dict[str, jax.A
     }
 
 
+def normal_pair_terms(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """A normal net's term: 6-channel (front 0-2, back 3-5) prediction and target, the
+    official front pair's loss plus its back pair's (`losses.twok2k_normal_loss` each: one
+    6-channel call would average the two, half the official weight)."""
+    front = losses.twok2k_normal_loss(pred[..., :3], target[..., :3])
+    return front + losses.twok2k_normal_loss(pred[..., 3:], target[..., 3:])
+
+
 def depth_terms(
     prefix: str, geom, front, back, mask_prob, t_front, t_back, t_mask, t_normal
 ) -> dict[str, jax.Array]:
@@ -158,7 +168,7 @@ def phase1_loss(model, geom, params, stats, batch):
     run = _Run(model, params, stats)
     d_n, raw = run(K.TwoK2K.low_res, K.downsample8_bilinear(batch["image"]), train=True)
     low = K.low_res_maps(raw)
-    terms = {"down_normal": losses.twok2k_normal_loss(d_n, t["low_normal"])}
+    terms = {"down_normal": normal_pair_terms(d_n, t["low_normal"])}
     terms |= depth_terms(
         "down",
         geom,
@@ -175,20 +185,21 @@ def phase1_loss(model, geom, params, stats, batch):
     part_targets, _ = K.part_inputs(t["normal"], batch["theta"], geom)
     for name in K.PART_NETS:
         out = run(K.TwoK2K.part, name, crops[name], train=True)
-        terms[f"part_{name}"] = losses.twok2k_normal_loss(out, part_targets[name])
+        terms[f"part_{name}"] = normal_pair_terms(out, part_targets[name])
     return sum(terms.values()), terms, run.stats
 
 
-def pre_refine(model, geom, variables, image, theta):
-    """The frozen forward up to the refiner: its low-res depth input ``d_fb`` and the
-    blended part normals (full-frame warps: the batch's theta is traced)."""
+def pre_refine(model, geom, variables, image, theta, train: bool = False):
+    """The frozen forward up to the refiner: its low-res depth input ``d_fb``, the blended
+    part normals (full-frame warps: the batch's theta is traced) and the statistics
+    (updated by the batch in ``train`` mode, where BatchNorm uses the batch's own)."""
     run = _Run(model, variables["params"], variables["batch_stats"])
-    d_n, raw = run(K.TwoK2K.low_res, K.downsample8_bilinear(image), train=False)
+    d_n, raw = run(K.TwoK2K.low_res, K.downsample8_bilinear(image), train=train)
     crops, ones = K.part_inputs(K.part_net_input(image, d_n), theta, geom)
-    part_out = {name: run(K.TwoK2K.part, name, crops[name], train=False) for name in K.PART_NETS}
+    part_out = {name: run(K.TwoK2K.part, name, crops[name], train=train) for name in K.PART_NETS}
     boxes = K.full_frame_boxes(image.shape[0], geom.canvas)
     normal, _, _ = K.merge_part_normals(part_out, ones, theta, boxes, geom)
-    return K.low_res_maps(raw)["d_fb"], normal
+    return K.low_res_maps(raw)["d_fb"], normal, run.stats
 
 
 def phase2_outputs(run: _Run, d_fb, normal, train: bool) -> dict[str, jax.Array]:
@@ -212,7 +223,7 @@ def phase2_loss(model, geom, params, stats, batch):
     """Phase 2's loss and terms, and the updated statistics."""
     t = targets(batch, geom)
     frozen = jax.lax.stop_gradient({"params": params, "batch_stats": stats})
-    d_fb, normal = pre_refine(model, geom, frozen, batch["image"], batch["theta"])
+    d_fb, normal, stats = pre_refine(model, geom, frozen, batch["image"], batch["theta"], True)
     run = _Run(model, params, stats)
     out = phase2_outputs(run, jax.lax.stop_gradient(d_fb), jax.lax.stop_gradient(normal), True)
     terms = depth_terms(
@@ -291,7 +302,7 @@ def _preview_maps(model, geom, stage, variables, batch):
         normal, raw = run(K.TwoK2K.low_res, K.downsample8_bilinear(batch["image"]), train=False)
         pred, key = K.low_res_maps(raw), "low_"
     else:
-        d_fb, normal = pre_refine(model, geom, variables, batch["image"], batch["theta"])
+        d_fb, normal, _ = pre_refine(model, geom, variables, batch["image"], batch["theta"])
         pred, key = phase2_outputs(run, d_fb, normal, False), ""
     return {
         "normal": normal,

@@ -15,7 +15,6 @@ Needs torch and about 9 GiB of RAM (the official forward at 2048^2).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import sys
@@ -66,15 +65,30 @@ def _install_blur_stub(torch) -> None:
     sys.modules["torchvision.transforms"] = tv.transforms
 
 
-def official_model(repo: str, state_dict: dict):
+def official_module(repo: str, name: str, substitute: dict[str, str] | None = None):
+    """The official ``models/<name>.py`` of the checkout at ``repo``, imported on its own
+    (not through ``models/__init__``). ``substitute``: literal source replacements, each of
+    which must occur exactly once (so a changed upstream file fails loudly)."""
     import torch
 
     _install_blur_stub(torch)
-    spec = importlib.util.spec_from_file_location(
-        "deep_human_models", os.path.join(repo, "models", "deep_human_models.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    path = os.path.join(repo, "models", f"{name}.py")
+    with open(path) as f:
+        source = f.read()
+    for old, new in (substitute or {}).items():
+        if source.count(old) != 1:
+            raise SystemExit(f"{path}: expected {old!r} exactly once")
+        source = source.replace(old, new)
+    module = types.ModuleType(name)
+    module.__file__ = path
+    exec(compile(source, path, "exec"), module.__dict__)
+    return module
+
+
+def official_model(repo: str, state_dict: dict):
+    import torch
+
+    module = official_module(repo, "deep_human_models")
     model = module.Model_2K2K(phase=2)
     sd = {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}
     model.load_state_dict(sd, strict=True)

@@ -110,20 +110,64 @@ def parity_theta() -> np.ndarray:
     return np.asarray(out, np.float32)[None]
 
 
-def parity_image(seed: int = SEED) -> np.ndarray:
-    """(1, 2048, 2048, 3) float32 in [-1, 1]: smooth random colours (a 17 x 17 grid of
-    random values, bilinearly interpolated) inside a body-like silhouette, -1 (black)
-    outside, as the demo blackens the background."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(-0.9, 0.9, (17, 17, 3))
-    t = np.linspace(0, 16, CANVAS)
-    hat = np.maximum(0, 1 - np.abs(t[:, None] - np.arange(17)[None]))  # (2048, 17) linear taps
-    img = np.einsum("ij,jkc,lk->ilc", hat, coarse, hat)
-    y, x = np.mgrid[0:CANVAS, 0:CANVAS]
-    inside = np.zeros((CANVAS, CANVAS), bool)
+def _smooth(rng: np.random.Generator, lo: float, hi: float, channels: int, canvas: int):
+    """A 17 x 17 grid of uniform random values, bilinearly interpolated to canvas^2."""
+    coarse = rng.uniform(lo, hi, (17, 17, channels))
+    t = np.linspace(0, 16, canvas)
+    hat = np.maximum(0, 1 - np.abs(t[:, None] - np.arange(17)[None]))  # (canvas, 17) taps
+    return np.einsum("ij,jkc,lk->ilc", hat, coarse, hat)
+
+
+def silhouette(canvas: int = CANVAS) -> np.ndarray:
+    """(canvas, canvas) bool: the union of one ellipse per part (`PARTS`, scaled)."""
+    f = canvas / CANVAS
+    y, x = np.mgrid[0:canvas, 0:canvas]
+    inside = np.zeros((canvas, canvas), bool)
     for (cx, cy), _, s in PARTS:
-        inside |= ((x - cx) / (110 * s)) ** 2 + ((y - cy) / (190 * s)) ** 2 < 1
-    return np.where(inside[..., None], img, -1.0).astype(np.float32)[None]
+        inside |= ((x - cx * f) / (110 * s * f)) ** 2 + ((y - cy * f) / (190 * s * f)) ** 2 < 1
+    return inside
+
+
+def parity_image(seed: int = SEED, canvas: int = CANVAS) -> np.ndarray:
+    """(1, canvas, canvas, 3) float32 in [-1, 1]: smooth random colours (a 17 x 17 grid
+    of random values, bilinearly interpolated) inside a body-like silhouette, -1 (black)
+    outside, as the demo blackens the background."""
+    img = _smooth(np.random.default_rng(seed), -0.9, 0.9, 3, canvas)
+    return np.where(silhouette(canvas)[..., None], img, -1.0).astype(np.float32)[None]
+
+
+# The training-step parity (`make_twok2k_train_reference.py`, `test_twok2k_train_parity.py`):
+# the official code's part crops are fixed (368 x 320 ... 176 x 128) and its refiner
+# output is fixed at 2048^2 (one literal the reference script substitutes); 640^2 is the
+# smallest canvas (a multiple of 128) that holds the 528-row torso crop. Base width 8
+# (`--config=twok2k:tiny`'s) instead of 64 keeps both sides' step to seconds on a CPU.
+TRAIN_CANVAS = 640
+TRAIN_WIDTH = 8
+
+
+def train_depths(seed: int = SEED, canvas: int = TRAIN_CANVAS) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic ground truth (1, canvas, canvas) float32 in network units (D = d / 512),
+    0 outside the image's silhouette: front D in [1.7, 2.3] (smooth), back = front + a
+    smooth thickness in [0.1, 0.4]."""
+    rng = np.random.default_rng([seed, 1])
+    front = 2.0 + _smooth(rng, -0.3, 0.3, 1, canvas)[..., 0]
+    back = front + _smooth(rng, 0.1, 0.4, 1, canvas)[..., 0]
+    inside = silhouette(canvas)
+    return tuple(np.where(inside, d, 0.0).astype(np.float32)[None] for d in (front, back))
+
+
+def reduce_grads(grads: dict, samples: int = 8) -> dict:
+    """Per official key: the gradient's L2 norm (``<key>:norm``) and ``samples`` entries at
+    indices drawn from (SEED, crc32(key)) over the flat official (OIHW) layout
+    (``<key>:at``)."""
+    red = {}
+    for key, g in grads.items():
+        flat = np.asarray(g, np.float64).ravel()
+        rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
+        idx = rng.choice(flat.size, min(samples, flat.size), replace=False)
+        red[f"{key}:norm"] = np.float32(np.sqrt((flat**2).sum()))
+        red[f"{key}:at"] = flat[np.sort(idx)].astype(np.float32)
+    return red
 
 
 PART_NETS = ("face", "upper", "arm", "leg", "shoe")
