@@ -105,7 +105,7 @@ def steps():
         "theta": jnp.asarray(recipe.parity_theta()),
     }
     geom = OfficialSizes(canvas=recipe.TRAIN_CANVAS)
-    model = K.TwoK2K("highest", recipe.TRAIN_WIDTH)
+    model = K.TwoK2K(width=recipe.TRAIN_WIDTH)  # float32, precision "highest"
     out = {}
     for phase, fn in (("p1", T.phase1_loss), ("p2", T.phase2_loss)):
         f = jax.jit(

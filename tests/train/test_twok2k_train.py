@@ -178,6 +178,8 @@ def test_two_devices_equal_one_device():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     diff, scale = (float(x) for x in out.stdout.split("MAXDIFF")[1].split())
-    # Measured 1.9e-5 of the largest variable (3.5) after 2 SGD steps: the batch statistics
-    # summed in another order. Per-device statistics (the bug this catches) differ by O(1).
-    assert diff <= 5e-5 * scale, (diff, scale)
+    # Measured 6.5e-5 of the largest variable (2.6e-4 of 4.05) after 2 SGD steps, since the
+    # frozen nets' BatchNorms also run on batch statistics in phase 2 (as official; 1.9e-5
+    # before): the statistics summed in another order. Per-device statistics (the bug this
+    # catches) differ by O(1).
+    assert diff <= 4e-4 * scale, (diff, scale)
