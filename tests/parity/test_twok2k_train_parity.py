@@ -35,7 +35,7 @@ from hdjax.models import twok2k as K
 from hdjax.models.twok2k_official import official_key, variable_shapes
 from hdjax.train import twok2k as T
 
-pytestmark = pytest.mark.xdist_group("parity")
+pytestmark = pytest.mark.xdist_group("twok2k_train_parity")
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "twok2k_train_reference.npz")
 # Relative tolerances (module docstring for the measured values).
 TOL_LOSS = {"p1": 1e-5, "p2": 1e-4}
