@@ -107,7 +107,12 @@ MODELS = {
     "twok2k": Model(
         choices={
             "eval.best_metric": (
-                *("chamfer_cm", "p2s_cm", "normal_l2", "iou", "depth_l1_cm", "mask_iou"),
+                "chamfer_cm",
+                "p2s_cm",
+                "normal_l2",
+                "iou",
+                "depth_l1_cm",
+                "mask_iou",
             ),
             "reconstruct.jitter": ("demo", "none"),
             "reconstruct.mesher": ("stitch", "poisson"),
