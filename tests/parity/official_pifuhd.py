@@ -48,6 +48,25 @@ def official_options(small_images: bool) -> tuple[argparse.Namespace, argparse.N
     return opt, opt_netG
 
 
+def randomize_(net, seed: int):
+    """Every parameter of ``net`` random and well scaled, in place (`build_official`);
+    returns the generator, for draws that must follow these."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.dim() > 1:
+                # MLPs get more gain so that occupancies spread over (0, 1).
+                gain = 3.0 if ".filters." in name else 1.4
+                p.copy_(torch.randn(p.shape, generator=gen) * gain / np.sqrt(p[0].numel()))
+            elif name.endswith("weight"):
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return gen
+
+
 def build_official(opt, opt_netG, seed: int):
     """The official HGPIFuMRNet with every parameter random and well scaled.
 
@@ -61,17 +80,7 @@ def build_official(opt, opt_netG, seed: int):
     torch.manual_seed(seed)
     net_g = HGPIFuNetwNML(opt_netG, "orthogonal")
     net = HGPIFuMRNet(opt, net_g, "orthogonal")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if p.dim() > 1:
-                # MLPs get more gain so that occupancies spread over (0, 1).
-                gain = 3.0 if ".filters." in name else 1.4
-                p.copy_(torch.randn(p.shape, generator=gen) * gain / np.sqrt(p[0].numel()))
-            elif name.endswith("weight"):
-                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    randomize_(net, seed)
     net.eval()
     # Keep all coarse stacks (train mode changes nothing numerically: no BN, no dropout).
     net_g.train()

@@ -29,6 +29,7 @@ import importlib
 
 import numpy as np
 import torch
+from official_pifuhd import randomize_
 
 from hdjax.configs.pifuhd import get_config
 from hdjax.models.pifuhd import PIFuHD, numerics_from_config
@@ -99,16 +100,8 @@ def build_official(opt, opt_netG):
         module.define_G = original
     assert net_g.netF.model[1].out_channels == NGF
     net = HGPIFuMRNet(opt, net_g, "orthogonal", criteria=criteria)
-    gen = torch.Generator().manual_seed(0)
+    gen = randomize_(net, 0)
     with torch.no_grad():
-        for name, p in net.named_parameters():
-            if p.dim() > 1:
-                gain = 3.0 if ".filters." in name else 1.4
-                p.copy_(torch.randn(p.shape, generator=gen) * gain / np.sqrt(p[0].numel()))
-            elif name.endswith("weight"):
-                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         # Every GroupNorm feeds a ReLU: a bias of ±MARGIN_SHIFT scales per channel keeps its
         # inputs away from the kink (each channel mostly on or mostly off, both kinds).
         for m in net.modules():
