@@ -1,19 +1,19 @@
-"""The README's main job, timed from nothing, and how much the model learned.
+"""The README's main job, timed from nothing, and how much the model learned, per seed.
 
     python -m bench.main_job                       # fresh dataset root and workdir in /tmp
+    python -m bench.main_job --seeds 0 1 2         # the run-to-run spread
     python -m bench.main_job --root ~/tensorflow_datasets   # reuse a built dataset
 
-Scores the untrained model (the config's seed, `init_params`) on the held-out subjects with
-the eval job's own code, runs ``python -m hdjax.main --config=configs/pifuhd.py:tiny`` in a
-subprocess (building the dataset into ``--root`` when it is not there: a fresh root
-includes the build in the time), then prints the before / after table from the run's
-``eval/step_<S>/metrics.json`` and the wall time.
+Scores the untrained model (the first seed, `init_params`) on the held-out subjects with the
+eval job's own code, runs ``python -m hdjax.main --config=configs/pifuhd.py:tiny`` once per
+seed in a subprocess, one after the other (the first builds the dataset into ``--root`` when
+it is not there: a fresh root includes the build in its time), then prints the table from
+each run's last ``eval/step_<S>/metrics.json`` with the wall times, and the spread.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,27 +41,36 @@ def before(config: str, root: str, workdir: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", default="configs/pifuhd.py:tiny")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--root", help="dataset root (default: a fresh folder, so the build counts)")
-    p.add_argument("--workdir", help="default: a fresh folder")
+    p.add_argument("--workdir", help="default: a fresh folder (one sub-folder per seed)")
     args = p.parse_args()
+    from hdjax.eval import job
+
     root = args.root or tempfile.mkdtemp(prefix="hdjax_root_")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="hdjax_main_")
-    cmd = [
-        sys.executable, "-m", "hdjax.main", f"--config={args.config}", f"--workdir={workdir}",
-        f"--config.input.dataset.root={root}",
-    ]  # fmt: skip
-    print(" ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True)
-    wall = time.perf_counter() - t0
-    steps = sorted(int(d.split("_")[1]) for d in os.listdir(os.path.join(workdir, "eval")))
-    with open(os.path.join(workdir, "eval", f"step_{steps[-1]}", "metrics.json")) as f:
-        after = json.load(f)
-    init = before(args.config, root, workdir)  # after the run: the test subjects exist by now
-    print(f"\nmain job: {wall / 60:.1f} min wall (load {os.getloadavg()[0]:.1f}), step {steps[-1]}")
-    print("| | " + " | ".join(KEYS) + " |\n|---|" + "---|" * len(KEYS))
-    for name, row in (("before training", init), (f"after {steps[-1]} steps", after)):
+    base = args.workdir or tempfile.mkdtemp(prefix="hdjax_main_")
+    rows = []
+    for seed in args.seeds:
+        workdir = os.path.join(base, f"seed{seed}")
+        cmd = [
+            sys.executable, "-m", "hdjax.main", f"--config={args.config}",
+            f"--workdir={workdir}", f"--config.input.dataset.root={root}",
+            f"--config.seed={seed}",
+        ]  # fmt: skip
+        print(" ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, check=True)
+        wall, load = time.perf_counter() - t0, os.getloadavg()[0]
+        step, after = list(job.eval_history(workdir).items())[-1]
+        rows.append((f"seed {seed}, {step} steps ({wall / 60:.1f} min, load {load:.1f})", after))
+    init = before(args.config, root, base)  # after a run: the test subjects exist by now
+    print("\n| | " + " | ".join(KEYS) + " |\n|---|" + "---|" * len(KEYS))
+    for name, row in [("before training", init), *rows]:
         print(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in KEYS) + " |")
+    if len(rows) > 1:
+        for label, fn in (("min", min), ("max", max)):
+            values = [fn(r[k] for _, r in rows) for k in KEYS]
+            print(f"| {label} over seeds | " + " | ".join(f"{v:.3f}" for v in values) + " |")
 
 
 if __name__ == "__main__":
