@@ -10,21 +10,14 @@ held-out metrics inside), the default of ``--mode=reconstruct`` for that config.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
-from absl import app, flags
-
 from hdjax import configlib
 from hdjax.errors import HdjaxError
 from hdjax.models import shipped
-
-_CONFIG = flags.DEFINE_string("config", None, "Config whose weights ship (pifuhd:small, ...).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
-_OUT = flags.DEFINE_string("out", "", "Output .npz (default: the config's shipped file).")
-_DTYPE = flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _load_best(model_name: str, best: str):
@@ -55,11 +48,16 @@ def ship(cfg, workdir: str, out: str = "", dtype: str = "float16") -> str:
     return out
 
 
-def main(argv):
-    del argv
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", required=True, help="config whose weights ship (pifuhd:small, ...)")
+    p.add_argument("--workdir", required=True, help="the training run's workdir")
+    p.add_argument("--out", default="", help="output .npz (default: the config's shipped file)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    args = p.parse_args()
     try:
-        cfg = configlib.load_config(_CONFIG.value)
-        out = ship(cfg, _WORKDIR.value, _OUT.value, _DTYPE.value)
+        cfg = configlib.load_config(args.config)
+        out = ship(cfg, args.workdir, args.out, args.dtype)
     except HdjaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -67,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
