@@ -1,7 +1,9 @@
 """PIFuHD: a whole run in one tree (model, input, render, reconstruct).
 
 --config=pifuhd (or configs/pifuhd.py)   the released model (1024² input, R = 512)
---config=pifuhd:tiny                      a small random-weight variant for CPU smoke tests
+--config=pifuhd:tiny                      the main job: a tiny model, 8 embedded bodies, ~10 min
+--config=pifuhd:small                     the shipped small model (docs/models.md): 256² input,
+                                          300 generated clothed bodies, a few hours on a CPU
 --config=pifuhd:parity                    the official octree and finite-difference colours
 
 Sections become the dataclasses modules take in one place (`hdjax.configlib.build`):
@@ -23,7 +25,7 @@ EXAMPLES = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "assets", "examples"
 )
 
-VARIANTS = ("tiny", "parity")
+VARIANTS = ("tiny", "small", "parity")
 
 
 def _level(**kw) -> ml_collections.ConfigDict:
@@ -77,6 +79,9 @@ def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     p.mode = "pifuhd_coarse"  # pifuhd_coarse | pifuhd_fine | twok2k
     p.batch_size = 8  # per process (paper: 8)
     p.num_points = 8000
+    # A fraction of them as free-space points (outside by the depth maps, anywhere along a
+    # subject pixel's ray): 0 is PIFu's sampling (hdjax/data/pipeline.free_space_points).
+    p.free_points = 0.0
     p.coarse_size = arch.get_ref("coarse_size")
     p.crop_size = 512  # opt.loadSizeLocal: the fine level's training crop
     p.background_dir = config_dict.placeholder(str)
@@ -148,6 +153,7 @@ def _eval() -> ml_collections.ConfigDict:
     e.poll_seconds = 30.0
     e.scans = ""  # a folder of meshes to score on instead of the dataset's test subjects
     e.yaws = (0.0,)  # views rendered per subject
+    e.num_subjects = 0  # score the first N test subjects (sorted by name); 0: all
     e.resolution = 256  # marching-cubes grid of the evaluated meshes
     e.normal_size = 512  # normal renders of the normal-consistency metric (PIFuHD: 512)
     e.iou_resolution = 128
@@ -178,6 +184,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval = _eval()
     if arg == "tiny":
         _tiny(c)
+    elif arg == "small":
+        _small(c)
     elif arg == "parity":
         c.reconstruct.octree, c.reconstruct.colors = "parity", "network"
     elif arg not in (None, ""):
@@ -206,6 +214,9 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     c.input.pipeline.crop_size = 64
     c.input.pipeline.batch_size = 4
     c.input.pipeline.num_points = 2048
+    # Eight bodies and 3,000 coarse steps do not teach depth from PIFu's near-surface points
+    # alone: the far parts of each pixel's ray need their own supervision (issue #21).
+    c.input.pipeline.free_points = 0.2
     c.input.dataset.config = "pifuhd_tiny"
     c.input.dataset.num_bodies = None  # the eight embedded bodies: the 20-minute budget
     c.render.num_points = 20_000
@@ -220,3 +231,35 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     c.reconstruct.resolution = 64
     c.reconstruct.init_resolution = 16
     c.reconstruct.chunk = 4096
+
+
+def _small(c: ml_collections.ConfigDict) -> None:
+    """The shipped small model: the tiny structure twice as wide, at 4× the pixels (128² coarse
+    / 256² fine input), trained on generated clothed bodies; trains on a 2-core CPU."""
+    _tiny(c)
+    a = c.model.arch
+    a.coarse.update(hg_width=64, groups=8, hg_dim=64, mlp_dim=[65, 256, 128, 64, 32, 1])
+    a.fine.update(mlp_dim=[72, 64, 32, 16, 1])  # 8 own + 64 of the coarse MLP's merge layer
+    a.normal_ngf = 16
+    a.normal_n_down = 3
+    a.normal_n_blocks = 3
+    a.coarse_size = 128
+    a.fine_size = 256
+    a.z_size = 50.0  # 200 px at 512² scaled to 128²: the official depth feature z · 1.28
+    p = c.input.pipeline
+    p.crop_size = 128
+    p.num_points = 4096
+    c.input.dataset.config = "pifuhd_small"
+    c.input.dataset.num_bodies = 300
+    c.render.num_points = 12_000
+    c.train.steps = (1500, 10000, 3000)
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1500
+    c.eval.num_subjects = 10  # of the 30 held-out bodies: ~1 min per checkpoint in watch mode
+    c.eval.resolution = 128
+    c.eval.normal_size = 256
+    c.eval.iou_resolution = 128
+    c.eval.num_samples = 10_000
+    c.reconstruct.resolution = 256
+    c.reconstruct.init_resolution = 32
+    c.reconstruct.chunk = 8192

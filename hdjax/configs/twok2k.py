@@ -87,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     e.poll_seconds = 30.0
     e.scans = ""  # a folder of meshes to score on instead of the dataset's test subjects
     e.yaws = (0.0,)
+    e.num_subjects = 0  # score the first N test subjects (sorted by name); 0: all
     e.normal_size = 512
     e.iou_resolution = 128
     e.num_samples = 10_000

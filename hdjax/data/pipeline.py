@@ -21,7 +21,9 @@ Every calib is exact for the image it comes with: a resize or crop is folded int
 (`window_calib`), so points, keypoints and pixels agree to float precision.
 
 and ``num_points`` (8,000) points drawn from the stored ones (``points_coarse`` for the coarse
-mode, ``points_fine`` otherwise; in the fine mode points projecting into the crop first).
+mode, ``points_fine`` otherwise; in the fine mode points projecting into the crop first),
+of which a ``free_points`` fraction may instead be free-space points: outside by the depth
+maps, in front of or behind the subject along its own pixels' rays (`free_space_points`).
 
 Output element (batched: a leading B axis), all float32 unless noted, NHWC:
 
@@ -83,6 +85,8 @@ class PipelineConfig:
       mode: "pifuhd_coarse", "pifuhd_fine" or "twok2k" (module docstring).
       batch_size: per-process batch size.
       num_points: points per record and step (PIFuHD: 8,000).
+      free_points: the fraction of them drawn as free-space points (`free_space_points`)
+        instead of from the stored ones; 0 is PIFu's sampling.
       coarse_size: side of the whole-image input of the PIFuHD coarse level.
       crop_size: side of the PIFuHD fine-level crop.
       background_dir: folder of background images; None: procedural backgrounds.
@@ -99,6 +103,7 @@ class PipelineConfig:
     mode: str = "pifuhd_coarse"
     batch_size: int = 2
     num_points: int = 8000
+    free_points: float = 0.0
     coarse_size: int = 512
     crop_size: int = 512
     background_dir: str | None = None
@@ -369,6 +374,59 @@ def choose_points(
     return points[idx].astype(np.float32), labels[idx].astype(np.float32)
 
 
+def free_space_points(
+    maps: dict[str, np.ndarray],
+    calib: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    margin: float = 0.02,
+    window: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """``n`` points that are outside the subject by its depth maps (ortho records).
+
+    Each lies on the ray of a random subject pixel, uniform over the parts of the
+    reconstruction cube's depth range [−1, 1] in front of the nearest surface or behind the
+    farthest (``depth_front``/``depth_back`` of `decode_maps`, taken over the pixel's 3×3
+    neighbourhood and widened by ``margin``, so a sub-pixel offset cannot reach the body).
+    PIFu's near-surface samples leave these stretches of the cube almost unsupervised: about
+    3 % of its points lie more than 30 cm from the surface, and a small model trained on
+    them extrudes the silhouette through the whole depth (issue #21).
+
+    Args:
+      maps: `decode_maps` of the record (stored size S).
+      calib: (4, 4) the record's ortho calib (normalised point -> uv, align_corners=True).
+      window: optional (row, col, side) of the pixels to draw from (the fine level's crop).
+
+    Returns:
+      (m, 3) float32 normalised-frame points; m < n only where drawn pixels have no free
+      depth (a subject spanning the whole cube) or the window holds no subject pixel.
+    """
+    mask = maps["mask"][..., 0] > 0
+    size = mask.shape[0]
+    kernel = np.ones((3, 3), np.uint8)
+    near = cv2.dilate(np.where(mask, maps["depth_front"][..., 0], -np.inf), kernel) + margin
+    far = cv2.erode(np.where(mask, maps["depth_back"][..., 0], np.inf), kernel) - margin
+    if window is not None:
+        row, col, side = window
+        mask = mask.copy()
+        keep = np.zeros_like(mask)
+        keep[row : row + side, col : col + side] = True
+        mask &= keep
+    ys, xs = np.nonzero(mask)
+    if n <= 0 or len(ys) == 0:
+        return np.zeros((0, 3), np.float32)
+    pick = rng.integers(0, len(ys), n)
+    ys, xs = ys[pick], xs[pick]
+    front = np.clip(1.0 - near[ys, xs], 0.0, None)  # free length in front (larger z)
+    back = np.clip(far[ys, xs] + 1.0, 0.0, None)  # and behind
+    t = rng.uniform(0.0, 1.0, n) * (front + back)
+    z = np.where(t < front, near[ys, xs] + t, t - front - 1.0)
+    px = np.stack([xs, ys], axis=1) + rng.uniform(-0.5, 0.5, (n, 2))
+    uvz1 = np.concatenate([px * 2.0 / (size - 1) - 1.0, z[:, None], np.ones((n, 1))], axis=1)
+    points = (np.linalg.inv(np.asarray(calib, np.float64)) @ uvz1.T).T[:, :3]
+    return points[front + back > 0].astype(np.float32)
+
+
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     if img.shape[0] == size:
         return img
@@ -444,7 +502,14 @@ def prepare(
         out["calib"] = calib
         out["theta"] = twok2k_theta(keypoints, size, record.get("subject", ""))
 
-    pts, lab = choose_points(points, labels, config.num_points, rng, prefer)
+    free = np.zeros((0, 3), np.float32)
+    if config.free_points > 0 and config.mode != "twok2k":
+        window = None if config.mode == "pifuhd_coarse" else (row, col, c)
+        n_free = int(round(config.free_points * config.num_points))
+        free = free_space_points(maps, calib, n_free, rng, window=window)
+    pts, lab = choose_points(points, labels, config.num_points - len(free), rng, prefer)
+    pts = np.concatenate([pts, free])
+    lab = np.concatenate([lab, np.zeros(len(free), np.float32)])
     out["image"] = out["image"] * 2.0 - 1.0
     out.update(points=pts, labels=lab, keypoints=keypoints)
     return {k: np.asarray(v) for k, v in out.items()}

@@ -5,16 +5,57 @@ TensorFlow)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
+import struct
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.core import shuffle
 
 from hdjax.data import records, render_cache, render_config
 from hdjax.data.subjects import Subject
 from hdjax.errors import HdjaxError
+
+
+class _FileBucket(shuffle._Bucket):
+    """TFDS's temporary shuffle bucket on `epath` files instead of ``tf.io.gfile``.
+
+    A split over TFDS's in-memory limit (1 GB: ~1,400 records of 256², ~300 of 1024²) is
+    spilled to bucket files written through TensorFlow, which hdjax does not install, so every
+    large build failed after rendering with "No module named 'tensorflow'". Same file format
+    as TFDS's (key, '=Q' size, bytes).
+    """
+
+    def add(self, key, data: bytes) -> None:
+        if not self._fobj:
+            epath.Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._fobj = epath.Path(self._path).open("wb")
+        self._fobj.write(shuffle._hkey_to_bytes(key))
+        self._fobj.write(struct.pack("=Q", len(data)))
+        self._fobj.write(data)
+        self._length += 1
+        self._size += len(data)
+
+    def read_values(self):
+        self.flush()
+        path = epath.Path(self._path)
+        if not path.exists():  # a bucket that got no record
+            return
+        with path.open("rb") as f:
+            while key := f.read(shuffle.HKEY_SIZE_BYTES):
+                (size,) = struct.unpack("=Q", f.read(8))
+                yield shuffle._read_hkey(key), f.read(size)
+
+    def del_file(self) -> None:
+        epath.Path(self._path).unlink(missing_ok=True)
+
+
+if importlib.util.find_spec("tensorflow") is None:
+    shuffle._Bucket = _FileBucket
 
 
 @dataclasses.dataclass

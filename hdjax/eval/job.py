@@ -95,7 +95,14 @@ def eval_subjects(cfg: ml_collections.ConfigDict, workdir: str) -> list[subjects
         )
     source = core.dataset_source(cfg, split="test")
     names = sorted({_text(source[i]["subject"]) for i in range(len(source))})
-    return [subjects.load_embedded_body(n) for n in names]
+    if cfg.eval.num_subjects > 0:
+        names = names[: cfg.eval.num_subjects]
+    if cfg.input.dataset.num_bodies is None:
+        return [subjects.load_embedded_body(n) for n in names]
+    from hdjax.datasets.synthetic_humans import bodies  # needs the bodies extra
+
+    d = cfg.input.dataset
+    return [bodies.generated_subject(n, d.body_cache_dir, d.clothed) for n in names]
 
 
 def _text(x: Any) -> str:

@@ -504,3 +504,24 @@ def test_a_dead_worker_fails_the_build_and_the_rerun_renders_only_the_rest(tmp_p
     want, _ = _generate(names, config, cache_dir=None)
     _assert_same_records(got, want)
     assert report.cached == finished and report.used == list(names)
+
+
+def test_a_split_over_the_memory_limit_builds_without_tensorflow(tmp_path, monkeypatch):
+    """TFDS spills a split over 1 GB to shuffle buckets, written through TensorFlow unless
+    `tfds_base` replaces them; a limit of 0 bytes makes even a tiny build spill."""
+    from tensorflow_datasets.core import shuffle
+
+    mod = synthetic_humans_dataset_builder
+    render = render_config.pifuhd_config(yaws=(0.0, 180.0), **CACHE_TINY)
+    config = mod.Config(name="tiny_spill", render=render, bodies=("body_02", "body_03"))
+    built = []
+    for limit in (shuffle.MAX_MEM_BUFFER_SIZE, 0):
+        monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", limit)
+        builder = mod.Builder(config=config, data_dir=str(tmp_path / f"limit{limit}"))
+        builder.download_and_prepare()
+        source = builder.as_data_source("train")
+        built.append({(r["subject"], float(r["yaw"])): r for r in (source[i] for i in range(len(source)))})
+    assert len(built[0]) == 2 and built[0].keys() == built[1].keys()
+    for key, record in built[0].items():
+        for field, value in record.items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(built[1][key][field]))
