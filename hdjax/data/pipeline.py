@@ -505,7 +505,7 @@ def prepare(
     free = np.zeros((0, 3), np.float32)
     if config.free_points > 0 and config.mode != "twok2k":
         window = None if config.mode == "pifuhd_coarse" else (row, col, c)
-        n_free = int(round(config.free_points * config.num_points))
+        n_free = round(config.free_points * config.num_points)
         free = free_space_points(maps, calib, n_free, rng, window=window)
     pts, lab = choose_points(points, labels, config.num_points - len(free), rng, prefer)
     pts = np.concatenate([pts, free])

@@ -520,7 +520,8 @@ def test_a_split_over_the_memory_limit_builds_without_tensorflow(tmp_path, monke
         builder = mod.Builder(config=config, data_dir=str(tmp_path / f"limit{limit}"))
         builder.download_and_prepare()
         source = builder.as_data_source("train")
-        built.append({(r["subject"], float(r["yaw"])): r for r in (source[i] for i in range(len(source)))})
+        rows = (source[i] for i in range(len(source)))
+        built.append({(r["subject"], float(r["yaw"])): r for r in rows})
     assert len(built[0]) == 2 and built[0].keys() == built[1].keys()
     for key, record in built[0].items():
         for field, value in record.items():
