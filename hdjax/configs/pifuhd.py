@@ -252,7 +252,7 @@ def _small(c: ml_collections.ConfigDict) -> None:
     c.input.dataset.config = "pifuhd_small"
     c.input.dataset.num_bodies = 300
     c.render.num_points = 12_000
-    c.train.steps = (1500, 10000, 3000)
+    c.train.steps = (1000, 8000, 2500)
     c.train.log_every = 100
     c.train.checkpoint_every = 1500
     c.eval.num_subjects = 10  # of the 30 held-out bodies: ~1 min per checkpoint in watch mode

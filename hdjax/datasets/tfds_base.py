@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import tensorflow_datasets as tfds
 from etils import epath
-from tensorflow_datasets.core import shuffle
+from tensorflow_datasets.core import example_serializer, shuffle
 
 from hdjax.data import records, render_cache, render_config
 from hdjax.data.subjects import Subject
@@ -56,6 +56,21 @@ class _FileBucket(shuffle._Bucket):
 
 if importlib.util.find_spec("tensorflow") is None:
     shuffle._Bucket = _FileBucket
+
+
+class _SortedSerializer(example_serializer.ExampleSerializer):
+    """TFDS's serializer with the record's fields in a fixed (sorted) order.
+
+    A tf.train.Example keeps its fields in a protobuf map, which serializes in an order that
+    changes with the process's string hashing: two builds of the same config wrote the same
+    records as different bytes (issue #24).
+    """
+
+    def serialize_example(self, example) -> bytes:
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+
+example_serializer.ExampleSerializer = _SortedSerializer
 
 
 @dataclasses.dataclass

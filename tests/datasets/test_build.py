@@ -22,10 +22,10 @@ TINY = ("--size=16", "--num_points=50")
 pytestmark = pytest.mark.xdist_group("build_cli")
 
 
-def _build(*args: str, cwd) -> subprocess.CompletedProcess:
+def _build(*args: str, cwd, **env_vars: str) -> subprocess.CompletedProcess:
     """``python -m hdjax.datasets.build ARGS`` in ``cwd``; the repository is importable only
     as the installed package would be (its root on PYTHONPATH, not the working folder)."""
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **env_vars)
     cmd = [sys.executable, "-m", "hdjax.datasets.build", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
@@ -53,6 +53,23 @@ def tiny_embedded(tmp_path_factory):
 def test_tiny_build_of_the_embedded_bodies(tiny_embedded):
     assert len(pipeline.open_source(tiny_embedded, "train")) == 7 * 12
     assert len(pipeline.open_source(tiny_embedded, "test")) == 12
+
+
+def test_the_same_config_builds_the_same_bytes(tiny_embedded, tmp_path):
+    """Another process (another string hashing, one worker instead of two) writes the same
+    shard files: the records' fields are serialized in a fixed order."""
+    data_dir = tmp_path / "tfds"
+    result = _build(
+        "synthetic_humans", "--config=pifuhd", f"--data_dir={data_dir}", *TINY,
+        "--num_workers=1", cwd=tmp_path, PYTHONHASHSEED="1",
+    )  # fmt: skip
+    folder = _built(result, "synthetic_humans/pifuhd_16px_50pts", data_dir)
+    shards = sorted(n for n in os.listdir(folder) if ".array_record-" in n)
+    assert len(shards) == 2
+    for name in shards:
+        with open(os.path.join(folder, name), "rb") as a:
+            with open(os.path.join(tiny_embedded, name), "rb") as b:
+                assert a.read() == b.read(), name
 
 
 @pytest.mark.parametrize("extra", [(), ("--num_workers=1",)])
