@@ -255,7 +255,8 @@ def _small(c: ml_collections.ConfigDict) -> None:
     c.train.steps = (1000, 8000, 2500)
     c.train.log_every = 100
     c.train.checkpoint_every = 1500
-    c.eval.num_subjects = 10  # of the 30 held-out bodies: ~1 min per checkpoint in watch mode
+    c.eval.num_subjects = 10  # of the 30 held-out bodies (~40 s per checkpoint)
+    c.weights = "pifuhd_small"  # hdjax/models/weights/pifuhd_small.npz, docs/models.md
     c.eval.resolution = 128
     c.eval.normal_size = 256
     c.eval.iou_resolution = 128

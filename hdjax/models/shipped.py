@@ -91,6 +91,7 @@ def save(
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 

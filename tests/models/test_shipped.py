@@ -1,5 +1,7 @@
 """Shipped weights files: round trip, and every bad file as one line naming it."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -72,3 +74,30 @@ def test_no_weights_is_an_error_not_random():
         shipped.resolve_checkpoint("", "", "pifuhd")
     assert shipped.resolve_checkpoint("random", "x", "pifuhd") == "random"
     assert shipped.resolve_checkpoint("", "pifuhd_x", "pifuhd") == shipped.path_of("pifuhd_x")
+
+
+def test_the_small_model_ships_and_is_the_default_of_reconstruct(tmp_path):
+    """`pifuhd:small` reconstructs with its shipped weights when no checkpoint is given, and
+    what it makes of the embedded example photo is a body, not the silhouette extruded
+    through the cube (the failure of untrained depth, issue #21)."""
+    import trimesh
+
+    from hdjax.reconstruction import pifuhd as recon
+
+    cfg = get_config("small")
+    assert cfg.checkpoint == "" and cfg.weights
+    path = shipped.path_of(cfg.weights)
+    assert os.path.getsize(path) <= 15 * 2**20  # travels to a device machine with the tree
+    meta = shipped.read_meta(path)
+    assert meta["model"] == "pifuhd" and meta["arch"] == configlib.to_dict(
+        PIFuHDArch.from_config(cfg.model.arch)
+    )
+    assert set(meta["about"]["held_out"]) >= {"p2s_cm", "chamfer_cm", "iou"}
+    cfg.reconstruct.resolution, cfg.reconstruct.init_resolution = 64, 16
+    recon.reconstruct(cfg, str(tmp_path))
+    mesh = trimesh.load(tmp_path / "reconstruct" / "synthetic_body.obj", process=False)
+    extent = mesh.bounds[1] - mesh.bounds[0]
+    assert len(mesh.faces) > 1000
+    # A standing body is far less deep than tall (measured on the example: 0.26 of its height
+    # at R = 256); an extruded silhouette spans the whole cube (depth ≥ height).
+    assert extent[2] < 0.5 * extent[1], extent
