@@ -3,7 +3,7 @@
 --config=pifuhd (or configs/pifuhd.py)   the released model (1024² input, R = 512)
 --config=pifuhd:tiny                      the main job: a tiny model, 8 embedded bodies, ~10 min
 --config=pifuhd:small                     the shipped small model (docs/models.md): 256² input,
-                                          300 generated clothed bodies, a few hours on a CPU
+                                          300 generated bodies, ~2 h on 2 CPU cores
 --config=pifuhd:parity                    the official octree and finite-difference colours
 
 Sections become the dataclasses modules take in one place (`hdjax.configlib.build`):
