@@ -94,6 +94,7 @@ MODELS = {
             "reconstruct.colors": ("network", "grid", "none"),
             "reconstruct.mesh_format": ("obj", "ply", "both"),
             "train.coarse_normals": ("predicted", "ground_truth"),
+            "render.center": ("area_median", "vertex_median"),
             "eval.best_metric": ("chamfer_cm", "p2s_cm", "normal_l2", "iou"),
             **NUMERICS_CHOICES,
         },

@@ -134,7 +134,8 @@ def make_camera(
 def normalization(subject: Subject, config: RenderConfig) -> cam.Normalization:
     """The scan -> normalised frame similarity of the config's convention."""
     if config.camera == "ortho":
-        return cam.pifu_normalization(subject.mesh.vertices, up_axis=1)
+        mesh = subject.mesh
+        return cam.pifu_normalization(mesh.vertices, 1, mesh.faces, config.center)
     return cam.twok2k_normalization(subject.mesh.vertices, subject.mesh.faces)
 
 

@@ -27,6 +27,9 @@ class RenderConfig:
       max_extent: scans whose bounding box is longer than this (scan units) are skipped.
       pitch_deg, scale_jitter, shift_jitter: camera jitter per view (module docstring);
         0 turns each off.
+      center: the normalisation's centre of orthographic renders (`camera.pifu_normalization`):
+        "area_median", the median of the surface, or "vertex_median", PIFu's median of the
+        vertices (to score the official weights on scans normalised as they were trained).
       point_pool: size of the labelled surface-candidate pool that a subject's views
         share, per σ level, in multiples of ``num_points`` (`point_sampling`); 0: every
         view draws and labels its own.
@@ -45,6 +48,7 @@ class RenderConfig:
     scale_jitter: float = 0.05
     shift_jitter: float = 0.03
     point_pool: float = 3.0
+    center: str = "area_median"
 
 
 def pifuhd_config(**overrides: Any) -> RenderConfig:

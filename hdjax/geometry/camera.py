@@ -22,7 +22,13 @@ subject's top toward the camera (as a camera looking slightly down sees it).
 PIFuHD orthographic camera (`OrthoCamera`)
 ------------------------------------------
 PIFu's scan normalisation (``apps/render_data.py``): centre = per-axis median of the
-vertices, except the up axis, which takes the middle of its extent; scale = 180 / height;
+vertices, except the up axis, which takes the middle of its extent; scale = 180 / height.
+The records take the median of the *surface* instead (``center="area_median"``, the
+vertices weighted by area): the same on a scan of even vertex density, but a body model
+with a dense face puts the vertex median ~5 % of the height in front of the body, and the
+subject then turns about that point: its depth moves ±0.1 units with the yaw, which an
+orthographic image cannot show, so a network can only learn a slab that covers every
+position (issue #21). The rest is PIFu's:
 the orthographic ratio 0.4 · 512 / size and the uv scale 1 / (size / 2) make a body
 180/(0.4·256) = 1.7578 box units tall whatever the image size. `pifu_normalization` folds all
 of that into one (centre, scale), so **1 cm of a 180 cm body = 1/102.4 units**
@@ -109,20 +115,53 @@ def normalize_mesh(mesh: trimesh.Trimesh, norm: Normalization) -> trimesh.Trimes
     return out
 
 
-def pifu_normalization(vertices: np.ndarray, up_axis: int = 1) -> Normalization:
+CENTERS = ("area_median", "vertex_median")
+
+
+def _area_median(v: np.ndarray, faces: np.ndarray, n: int = 100_000) -> np.ndarray:
+    """Per-axis median of the surface, from ``n`` points uniform over it (a fixed draw:
+    face centroids alone would be too coarse on a mesh of a few large triangles)."""
+    tri = v[np.asarray(faces)]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    rng = np.random.default_rng(0)
+    pick = np.searchsorted(np.cumsum(area), rng.uniform(0.0, area.sum(), n))
+    a, b = rng.uniform(size=(2, n, 1))
+    fold = a + b > 1.0  # reflect into the triangle: uniform barycentrics
+    a, b = np.where(fold, 1.0 - a, a), np.where(fold, 1.0 - b, b)
+    t = tri[np.minimum(pick, len(tri) - 1)]
+    points = t[:, 0] + a * (t[:, 1] - t[:, 0]) + b * (t[:, 2] - t[:, 0])
+    return np.median(points, axis=0)
+
+
+def pifu_normalization(
+    vertices: np.ndarray,
+    up_axis: int = 1,
+    faces: np.ndarray | None = None,
+    center: str = "vertex_median",
+) -> Normalization:
     """PIFu's scan normalisation (median centre, mid-height, 180-unit height).
 
     Args:
       vertices: (V, 3) scan vertices, `up_axis` vertical. No rotation happens here: turn
         z-up scans (e.g. anny bodies: z up, facing −y) to +y up, facing +z, first.
       up_axis: index of the vertical axis.
+      faces: (F, 3) int, needed by ``center="area_median"``.
+      center: "vertex_median" (PIFu's rule) or "area_median" (the surface's median; module
+        docstring).
 
     Returns:
       the `Normalization` after which the body is `PIFU_BODY_HEIGHT` units tall.
     """
+    if center not in CENTERS:
+        raise ValueError(f"center must be one of {CENTERS}, not {center!r}")
     v = np.asarray(vertices, np.float64)
     vmin, vmax = v.min(0), v.max(0)
-    center = np.median(v, axis=0)
+    if center == "area_median":
+        if faces is None:
+            raise ValueError('center="area_median" needs the faces')
+        center = _area_median(v, faces)
+    else:
+        center = np.median(v, axis=0)
     center[up_axis] = 0.5 * (vmin[up_axis] + vmax[up_axis])
     height = float(vmax[up_axis] - vmin[up_axis])
     return Normalization(center=center, scale=PIFU_BODY_HEIGHT / height)

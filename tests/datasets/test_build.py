@@ -33,7 +33,7 @@ def _build(*args: str, cwd, **env_vars: str) -> subprocess.CompletedProcess:
 def _built(result: subprocess.CompletedProcess, name: str, data_dir) -> str:
     """The dataset folder the build reports, after checking that it succeeded."""
     assert result.returncode == 0, result.stderr[-3000:]
-    folder = os.path.join(data_dir, name, "1.3.0")
+    folder = os.path.join(data_dir, name, "1.4.0")
     assert f"built {name} in {folder}" in result.stdout
     return folder
 
@@ -83,7 +83,7 @@ def test_the_documented_default_command_runs(tiny_embedded, tmp_path, extra):
     ``pifuhd``: TFDS then reuses it, and the builder is made exactly as for a fresh build.
     """
     data_dir = tmp_path / "tfds"
-    shutil.copytree(tiny_embedded, data_dir / "synthetic_humans" / "pifuhd" / "1.3.0")
+    shutil.copytree(tiny_embedded, data_dir / "synthetic_humans" / "pifuhd" / "1.4.0")
     result = _build("synthetic_humans", "--config=pifuhd", f"--data_dir={data_dir}", *extra,
                     cwd=tmp_path)  # fmt: skip
     folder = _built(result, "synthetic_humans/pifuhd", data_dir)
@@ -147,7 +147,7 @@ def test_a_registered_name_takes_a_copy_that_only_builds_differently(tmp_path):
     copy = dataclasses.replace(registered, num_workers=3, render_cache=False)
     builder = synthetic_humans.Builder(config=copy, data_dir=str(tmp_path))
     assert builder.builder_config is copy and builder.num_workers == 3
-    assert builder.data_dir == str(tmp_path / "synthetic_humans" / "pifuhd" / "1.3.0")
+    assert builder.data_dir == str(tmp_path / "synthetic_humans" / "pifuhd" / "1.4.0")
     same = dataclasses.replace(registered)  # what `variant("pifuhd")` returns
     assert synthetic_humans.Builder(config=same, data_dir=str(tmp_path)).builder_config is same
     other = dataclasses.replace(registered, seed=4)

@@ -78,6 +78,25 @@ def test_pifu_normalization_height_and_sigma_units():
     assert C.PIFU_SIGMA_FINE == pytest.approx(3 / 102.4)
 
 
+def test_area_median_centre_ignores_where_the_vertices_are_dense():
+    """A box whose front face is finely meshed: the vertex median moves toward the
+    front, the surface median stays in the middle (a body model's dense face did the same
+    and turned each body about a point ~5 % of its height in front of it, issue #21)."""
+    box = trimesh.creation.box((40.0, 175.0, 25.0))
+    box.apply_translation((3.0, 90.0, -7.0))
+    v, f = box.vertices, box.faces
+    for _ in range(5):  # the front face only
+        front = np.flatnonzero(v[f].mean(1)[:, 2] > 5.0 - 7.0)
+        v, f = trimesh.remesh.subdivide(v, f, face_index=front)
+    mesh = trimesh.Trimesh(v, f, process=False)
+    vertex = C.pifu_normalization(mesh.vertices).center
+    area = C.pifu_normalization(mesh.vertices, 1, mesh.faces, "area_median").center
+    assert vertex[2] > -7.0 + 4.0  # pulled > 4 units toward the dense half
+    np.testing.assert_allclose(area, (3.0, 90.0, -7.0), atol=0.5)
+    with pytest.raises(ValueError, match="faces"):
+        C.pifu_normalization(mesh.vertices, center="area_median")
+
+
 def test_twok2k_normalization():
     mesh = trimesh.creation.capsule(height=1.5, radius=0.3)
     mesh.apply_translation((0.2, -0.4, 1.0))

@@ -43,13 +43,15 @@ class Config(tfds_base.RenderBuilderConfig):
 class Builder(tfds_base.RenderBuilder):
     """Scan renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.3.0")
+    VERSION = tfds.core.Version("1.4.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Initial release.",
         "1.1.0": "Keypoints (31, 3) in 2K2K's layout (all 0 for scans without joints).",
         "1.2.0": "SH lighting with AO, camera jitter, hand points (all 0 for scans).",
         "1.3.0": "A scan's views share one labelled surface-point pool per level; points stored "
         "as raw bytes.",
+        "1.4.0": "Orthographic renders turn each scan about the median of its surface, not of "
+        "its vertices (`RenderConfig.center`).",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Put one folder per scan in manual_dir: THuman2.0 `<id>/<id>.obj` with its MTL and

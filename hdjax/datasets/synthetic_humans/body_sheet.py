@@ -31,7 +31,7 @@ def render_views(
 ) -> list[dict[str, np.ndarray]]:
     """`render.render` of the body's subject at each yaw (PIFu normalisation, ortho camera)."""
     subject = body.subject()
-    norm = camera.pifu_normalization(subject.mesh.vertices, up_axis=1)
+    norm = camera.pifu_normalization(subject.mesh.vertices, 1, subject.mesh.faces, "area_median")
     mesh = camera.normalize_mesh(subject.mesh, norm)
     joints = norm.apply(subject.keypoints)
     out = []

@@ -62,13 +62,15 @@ class Config(tfds_base.RenderBuilderConfig):
 class Builder(tfds_base.RenderBuilder):
     """Synthetic human renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.3.0")
+    VERSION = tfds.core.Version("1.4.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Eight anny bodies, procedural poses and colours.",
         "1.1.0": "Keypoints in 2K2K's 31-joint layout: finger knuckles derived from the hands.",
         "1.2.0": "Clothed generated bodies, SH lighting with AO, camera jitter, hand points.",
         "1.3.0": "A subject's views share one labelled surface-point pool per level; points stored "
         "as raw bytes.",
+        "1.4.0": "Orthographic renders turn each body about the median of its surface, not of "
+        "its vertices (`RenderConfig.center`).",
     }
     BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 
