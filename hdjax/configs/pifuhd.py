@@ -1,9 +1,9 @@
 """PIFuHD: a whole run in one tree (model, input, render, reconstruct).
 
 --config=pifuhd (or configs/pifuhd.py)   the released model (1024² input, R = 512)
---config=pifuhd:tiny                      the main job: a tiny model, 8 embedded bodies, ~10 min
+--config=pifuhd:tiny                      the main job: a tiny model, 8 embedded bodies, ~17 min
 --config=pifuhd:small                     the shipped small model (docs/models.md): 256² input,
-                                          300 generated bodies, ~2 h on 2 CPU cores
+                                          300 generated bodies, ~1.5 h on 2 CPU cores
 --config=pifuhd:parity                    the official octree and finite-difference colours
 
 Sections become the dataclasses modules take in one place (`hdjax.configlib.build`):
@@ -214,14 +214,14 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     c.input.pipeline.crop_size = 64
     c.input.pipeline.batch_size = 4
     c.input.pipeline.num_points = 2048
-    # Eight bodies and 3,000 coarse steps do not teach depth from PIFu's near-surface points
-    # alone: the far parts of each pixel's ray need their own supervision (issue #21).
-    c.input.pipeline.free_points = 0.2
+    # Eight bodies do not teach depth from PIFu's near-surface points alone: the far parts
+    # of each pixel's ray need their own supervision (issue #21).
+    c.input.pipeline.free_points = 0.3
     c.input.dataset.config = "pifuhd_tiny"
     c.input.dataset.num_bodies = None  # the eight embedded bodies: the 20-minute budget
     c.render.num_points = 20_000
     c.train.stages = ("normals", "coarse", "fine")  # once each: the 20-minute budget
-    c.train.steps = (400, 3000, 1200)
+    c.train.steps = (1000, 8000, 4000)  # ~16 min on 2 idle cores
     c.train.log_every = 50
     c.train.checkpoint_every = 500
     c.eval.resolution = 64
@@ -249,12 +249,14 @@ def _small(c: ml_collections.ConfigDict) -> None:
     p = c.input.pipeline
     p.crop_size = 128
     p.num_points = 4096
+    p.free_points = 0.2
     c.input.dataset.config = "pifuhd_small"
     c.input.dataset.num_bodies = 300
     c.render.num_points = 12_000
-    c.train.steps = (1000, 8000, 2500)
+    c.train.steps = (1000, 6000, 2000)
     c.train.log_every = 100
-    c.train.checkpoint_every = 1500
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 10  # all of them: the held-out curve is scored afterwards too
     c.eval.num_subjects = 10  # of the 30 held-out bodies (~40 s per checkpoint)
     c.weights = "pifuhd_small"  # hdjax/models/weights/pifuhd_small.npz, docs/models.md
     c.eval.resolution = 128
