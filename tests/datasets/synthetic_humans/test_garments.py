@@ -158,8 +158,11 @@ def test_buried_faces_are_left_out_but_the_render_is_the_same(dressed):
         # Skin under clothes, a dress under a coat: 33-44 % of the area (measured).
         assert visible.mesh.area < 0.8 * closed.mesh.area, body.name
         masks = []
+        # PIFu's vertex-median centre, which barely moves here: the surface median counts
+        # the buried area and would turn the two about different points.
+        config = dataclasses.replace(CONFIG, center="vertex_median")
         for subject in (closed, visible):
-            record = records.render_record(subject, CONFIG, 0, seed=3)
+            record = records.render_record(subject, config, 0, seed=3)
             masks.append(cv2.imdecode(np.frombuffer(record["mask"], np.uint8), -1) > 0)
         assert np.mean(masks[0] != masks[1]) < 1e-3, body.name
 
