@@ -84,7 +84,7 @@ def main() -> None:
 
     root = args.root or tempfile.mkdtemp(prefix="hdjax_root_")
     base = args.workdir or tempfile.mkdtemp(prefix="hdjax_main_")
-    rows = []
+    rows, views = [], None
     for seed in args.seeds:
         workdir = os.path.join(base, f"seed{seed}")
         cmd = [
@@ -98,7 +98,9 @@ def main() -> None:
         wall, load = time.perf_counter() - t0, os.getloadavg()[0]
         step, after = list(job.eval_history(workdir).items())[-1]
         folder = os.path.join(workdir, "eval", f"step_{step}")
-        after = {**after, "depth": depth_ratio(_views(args.config, root, workdir)[1], folder)}
+        # The held-out views once: the first run has built the dataset that names them.
+        views = views or _views(args.config, root, workdir)[1]
+        after = {**after, "depth": depth_ratio(views, folder)}
         rows.append((f"seed {seed}, {step} steps ({wall / 60:.1f} min, load {load:.1f})", after))
     init = before(args.config, root, base)  # after a run: the test subjects exist by now
     print("\n| | " + " | ".join(KEYS) + " |\n|---|" + "---|" * len(KEYS))

@@ -23,9 +23,9 @@ PIFuHD orthographic camera (`OrthoCamera`)
 ------------------------------------------
 PIFu's scan normalisation (``apps/render_data.py``): centre = per-axis median of the
 vertices, except the up axis, which takes the middle of its extent; scale = 180 / height.
-The records take the median of the *surface* instead (``center="area_median"``, the
-vertices weighted by area): the same on a scan of even vertex density, but a body model
-with a dense face puts the vertex median ~5 % of the height in front of the body, and the
+The records take the median of the *surface* instead (``center="area_median"``, of points
+drawn uniformly over it): the same on a scan of even vertex density, but a body model with a
+dense face puts the vertex median ~5 % of the height in front of the body, and the
 subject then turns about that point: its depth moves ±0.1 units with the yaw, which an
 orthographic image cannot show, so a network can only learn a slab that covers every
 position (issue #21). The rest is PIFu's:
