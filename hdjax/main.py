@@ -249,10 +249,13 @@ def check_inputs(mode: str, cfg: ml_collections.ConfigDict) -> list | None:
       HdjaxError: a missing checkpoint, input or points file, or no weights at all (one
         line).
     """
-    from hdjax.models.shipped import RANDOM, resolve_checkpoint  # JAX: not on --help's path
+    from hdjax.models.shipped import RANDOM, resolve_checkpoint, weights_path  # not on --help's
 
     if cfg.checkpoint not in ("", RANDOM) and not os.path.exists(cfg.checkpoint):
         raise HdjaxError("checkpoint does not exist", cfg.checkpoint)
+    init = cfg.get("train", {}).get("init_weights", "")
+    if mode == "train" and init and not os.path.exists(weights_path(init)):
+        raise HdjaxError("train.init_weights: no such file or directory", weights_path(init))
     if mode not in ("reconstruct", "query"):
         if mode == "convert" and not cfg.checkpoint:
             raise HdjaxError("convert needs --config.checkpoint=CHECKPOINT")

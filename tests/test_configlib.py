@@ -54,6 +54,8 @@ def test_pipeline_sizes_follow_the_architecture():
         ("model.numerics.conv_impl", "gpu", r"config model\.numerics\.conv_impl='gpu': expected"),
         ("reconstruct.octree", "dense", r"config reconstruct\.octree='dense': expected"),
         ("reconstruct.colors", "rgb", r"config reconstruct\.colors='rgb': expected"),
+        ("train.occupancy_gamma", 1.0, r"train\.occupancy_gamma=1\.0: must be in \[0, 1\)"),
+        ("input.pipeline.free_background", -0.1, r"free_background=-0\.1: must be in"),
     ],
 )
 def test_bad_choice_is_one_line_naming_the_field(field, value, message):

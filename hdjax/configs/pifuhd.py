@@ -82,6 +82,7 @@ def _input(arch: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # A fraction of them as free-space points (outside by the depth maps, anywhere along a
     # subject pixel's ray): 0 is PIFu's sampling (hdjax/data/pipeline.free_space_points).
     p.free_points = 0.0
+    p.free_background = 0.0  # a fraction of those on background pixels' rays instead
     p.coarse_size = arch.get_ref("coarse_size")
     p.crop_size = 512  # opt.loadSizeLocal: the fine level's training crop
     p.background_dir = config_dict.placeholder(str)
@@ -133,8 +134,14 @@ def _train() -> ml_collections.ConfigDict:
     t.stages = ("normals", "coarse", "fine", "coarse", "fine")
     t.steps = (50_000, 50_000, 50_000, 50_000, 50_000)
     t.num_steps = 0  # > 0: rescale the stages' steps to this total
+    # Fine-tuning: start from these weights instead of the seed's random init (a shipped
+    # name such as "pifuhd_small", a .npz, an official .pt or a converted directory).
+    t.init_weights = ""
     t.lr = 1e-3  # RMSprop (paper)
     t.lr_decay_at = (0.8,)  # × 0.1 at these fractions of each stage (paper: step decay)
+    # The occupancy BCE's weight λ of inside points (`losses.occupancy_bce`); 0: the official
+    # per-sample fraction of outside points (balances PIFu's half-inside samples).
+    t.occupancy_gamma = 0.0
     t.l1_weight = 5.0  # normal nets: λ_VGG·L_VGG + 5·L1 (paper)
     t.vgg19 = ""  # torchvision vgg19-*.pth; empty: L1 + (1 - SSIM) instead of L_VGG
     t.coarse_normals = "predicted"  # predicted (as at test time) | ground_truth
@@ -217,6 +224,8 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
     # Eight bodies do not teach depth from PIFu's near-surface points alone: the far parts
     # of each pixel's ray need their own supervision (issue #21).
     c.input.pipeline.free_points = 0.3
+    c.input.pipeline.free_background = 0.25
+    c.train.occupancy_gamma = 0.5
     c.input.dataset.config = "pifuhd_tiny"
     c.input.dataset.num_bodies = None  # the eight embedded bodies: the 20-minute budget
     c.render.num_points = 20_000

@@ -87,6 +87,8 @@ class PipelineConfig:
       num_points: points per record and step (PIFuHD: 8,000).
       free_points: the fraction of them drawn as free-space points (`free_space_points`)
         instead of from the stored ones; 0 is PIFu's sampling.
+      free_background: the fraction of the free-space points on background pixels' rays
+        (`free_space_points`' ``background``).
       coarse_size: side of the whole-image input of the PIFuHD coarse level.
       crop_size: side of the PIFuHD fine-level crop.
       background_dir: folder of background images; None: procedural backgrounds.
@@ -104,6 +106,7 @@ class PipelineConfig:
     batch_size: int = 2
     num_points: int = 8000
     free_points: float = 0.0
+    free_background: float = 0.0
     coarse_size: int = 512
     crop_size: int = 512
     background_dir: str | None = None
@@ -381,6 +384,7 @@ def free_space_points(
     rng: np.random.Generator,
     margin: float = 0.02,
     window: tuple[int, int, int] | None = None,
+    background: float = 0.0,
 ) -> np.ndarray:
     """``n`` points that are outside the subject by its depth maps (ortho records).
 
@@ -396,6 +400,9 @@ def free_space_points(
       maps: `decode_maps` of the record (stored size S).
       calib: (4, 4) the record's ortho calib (normalised point -> uv, align_corners=True).
       window: optional (row, col, side) of the pixels to draw from (the fine level's crop).
+      background: the fraction drawn instead on the rays of background pixels (no subject
+        pixel in their 3×3 neighbourhood), anywhere in [−1, 1]: PIFu's samples reach the
+        image's far corners and edges rarely, and a small model left blobs there.
 
     Returns:
       (m, 3) float32 normalised-frame points; m < n only where drawn pixels have no free
@@ -406,25 +413,33 @@ def free_space_points(
     kernel = np.ones((3, 3), np.uint8)
     near = cv2.dilate(np.where(mask, maps["depth_front"][..., 0], -np.inf), kernel) + margin
     far = cv2.erode(np.where(mask, maps["depth_back"][..., 0], np.inf), kernel) - margin
+    empty = ~np.isfinite(near)  # no subject pixel in the 3×3 neighbourhood
     if window is not None:
         row, col, side = window
-        mask = mask.copy()
         keep = np.zeros_like(mask)
         keep[row : row + side, col : col + side] = True
-        mask &= keep
+        mask, empty = mask & keep, empty & keep
     ys, xs = np.nonzero(mask)
     if n <= 0 or len(ys) == 0:
         return np.zeros((0, 3), np.float32)
-    pick = rng.integers(0, len(ys), n)
+    by, bx = np.nonzero(empty)
+    n_bg = round(background * n) if len(by) else 0
+    pick = rng.integers(0, len(ys), n - n_bg)
     ys, xs = ys[pick], xs[pick]
     front = np.clip(1.0 - near[ys, xs], 0.0, None)  # free length in front (larger z)
     back = np.clip(far[ys, xs] + 1.0, 0.0, None)  # and behind
-    t = rng.uniform(0.0, 1.0, n) * (front + back)
+    t = rng.uniform(0.0, 1.0, len(ys)) * (front + back)
     z = np.where(t < front, near[ys, xs] + t, t - front - 1.0)
+    free = front + back > 0
+    if n_bg:
+        pick = rng.integers(0, len(by), n_bg)
+        ys, xs = np.concatenate([ys, by[pick]]), np.concatenate([xs, bx[pick]])
+        z = np.concatenate([z, rng.uniform(-1.0, 1.0, n_bg)])
+        free = np.concatenate([free, np.ones(n_bg, bool)])
     px = np.stack([xs, ys], axis=1) + rng.uniform(-0.5, 0.5, (n, 2))
     uvz1 = np.concatenate([px * 2.0 / (size - 1) - 1.0, z[:, None], np.ones((n, 1))], axis=1)
     points = (np.linalg.inv(np.asarray(calib, np.float64)) @ uvz1.T).T[:, :3]
-    return points[front + back > 0].astype(np.float32)
+    return points[free].astype(np.float32)
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -506,7 +521,9 @@ def prepare(
     if config.free_points > 0 and config.mode != "twok2k":
         window = None if config.mode == "pifuhd_coarse" else (row, col, c)
         n_free = round(config.free_points * config.num_points)
-        free = free_space_points(maps, calib, n_free, rng, window=window)
+        free = free_space_points(
+            maps, calib, n_free, rng, window=window, background=config.free_background
+        )
     pts, lab = choose_points(points, labels, config.num_points - len(free), rng, prefer)
     pts = np.concatenate([pts, free])
     lab = np.concatenate([lab, np.zeros(len(free), np.float32)])

@@ -160,14 +160,15 @@ def _sigma(subject: Subject, config: RenderConfig, mesh, norm, level: str) -> fl
 
 
 def point_pools(
-    subject: Subject, config: RenderConfig, seed: int = 0
+    subject: Subject, config: RenderConfig, seed: int = 0, norm: cam.Normalization | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The labelled surface pools that every view of the subject draws from, per σ level
-    (`point_sampling.surface_pool`); None when ``config.point_pool`` is 0."""
+    (`point_sampling.surface_pool`); None when ``config.point_pool`` is 0. ``norm``: the
+    subject's `normalization`, when the caller has it."""
     size = round(config.point_pool * config.num_points)
     if size <= 0:
         return None
-    norm = normalization(subject, config)
+    norm = normalization(subject, config) if norm is None else norm
     mesh = cam.normalize_mesh(subject.mesh, norm)
     rng = subject_rng(seed, subject.name, _POOL_STREAM)
     return {
@@ -184,17 +185,19 @@ def render_record(
     view: int,
     seed: int = 0,
     pools: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    norm: cam.Normalization | None = None,
 ) -> dict[str, Any]:
     """Render view ``view`` of a subject and sample its points: one record (module table).
 
-    ``pools``: the subject's `point_pools` when the caller renders several views (they are
-    computed here otherwise; the record is the same either way).
+    ``pools`` and ``norm``: the subject's `point_pools` and `normalization` when the caller
+    renders several views (they are computed here otherwise; the record is the same either
+    way).
     """
     yaw = float(config.yaws[view])
+    norm = normalization(subject, config) if norm is None else norm
     if pools is None:
-        pools = point_pools(subject, config, seed)
+        pools = point_pools(subject, config, seed, norm)
     rng = subject_rng(seed, subject.name, view)
-    norm = normalization(subject, config)
     mesh = cam.normalize_mesh(subject.mesh, norm)
     camera = make_camera(config, yaw, rng)
     joints = None
@@ -309,15 +312,16 @@ def render_subject(
     except (ScanError, ValueError, RuntimeError) as e:
         return SubjectRecords(name, [], error=str(e))
     cache = None if cache_dir is None else RecordCache(cache_dir, cache_tag(config, seed))
-    out, cached, pools = [], 0, None
+    out, cached, pools, norm = [], 0, None, None
     try:
         for view in range(len(config.yaws)):
             key = record_key(subject.name, view)
             record = None if cache is None else cache.get(key)
             if record is None:
-                if pools is None:  # only when a view is to be rendered
-                    pools = point_pools(subject, config, seed)
-                record = render_record(subject, config, view, seed, pools)
+                if norm is None:  # only when a view is to be rendered
+                    norm = normalization(subject, config)
+                    pools = point_pools(subject, config, seed, norm)
+                record = render_record(subject, config, view, seed, pools, norm)
                 if cache is not None:
                     cache.put(key, record)
             else:

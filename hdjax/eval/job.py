@@ -141,7 +141,7 @@ def render_views(cfg: ml_collections.ConfigDict, subject: subjects.Subject) -> l
     per_cm = norm.scale / subject.unit_cm if subject.unit_cm else cam.PIFU_UNITS_PER_CM
     views = []
     for view, yaw in enumerate(render.yaws):
-        rec = records.render_record(subject, render, view, seed=cfg.seed)
+        rec = records.render_record(subject, render, view, seed=cfg.seed, norm=norm)
         rgb = codecs.decode_png(rec["image"]).astype(np.float32)
         mask = codecs.decode_png(rec["mask"]).reshape((*rgb.shape[:2], 1)) > 127
         image = np.where(mask, rgb, 127.5).round().astype(np.uint8)

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from hdjax import configlib
+from hdjax.errors import HdjaxError
 from hdjax.geometry.grid_sample import grid_sample_align_corners
 from hdjax.geometry.projection import orthogonal
 from hdjax.models.hourglass import DOWN_TYPES, HGFilter
@@ -106,6 +107,13 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
     sees too little z beside the image features to learn depth and extrudes the silhouette
     through the whole cube (issue #21: coarse_size 64 with z_size 200 gives z · 0.16)."""
     arch = PIFuHDArch.from_config(cfg.model.arch)
+    for field, value in (
+        ("train.occupancy_gamma", cfg.train.get("occupancy_gamma", 0.0)),
+        ("input.pipeline.free_points", cfg.input.pipeline.get("free_points", 0.0)),
+        ("input.pipeline.free_background", cfg.input.pipeline.get("free_background", 0.0)),
+    ):
+        if not 0.0 <= value < 1.0:
+            raise HdjaxError(f"{field}={value}: must be in [0, 1)")
     if not 0.5 <= arch.z_scale / OFFICIAL_Z_SCALE <= 2.0:
         logging.warning(
             "model.arch.z_size=%g with coarse_size=%d makes the depth feature z * %.3g (official "

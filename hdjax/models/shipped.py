@@ -34,6 +34,14 @@ def path_of(name: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"{name}.npz")
 
 
+def weights_path(source: str) -> str:
+    """``source`` when it is a path (exists, or ends in .npz / .pt), else the shipped file of
+    the name ``source`` (`path_of`)."""
+    if os.path.exists(source) or source.endswith((".npz", ".pt")):
+        return source
+    return path_of(source)
+
+
 def resolve_checkpoint(checkpoint: str, weights: str, model_name: str) -> str:
     """What a run loads: ``checkpoint`` if given (a path, or `RANDOM`), else the shipped file
     of ``weights``.

@@ -32,7 +32,10 @@ _LOGIT_MAX = float(jnp.log((1.0 - _P_MIN) / _P_MIN))
 
 
 def occupancy_bce(
-    logits: jax.Array, labels: jax.Array, valid: jax.Array | None = None
+    logits: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array | None = None,
+    gamma: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """PIFuHD's γ-weighted BCE.
 
@@ -40,6 +43,11 @@ def occupancy_bce(
       logits: (S, B, N) pre-sigmoid predictions of S hourglass stacks.
       labels: (B, N) 1 inside, 0 outside.
       valid: (B, N) bool, points inside the image box (default: all).
+      gamma: a fixed γ instead of the official per-sample fraction of outside points. The
+        per-sample γ balances the two classes, so a point whose chance of being inside is p
+        ends up predicted inside when p > 1 − γ: with PIFu's half-inside samples that is the
+        0.5 level, but free-space points (all outside) raise γ to ~0.65 and the mesh
+        swells wherever depth is uncertain. 0.5 keeps the level at p = 0.5 for any mix.
 
     Returns:
       the scalar loss (mean over stacks) and (S,) per-stack losses.
@@ -47,7 +55,10 @@ def occupancy_bce(
     labels = labels.astype(jnp.float32)
     valid = jnp.ones_like(labels) if valid is None else valid.astype(jnp.float32)
     count = jnp.maximum(valid.sum(-1), 1.0)  # (B,)
-    gamma = 1.0 - (labels * valid).sum(-1) / count  # fraction outside, per sample
+    if gamma is None:
+        gamma = 1.0 - (labels * valid).sum(-1) / count  # fraction outside, per sample
+    else:
+        gamma = jnp.full_like(count, gamma)
     # Clamping p to [1e-5, 1 - 1e-5] is clamping the logit (same values, same gradients).
     z = jnp.clip(logits.astype(jnp.float32), -_LOGIT_MAX, _LOGIT_MAX)
     g = gamma[None, :, None]

@@ -24,6 +24,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from hdjax.errors import HdjaxError
+from hdjax.models import shipped
 from hdjax.models.pifuhd import Params, PIFuHD, PIFuHDArch, init_params, numerics_from_config
 from hdjax.train import input_pipeline, losses
 from hdjax.train.loop import Recipe, Stage, TrainState, first_state, run_schedule
@@ -96,7 +98,9 @@ def stage_loss(
             calib_global=batch["calib_global"],
             method=PIFuHD.coarse_query,
         )
-        loss, per_stack = losses.occupancy_bce(logits, batch["labels"], in_bb)
+        loss, per_stack = losses.occupancy_bce(
+            logits, batch["labels"], in_bb, cfg.train.occupancy_gamma or None
+        )
         return loss, {f"stack{i}": x for i, x in enumerate(per_stack)}
     # fine: the coarse level is frozen; its phi of the whole image feeds the fine MLP.
     glob = batch["image_global"]
@@ -119,7 +123,9 @@ def stage_loss(
         calib_local=batch["calib_local"],
         method=PIFuHD.query,
     )
-    loss, per_stack = losses.occupancy_bce(out["fine_logits"], batch["labels"], out["in_bb_fine"])
+    loss, per_stack = losses.occupancy_bce(
+        out["fine_logits"], batch["labels"], out["in_bb_fine"], cfg.train.occupancy_gamma or None
+    )
     return loss, {f"stack{i}": x for i, x in enumerate(per_stack)}
 
 
@@ -244,6 +250,25 @@ def make_train_step(model: PIFuHD, stage: str, tx, cfg, vgg=None):
     return step
 
 
+def initial_params(cfg: ml_collections.ConfigDict, arch: PIFuHDArch) -> Params:
+    """The seed's random init, or ``train.init_weights`` (fine-tuning): a shipped name, a
+    shipped `.npz`, an official `.pt` or a converted directory, of the config's architecture."""
+    source = cfg.train.get("init_weights", "")
+    if not source:
+        return init_params(arch, cfg.seed)
+    from hdjax.reconstruction.weights import open_weights  # reads .pt files: only when asked
+
+    path = shipped.weights_path(source)
+    weights = open_weights(path, arch)
+    if weights.arch != arch:
+        raise HdjaxError(
+            "train.init_weights: the weights are of another architecture than the config's "
+            "model.arch",
+            path,
+        )
+    return jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x, "float32"), weights.get(()))
+
+
 def pifuhd_recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
     """PIFuHD's stages (`STAGES`) on ``source``, whose image size is checked first."""
     model = training_model(cfg)
@@ -251,7 +276,7 @@ def pifuhd_recipe(cfg: ml_collections.ConfigDict, source) -> Recipe:
     vgg = losses.vgg_features(cfg)
     return Recipe(
         modes=MODES,
-        params=init_params(model.arch, cfg.seed),
+        params=initial_params(cfg, model.arch),
         optimizer=lambda stage, params: make_optimizer(cfg, stage, params),
         step=lambda name, tx: make_train_step(model, name, tx, cfg, vgg),
         previews=lambda name, params, batch: preview_images(model, name, params, batch),

@@ -112,6 +112,33 @@ def test_a_body_turns_about_its_own_middle(source):
     assert np.ptp(medians) < 0.08, medians
 
 
+def test_background_free_points_fill_background_rays_within_the_window():
+    """A 10×6 subject (depth 0.2 in front, −0.2 behind) in a 32² image, the identity calib
+    (uv = xy): a quarter of the points on background pixels' rays, anywhere in depth, the
+    rest in the free parts of subject pixels' rays; the window bounds both."""
+    size, n = 32, 4000
+    mask = np.zeros((size, size, 1), np.float32)
+    mask[10:20, 12:18] = 1
+    maps = {"mask": mask, "depth_front": 0.2 * mask, "depth_back": -0.2 * mask}
+    calib = np.eye(4, dtype=np.float32)
+    for window in (None, (4, 8, 16)):
+        pts = pl.free_space_points(
+            maps, calib, n, np.random.default_rng(0), window=window, background=0.25
+        )
+        assert pts.shape == (n, 3)
+        px = np.rint((pts[:, :2] + 1) * (size - 1) / 2).astype(int)
+        on_subject = mask[px[:, 1], px[:, 0], 0] > 0
+        near = cv2.dilate(mask[..., 0], np.ones((3, 3), np.uint8))[px[:, 1], px[:, 0]] > 0
+        assert (~near).sum() == n // 4 and (on_subject | ~near).all()
+        z = pts[:, 2]
+        assert (np.abs(z[on_subject]) >= 0.22 - 1e-6).all()  # outside the body, by the margin
+        assert z[~near].min() < -0.9 and z[~near].max() > 0.9 and np.abs(z[~near]).min() < 0.1
+        if window is not None:
+            row, col, side = window
+            assert (px[:, 1] >= row).all() and (px[:, 1] < row + side).all()
+            assert (px[:, 0] >= col).all() and (px[:, 0] < col + side).all()
+
+
 @pytest.mark.parametrize("mode", ["pifuhd_coarse", "pifuhd_fine"])
 def test_free_space_points_are_outside_along_subject_rays(source, mode):
     from hdjax.data import point_sampling, records, render_config, subjects

@@ -327,6 +327,7 @@ def build_case() -> dict:
     params = convert_state_dict(state_dict, arch, to_device=np.asarray)
     cfg = get_config("tiny")
     cfg.train.coarse_normals = "predicted"
+    cfg.train.occupancy_gamma = 0.0  # the official per-sample λ (the tiny config fixes it)
     model = PIFuHD(arch, numerics_from_config(cfg.model.numerics, training=True))
     return dict(net=net, arch=arch, params=params, cfg=cfg, model=model,
                 frozen=frozen_model(arch, cfg))  # fmt: skip

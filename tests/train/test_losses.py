@@ -30,6 +30,25 @@ def test_occupancy_bce_by_hand():
     assert float(masked) == pytest.approx(want / 3, rel=1e-6)
 
 
+def test_a_fixed_gamma_puts_the_level_at_one_half_whatever_the_mix():
+    """Three outside points to one inside: the per-sample γ = 3/4 weights the inside point
+    3:1, so the loss-optimal constant prediction is inside-leaning (σ = 1/2 where a quarter
+    is inside); a fixed γ = 1/2 is the plain BCE, optimal at σ = 1/4, the true fraction."""
+    y = jnp.array([[1.0, 0.0, 0.0, 0.0]])
+
+    def best(gamma):
+        zs = jnp.linspace(-4.0, 4.0, 8001)
+        f = jax.vmap(lambda z: losses.occupancy_bce(jnp.full((1, 1, 4), z), y, gamma=gamma)[0])
+        return float(jax.nn.sigmoid(zs[jnp.argmin(f(zs))]))
+
+    assert best(None) == pytest.approx(0.5, abs=2e-3)
+    assert best(0.5) == pytest.approx(0.25, abs=2e-3)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    z = jnp.array([[[2.0, -1.0, 0.5, -3.0]]])
+    want = -(math.log(sig(2.0)) + sum(math.log(1 - sig(v)) for v in (-1, 0.5, -3))) / 2
+    assert float(losses.occupancy_bce(z, y, gamma=0.5)[0]) == pytest.approx(want / 4, rel=1e-6)
+
+
 def test_occupancy_bce_clamps_like_the_official_loss():
     # p is clamped to [1e-5, 1 − 1e-5]: a confidently wrong point costs −log(1e-5) at most
     # and passes no gradient.

@@ -45,6 +45,29 @@ def fake_batch(cfg, stage: str, rng: np.random.Generator, batch: int = 2):
     return pifuhd.random_batch(cfg, stage, rng, batch)
 
 
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    from hdjax import configlib, main
+    from hdjax.models import shipped
+    from hdjax.models.pifuhd import PIFuHDArch
+
+    cfg = tiny_config()
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    params = init_params(arch, 7)
+    path = str(tmp_path / "start.npz")
+    shipped.save(path, "pifuhd", configlib.to_dict(arch), params, dtype="float32")
+    cfg.train.init_weights = path
+    got = pifuhd.initial_params(cfg, arch)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(got), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    cfg.model.arch.coarse.mlp_dim = [33, 32, 16, 8, 4, 1]  # another model
+    with pytest.raises(HdjaxError, match="another architecture"):
+        pifuhd.initial_params(cfg, PIFuHDArch.from_config(cfg.model.arch))
+    cfg = tiny_config()
+    cfg.train.init_weights = "no_such_weights"  # neither a file nor a shipped name
+    with pytest.raises(HdjaxError, match="init_weights: no such file"):
+        main.check_inputs("train", cfg)
+
+
 def test_schedule_ranges_and_rescaling():
     cfg = tiny_config()
     stages = loop.schedule(cfg, pifuhd.STAGES)

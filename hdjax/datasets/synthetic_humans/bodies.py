@@ -63,6 +63,7 @@ from unittest import mock
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
+import threadpoolctl
 import trimesh
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
@@ -449,7 +450,20 @@ def garment_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([0x636C6F74, seed, index])
 
 
-def generate_body(
+def generate_body(model: BodyModel, seed: int, index: int, **kwargs) -> GeneratedBody:
+    """Body ``index`` of seed ``seed`` (`_generate_body`) on one BLAS/OpenMP thread.
+
+    The same (seed, index) gives the same bytes in any process: numpy's multi-threaded BLAS
+    splits some products differently for other thread counts, which moved a vertex by a
+    float32 step or changed a garment's vertex count (2 of the first 12 bodies of seed 0,
+    one thread against two), and so every record of that body. Build workers already run
+    single-threaded; a one-worker build, the eval job and tests did not.
+    """
+    with threadpoolctl.threadpool_limits(limits=1):
+        return _generate_body(model, seed, index, **kwargs)
+
+
+def _generate_body(
     model: BodyModel,
     seed: int,
     index: int,

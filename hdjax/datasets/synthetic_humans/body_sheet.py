@@ -17,7 +17,7 @@ import time
 import cv2
 import numpy as np
 
-from hdjax.data import render
+from hdjax.data import render, render_config
 from hdjax.datasets.synthetic_humans import bodies
 from hdjax.geometry import camera
 
@@ -31,7 +31,8 @@ def render_views(
 ) -> list[dict[str, np.ndarray]]:
     """`render.render` of the body's subject at each yaw (PIFu normalisation, ortho camera)."""
     subject = body.subject()
-    norm = camera.pifu_normalization(subject.mesh.vertices, 1, subject.mesh.faces, "area_median")
+    center = render_config.RenderConfig.center  # the datasets' default centre rule
+    norm = camera.pifu_normalization(subject.mesh.vertices, 1, subject.mesh.faces, center)
     mesh = camera.normalize_mesh(subject.mesh, norm)
     joints = norm.apply(subject.keypoints)
     out = []

@@ -45,6 +45,34 @@ def test_same_seed_and_index_give_the_same_body(model, few):
     assert np.abs(other_seed.vertices - few[3].vertices).mean() > 0.01
 
 
+def _body_digest_in_a_process(threads: int) -> str:
+    """Digest of body 1 of seed 0 (one the thread count changed) generated in a fresh process
+    whose BLAS and OpenMP pools have ``threads`` threads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib\n"
+        "from hdjax.datasets.synthetic_humans import bodies\n"
+        "b = bodies.generate_body(bodies.load_body_model(), 0, 1)\n"
+        "h = hashlib.sha256(b.vertices.tobytes() + b.keypoints.tobytes())\n"
+        "for g in b.garments: h.update(g.vertices.tobytes() + g.faces.tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    n = str(threads)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_a_body_is_the_same_for_any_thread_count(model):
+    """Generated with numpy's BLAS on one thread and on four, body 1 of seed 0 differed
+    (before generation was held to one thread); a one-worker build and a multi-worker build
+    (single-threaded workers) then wrote different records."""
+    assert _body_digest_in_a_process(1) == _body_digest_in_a_process(4)
+
+
 def test_no_two_bodies_of_a_build_alike(few):
     for i in range(len(few)):
         for j in range(i):
