@@ -262,7 +262,7 @@ def _small(c: ml_collections.ConfigDict) -> None:
     c.input.dataset.config = "pifuhd_small"
     c.input.dataset.num_bodies = 300
     c.render.num_points = 12_000
-    c.train.steps = (800, 5000, 1500)
+    c.train.steps = (800, 7000, 2500)
     c.train.log_every = 100
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 10  # all of them: the held-out curve is scored afterwards too

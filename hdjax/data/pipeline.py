@@ -1,6 +1,6 @@
 """Grain input pipeline over the TFDS array_record datasets of `hdjax.data.records`.
 
-    source = open_source("~/tensorflow_datasets/synthetic_humans/pifuhd/1.4.0", "train")
+    source = open_source("~/tensorflow_datasets/synthetic_humans/pifuhd/1.5.0", "train")
     loader = make_loader(source, PipelineConfig(mode="pifuhd_fine", batch_size=4), seed=0)
     it = iter(loader); batch = next(it); state = it.get_state()   # bytes; it.set_state(state)
 

@@ -68,9 +68,14 @@ def label_points(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
 
 
 def surface_pool(
-    mesh: trimesh.Trimesh, rng: np.random.Generator, size: int, sigma: float
+    mesh: trimesh.Trimesh,
+    rng: np.random.Generator,
+    size: int,
+    sigma: float,
+    solid: trimesh.Trimesh | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` labelled surface candidates for `sample_points` (``pool=``).
+    """``size`` labelled surface candidates for `sample_points` (``pool=``); ``solid`` as
+    there.
 
     Returns:
       points (size, 3) float64, area-weighted surface samples plus N(0, σ²) noise, and
@@ -78,10 +83,10 @@ def surface_pool(
     """
     points, _ = trimesh.sample.sample_surface(mesh, size, seed=rng)
     points = points + rng.normal(scale=sigma, size=points.shape)
-    return points, label_points(mesh, points)
+    return points, label_points(mesh if solid is None else solid, points)
 
 
-def _draw(mesh, rng, size, n_uniform, sigma, box, box_rotation, pool):
+def _draw(mesh, solid, rng, size, n_uniform, sigma, box, box_rotation, pool):
     """``size`` surface + ``n_uniform`` uniform candidates, labelled and shuffled; the
     surface ones come from ``pool`` (points, labels) while it lasts. Returns the candidates,
     their labels and what is left of the pool."""
@@ -89,12 +94,12 @@ def _draw(mesh, rng, size, n_uniform, sigma, box, box_rotation, pool):
     surface = [pool[0][:take]]
     labels = [pool[1][:take]]
     if take < size:
-        fresh, fresh_labels = surface_pool(mesh, rng, size - take, sigma)
+        fresh, fresh_labels = surface_pool(mesh, rng, size - take, sigma, solid)
         surface.append(fresh)
         labels.append(fresh_labels)
     uniform = rng.uniform(box[0], box[1], size=(n_uniform, 3)) @ box_rotation
     cand = np.concatenate([*surface, uniform], axis=0)
-    lab = np.concatenate([*labels, label_points(mesh, uniform)])
+    lab = np.concatenate([*labels, label_points(mesh if solid is None else solid, uniform)])
     order = rng.permutation(len(cand))
     return cand[order], lab[order], (pool[0][take:], pool[1][take:])
 
@@ -108,6 +113,7 @@ def sample_points(
     box_rotation: np.ndarray | None = None,
     ratio: int = 16,
     pool: tuple[np.ndarray, np.ndarray] | None = None,
+    solid: trimesh.Trimesh | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """PIFu training points with balanced occupancy labels.
 
@@ -122,6 +128,9 @@ def sample_points(
       ratio: surface : uniform candidate ratio (PIFu: 16).
       pool: labelled surface candidates (`surface_pool`, same mesh and σ) to take the
         surface candidates from, in an order drawn from ``rng``, before drawing new ones.
+      solid: the closed mesh whose winding number labels the points, when ``mesh`` is only
+        its outer surface (a generated body's pieces without their buried faces: its open
+        seams would label inexactly there); default ``mesh``.
 
     Returns:
       points (n, 3) float32 and labels (n,) bool (True inside), in random order;
@@ -157,7 +166,9 @@ def sample_points(
             size = int(1.1 * max(short_in, short_out)) + 256
         if within:
             size = min(size, limit - drawn)
-        cand, lab, pool = _draw(mesh, rng, size, max(1, size // ratio), sigma, box, rot, pool)
+        cand, lab, pool = _draw(
+            mesh, solid, rng, size, max(1, size // ratio), sigma, box, rot, pool
+        )
         if within:
             inside_pts.append(cand[lab])
             n_in += int(lab.sum())

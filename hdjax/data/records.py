@@ -90,6 +90,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import trimesh
 
 from hdjax.data import codecs, point_sampling
 from hdjax.data import keypoints as keypoints_lib
@@ -169,14 +170,32 @@ def point_pools(
     if size <= 0:
         return None
     norm = normalization(subject, config) if norm is None else norm
-    mesh = cam.normalize_mesh(subject.mesh, norm)
+    mesh, solid = _normalized(subject, norm)
     rng = subject_rng(seed, subject.name, _POOL_STREAM)
     return {
         level: point_sampling.surface_pool(
-            mesh, rng, size, _sigma(subject, config, mesh, norm, level)
+            mesh, rng, size, _sigma(subject, config, mesh, norm, level), solid
         )
         for level in _LEVELS
     }
+
+
+def _normalized(subject: Subject, norm: cam.Normalization):
+    """The subject's surface and solid (None when it has none) in the normalised frame."""
+    mesh = cam.normalize_mesh(subject.mesh, norm)
+    if subject.solid is None:
+        return mesh, None
+    solid = cam.normalize_mesh(subject.solid, norm)
+    # A vertex at the edge of the faces left out keeps its closed piece's normal, so the
+    # surface shades as the closed pieces do.
+    surface = trimesh.Trimesh(
+        solid.vertices,
+        mesh.faces,
+        vertex_normals=solid.vertex_normals,
+        visual=mesh.visual,
+        process=False,
+    )
+    return surface, solid
 
 
 def render_record(
@@ -198,7 +217,7 @@ def render_record(
     if pools is None:
         pools = point_pools(subject, config, seed, norm)
     rng = subject_rng(seed, subject.name, view)
-    mesh = cam.normalize_mesh(subject.mesh, norm)
+    mesh, solid = _normalized(subject, norm)
     camera = make_camera(config, yaw, rng)
     joints = None
     if subject.keypoints is not None:
@@ -248,6 +267,7 @@ def render_record(
             box,
             camera.rotation,
             pool=None if pools is None else pools[level],
+            solid=solid,
         )
         record[f"points_{level}"] = pts.astype(np.float32)
         record[f"labels_{level}"] = lab.astype(np.uint8)

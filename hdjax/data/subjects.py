@@ -34,6 +34,9 @@ class Subject:
     ``unit_cm`` is the length of one scan unit in centimetres, None when unknown.
     ``hands``: (42, 3) COCO-WholeBody hand points (21 per hand, left then right), or None.
     ``meta``: JSON-able facts a build reports per subject (a generated body's draws).
+    ``solid``: the closed mesh that ``mesh`` is the outer surface of, when it is only that
+    (a generated body without the faces buried under its clothes; same vertices): occupancy
+    labels come from it, renders and surface samples from ``mesh``. None: ``mesh`` is both.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Subject:
     unit_cm: float | None = None
     hands: np.ndarray | None = None
     meta: dict[str, Any] | None = None
+    solid: trimesh.Trimesh | None = None
 
 
 class ScanError(Exception):

@@ -1,6 +1,6 @@
 """Where a run's records come from: a built dataset, or the embedded one built on first use.
 
-``input.dataset.data_dir`` names a built TFDS folder (``.../synthetic_humans/pifuhd/1.4.0``
+``input.dataset.data_dir`` names a built TFDS folder (``.../synthetic_humans/pifuhd/1.5.0``
 or any `scan_renders` build). Left empty, the run uses the embedded synthetic humans: the
 `synthetic_humans` builder config ``input.dataset.config`` with the ``render`` section of
 the config, built once under ``input.dataset.root`` (default ``~/tensorflow_datasets``)

@@ -13,11 +13,13 @@ import sys
 import pytest
 
 from hdjax.data import pipeline
+from hdjax.datasets.scan_renders import scan_renders_dataset_builder as scan_renders
 from hdjax.datasets.synthetic_humans import synthetic_humans_dataset_builder as synthetic_humans
 from hdjax.errors import HdjaxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ("--size=16", "--num_points=50")
+VERSION = str(synthetic_humans.Builder.VERSION)
 # One worker builds the tiny embedded-body dataset that the next tests reuse.
 pytestmark = pytest.mark.xdist_group("build_cli")
 
@@ -33,7 +35,8 @@ def _build(*args: str, cwd, **env_vars: str) -> subprocess.CompletedProcess:
 def _built(result: subprocess.CompletedProcess, name: str, data_dir) -> str:
     """The dataset folder the build reports, after checking that it succeeded."""
     assert result.returncode == 0, result.stderr[-3000:]
-    folder = os.path.join(data_dir, name, "1.4.0")
+    builder = scan_renders if name.startswith("scan_renders") else synthetic_humans
+    folder = os.path.join(data_dir, name, str(builder.Builder.VERSION))
     assert f"built {name} in {folder}" in result.stdout
     return folder
 
@@ -83,7 +86,7 @@ def test_the_documented_default_command_runs(tiny_embedded, tmp_path, extra):
     ``pifuhd``: TFDS then reuses it, and the builder is made exactly as for a fresh build.
     """
     data_dir = tmp_path / "tfds"
-    shutil.copytree(tiny_embedded, data_dir / "synthetic_humans" / "pifuhd" / "1.4.0")
+    shutil.copytree(tiny_embedded, data_dir / "synthetic_humans" / "pifuhd" / VERSION)
     result = _build("synthetic_humans", "--config=pifuhd", f"--data_dir={data_dir}", *extra,
                     cwd=tmp_path)  # fmt: skip
     folder = _built(result, "synthetic_humans/pifuhd", data_dir)
@@ -147,7 +150,7 @@ def test_a_registered_name_takes_a_copy_that_only_builds_differently(tmp_path):
     copy = dataclasses.replace(registered, num_workers=3, render_cache=False)
     builder = synthetic_humans.Builder(config=copy, data_dir=str(tmp_path))
     assert builder.builder_config is copy and builder.num_workers == 3
-    assert builder.data_dir == str(tmp_path / "synthetic_humans" / "pifuhd" / "1.4.0")
+    assert builder.data_dir == str(tmp_path / "synthetic_humans" / "pifuhd" / VERSION)
     same = dataclasses.replace(registered)  # what `variant("pifuhd")` returns
     assert synthetic_humans.Builder(config=same, data_dir=str(tmp_path)).builder_config is same
     other = dataclasses.replace(registered, seed=4)

@@ -418,14 +418,14 @@ def test_tfds_build_resumes_after_an_interruption(tmp_path, monkeypatch):
     with pytest.raises(_Interrupted):
         build(tmp_path / "resumed")
     cache_dir = os.path.join(tmp_path, "resumed", "synthetic_humans", "tiny_resume", "render_cache")
-    assert len(os.listdir(os.path.join(cache_dir, "1.4.0"))) == 3
+    assert len(os.listdir(os.path.join(cache_dir, str(mod.Builder.VERSION)))) == 3
 
     counter = _CountingRender()
     monkeypatch.setattr(records, "render_record", counter)
     resumed = build(tmp_path / "resumed", keep_render_cache=True)
     assert counter.calls == 1  # 4 records in all, 3 finished before the interruption
     assert os.path.isdir(resumed.render_cache_dir)
-    assert resumed.render_cache_dir == os.path.join(cache_dir, "1.4.0")
+    assert resumed.render_cache_dir == os.path.join(cache_dir, str(mod.Builder.VERSION))
     cached = {
         split: json.load(open(os.path.join(resumed.data_dir, f"build_report_{split}.json")))
         for split in ("train", "test")

@@ -252,27 +252,33 @@ class GeneratedBody:
         per-vertex colours.
 
         Args:
-          closed: concatenate the closed pieces whole (each watertight, so the winding
-            number of the concatenation is "inside any of them"). By default the faces
-            buried inside another piece (skin under the clothes, a top under a coat;
-            `garments_fields.hide_buried_faces`) are left out: what remains covers the union's
-            boundary, renders and labels the same, and PIFu's area-weighted surface
-            samples all fall on the visible surface.
+          closed: the mesh is the closed pieces whole (each watertight, so the winding
+            number of the concatenation is "inside any of them"). By default it leaves out
+            the faces buried inside another piece (skin under the clothes, a top under a
+            coat; `garments_fields.hide_buried_faces`): what remains is the union's outer
+            surface, which renders the same and where PIFu's area-weighted surface samples
+            belong, and the closed pieces go to ``solid``, which labels.
         """
         pieces = [(self.vertices, self.faces, self.skin_colors, self.body_visible)]
         pieces += [(g.vertices, g.faces, g.colors, g.visible) for g in self.garments]
         offsets = np.cumsum([0] + [len(p[0]) for p in pieces])
         vertices = np.concatenate([p[0] for p in pieces]).astype(np.float64)
-        faces = []
-        for (_, f, _, visible), o in zip(pieces, offsets, strict=False):
-            keep = f if closed or visible is None else f[visible]
-            faces.append(keep.astype(np.int64) + o)
+        faces = np.concatenate(
+            [p[1].astype(np.int64) + o for p, o in zip(pieces, offsets[:-1], strict=True)]
+        )
+        visible = np.concatenate(
+            [np.ones(len(p[1]), bool) if p[3] is None else p[3] for p in pieces]
+        )
         colors = None
         if self.skin_colors is not None:
             colors = np.concatenate([p[2] for p in pieces])
-        mesh = trimesh.Trimesh(vertices, np.concatenate(faces), vertex_colors=colors, process=False)
+        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False)
+        solid = None
+        if not closed and not visible.all():
+            solid = mesh
+            mesh = trimesh.Trimesh(vertices, faces[visible], vertex_colors=colors, process=False)
         keypoints, hands = self.keypoints.astype(np.float64), self.hands.astype(np.float64)
-        return Subject(self.name, mesh, keypoints, 100.0, hands, self.meta())
+        return Subject(self.name, mesh, keypoints, 100.0, hands, self.meta(), solid)
 
 
 def body_name(seed: int, index: int) -> str:
@@ -533,7 +539,7 @@ def _generate_body(
                     dressed.append(garments_fields.build_garment(field, spec))
                 except ValueError:  # a region this body does not have: left out
                     continue
-            body_visible = garments_fields.hide_buried_faces(field, model.faces, dressed)
+            body_visible = garments_fields.hide_buried_faces(v, model.faces, dressed)
     # Shoe soles (or anything else) below the feet: stand the subject on them.
     lowest = min([0.0] + [float(g.vertices[:, 1].min()) for g in dressed])
     lift = np.array([0.0, -lowest, 0.0])

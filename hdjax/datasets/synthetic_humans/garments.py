@@ -31,7 +31,8 @@ body + garments is the sum of theirs, so ``winding > 0.5`` (`point_sampling.labe
 is "inside any of them", and the renderer's nearest/farthest hits lie on the union's
 boundary (checked in ``tests/datasets/synthetic_humans/test_garments.py``).
 `garments_fields.hide_buried_faces` then marks the faces buried inside another piece (skin
-under the clothes), which subjects leave out by default (`bodies.GeneratedBody.subject`).
+under the clothes, by exact signed distances to the closed pieces), which subjects leave
+out of their surface (`bodies.GeneratedBody.subject`); labels come from the closed pieces.
 
 **Colours** (`garments_colours`) are per vertex (`trimesh` ColorVisuals), solid 3D patterns
 evaluated at vertex positions: plain, stripes, checks, prints (random blobs) and denim-like
@@ -147,7 +148,7 @@ class Garment:
     """A built garment: closed watertight mesh (subject frame) with per-vertex colours.
 
     ``visible`` (F,) bool marks the faces not buried inside the body or another garment
-    (`hide_buried_faces`); ``field``/``origin`` keep the garment's grid field until then.
+    (`garments_fields.hide_buried_faces`).
     """
 
     spec: GarmentSpec
@@ -155,8 +156,6 @@ class Garment:
     faces: np.ndarray  # (F, 3) int32, outward winding
     colors: np.ndarray  # (V, 3) uint8
     visible: np.ndarray | None = None
-    field: np.ndarray | None = dataclasses.field(default=None, repr=False)
-    origin: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
 
 def _rgb(x) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import point_cloud_utils as pcu
 import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -442,8 +443,8 @@ def garment_field(body: BodyField, spec: GarmentSpec) -> tuple[np.ndarray, np.nd
 
 
 def _mesh_from_field(f: np.ndarray, origin: np.ndarray) -> trimesh.Trimesh:
-    """Marching cubes of the field's zero set (optionally subdivided, `SUBDIVIDE`) and
-    Taubin smoothing."""
+    """Marching cubes of the field's zero set (optionally subdivided, `SUBDIVIDE`), Taubin
+    smoothing, and no fragments (`_drop_fragments`)."""
     from skimage.measure import marching_cubes
 
     padded = np.pad(f, 1, constant_values=FAR)
@@ -452,9 +453,32 @@ def _mesh_from_field(f: np.ndarray, origin: np.ndarray) -> trimesh.Trimesh:
     verts = verts + origin - GRID_M
     if SUBDIVIDE:
         verts, faces = trimesh.remesh.subdivide(verts, faces)
-    mesh = trimesh.Trimesh(verts, faces, process=False)
+    mesh = _drop_fragments(trimesh.Trimesh(verts, faces, process=False))
     trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=8)
     return mesh
+
+
+# A closed piece of a garment smaller than this fraction of its largest is a fragment of the
+# field (a sliver where a region's edge grazes the zero level, a blob inside the body), not
+# cloth: a shoe or a second sleeve is as large as the first, fragments are under 0.3 %.
+FRAGMENT_FRACTION = 0.01
+
+
+def _drop_fragments(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """The mesh without its closed pieces of less than `FRAGMENT_FRACTION` of the largest's
+    volume."""
+    pieces = trimesh.graph.connected_components(
+        mesh.face_adjacency, nodes=np.arange(len(mesh.faces))
+    )
+    if len(pieces) < 2:
+        return mesh
+    volumes = np.array([abs(mesh.submesh([p], append=True).volume) for p in pieces])
+    keep = np.concatenate(
+        [p for p, v in zip(pieces, volumes, strict=True) if v >= FRAGMENT_FRACTION * volumes.max()]
+    )
+    faces = mesh.faces[np.sort(keep)]
+    used, inverse = np.unique(faces, return_inverse=True)
+    return trimesh.Trimesh(mesh.vertices[used], inverse.reshape(-1, 3), process=False)
 
 
 def build_garment(body: BodyField, spec: GarmentSpec) -> Garment:
@@ -473,42 +497,42 @@ def build_garment(body: BodyField, spec: GarmentSpec) -> Garment:
         vertices=verts.astype(np.float32),
         faces=np.asarray(mesh.faces, np.int32),
         colors=pattern_colours(spec, verts),
-        field=f,
-        origin=origin,
     )
 
 
-BURIED_M = 0.003  # a vertex this deep inside another piece is hidden by it
+BURIED_M = 0.003  # a face this deep inside another piece is hidden by it
 
 
-def _field_at(grid: np.ndarray, origin: np.ndarray, points: np.ndarray, outside: float):
-    """Trilinear interpolation of a grid field at points (N, 3); ``outside`` beyond it."""
-    coords = ((np.asarray(points, np.float64) - origin) / GRID_M).T
-    return ndimage.map_coordinates(grid, coords, order=1, mode="constant", cval=outside)
-
-
-def hide_buried_faces(body: BodyField, faces: np.ndarray, garments: list[Garment]) -> np.ndarray:
+def hide_buried_faces(
+    vertices: np.ndarray, faces: np.ndarray, garments: list[Garment]
+) -> np.ndarray:
     """Mark the faces of the body and of every garment that lie inside another piece.
 
-    A face is buried when all its vertices are more than `BURIED_M` inside the body or a
-    garment (by their grid fields: the body's signed distance, each garment's field). The
-    rest, the faces that are on the outside, always include the boundary of the union of
-    all pieces (a face crossing it has a vertex outside), so rendering and winding-number
-    labels of the visible faces match those of the closed pieces except within a triangle
-    of the seams, while surface samples (PIFu's point sampling draws them by area) no
-    longer fall on skin under the clothes or on cloth under a coat.
+    A face is buried when its vertices and its centre are all more than `BURIED_M` inside
+    one and the same other piece, by the signed distance to that piece's closed mesh (exact,
+    not its grid field: a grid field is ~1 mm off the smoothed mesh it made, which hid faces
+    of the outer surface and let the renderer see through them, issue #24). What is left
+    covers the boundary of the union of the pieces, so it renders as the closed pieces do,
+    while PIFu's area-weighted surface samples no longer fall on skin under the clothes or
+    on cloth under a coat. Labels still come from the closed pieces
+    (`bodies.GeneratedBody.subject`): open seams would make winding numbers inexact.
 
-    Sets ``visible`` on every garment, drops their fields, and returns the body's (F,) bool.
+    Sets ``visible`` on every garment and returns the body's (F,) bool.
     """
-    pieces = [(body.vertices, faces)] + [(g.vertices, g.faces) for g in garments]
-    fields = [(body.sdf, body.lo, 1.0)] + [(g.field, g.origin, FAR) for g in garments]
+    pieces = [(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))]
+    pieces += [(g.vertices.astype(np.float64), g.faces.astype(np.int64)) for g in garments]
     visible = []
     for k, (v, f) in enumerate(pieces):
-        buried = np.zeros(len(v), bool)
-        for j, (grid, origin, outside) in enumerate(fields):
-            if j != k:
-                buried |= _field_at(grid, origin, v, outside) < -BURIED_M
-        visible.append(~buried[f].all(1))
+        probes = np.concatenate([v, v[f].mean(1)])  # vertices, then face centres
+        buried = np.zeros(len(f), bool)
+        for j, (vj, fj) in enumerate(pieces):
+            near = np.all((probes >= vj.min(0)) & (probes <= vj.max(0)), axis=1)
+            if j == k or not near.any():
+                continue
+            deep = np.zeros(len(probes), bool)  # outside j's box is outside j
+            deep[near] = pcu.signed_distance_to_mesh(probes[near], vj, fj)[0] < -BURIED_M
+            buried |= deep[: len(v)][f].all(1) & deep[len(v) :]
+        visible.append(~buried)
     for g, vis in zip(garments, visible[1:], strict=True):
-        g.visible, g.field, g.origin = vis, None, None
+        g.visible = vis
     return visible[0]

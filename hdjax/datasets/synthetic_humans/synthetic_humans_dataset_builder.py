@@ -62,7 +62,7 @@ class Config(tfds_base.RenderBuilderConfig):
 class Builder(tfds_base.RenderBuilder):
     """Synthetic human renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.4.0")
+    VERSION = tfds.core.Version("1.5.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Eight anny bodies, procedural poses and colours.",
         "1.1.0": "Keypoints in 2K2K's 31-joint layout: finger knuckles derived from the hands.",
@@ -71,6 +71,8 @@ class Builder(tfds_base.RenderBuilder):
         "as raw bytes.",
         "1.4.0": "Orthographic renders turn each body about the median of its surface, not of "
         "its vertices (`RenderConfig.center`).",
+        "1.5.0": "Labels from the closed pieces of a clothed body; no face of its outer surface "
+        "hidden (no see-through holes); no garment fragments.",
     }
     BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 
