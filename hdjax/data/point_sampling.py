@@ -62,6 +62,18 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 3) points -> (N,) float64 signed distance to a closed mesh, negative inside."""
+    # point-cloud-utils 0.31 crashes on a view into a larger array and answers nonsense for a
+    # single point: fresh arrays, two points at least.
+    p = np.array(points, np.float64).reshape(-1, 3)
+    if len(p) == 0:
+        return np.zeros(0)
+    two = np.concatenate([p, p[:1]]) if len(p) == 1 else p
+    v, f = np.array(vertices, np.float64), np.array(faces, np.int64)
+    return np.asarray(pcu.signed_distance_to_mesh(two, v, f)[0])[: len(p)]
+
+
 def label_points(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     """(N, 3) points -> (N,) bool, True inside (winding number > 0.5)."""
     return winding_number(mesh, points) > 0.5

@@ -18,11 +18,13 @@ key                   value                meaning
 ``camera``            str                  "ortho" (PIFuHD) or "persp" (2K2K)
 ``calib``             (4, 4) float32       normalised point -> uv (ortho) / pixels (persp),
                                            the view's jittered pose included
-``keypoints``         (J, 3) float32       (u, v, visible) pixels, 2K2K's 31-joint layout:
-                                           COCO-WholeBody body+feet, then 8 finger
+``keypoints``         (J, 3) float32       (u, v, visibility) pixels, 2K2K's 31-joint
+                                           layout: COCO-WholeBody body+feet, then 8 finger
                                            knuckles (`hdjax.data.keypoints`); rows of
-                                           joints the subject lacks are 0
-``hands``             (42, 3) float32      (u, v, visible) pixels of the COCO-WholeBody hand
+                                           joints the subject lacks are 0. Visibility as
+                                           COCO's: 2 seen, 1 in the image but hidden or
+                                           buried (`keypoint_hidden`), 0 outside or none
+``hands``             (42, 3) float32      (u, v, visibility) pixels of the COCO-WholeBody hand
                                            points (21 per hand: wrist, thumb CMC/MCP/IP/
                                            tip, then MCP/PIP/DIP/tip of index to little;
                                            left then right); 0 where the subject has none
@@ -104,6 +106,7 @@ from hdjax.geometry import camera as cam
 
 NUM_KEYPOINTS = 31  # 2K2K layout: COCO-WholeBody 23 + 8 knuckles (hdjax.data.keypoints)
 NUM_HAND_POINTS = 42  # COCO-WholeBody hands: 21 per hand, left then right
+_BODY_JOINTS = 23  # COCO-WholeBody body + feet, the first rows of the keypoints
 
 
 TWOK2K_POINT_BOX = np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]])
@@ -151,13 +154,71 @@ _LEVELS = ("coarse", "fine")
 _POOL_STREAM = 2**32 - 1
 
 
+def _units_per_cm(subject: Subject, mesh, norm) -> float:
+    """Normalised units per centimetre of the subject."""
+    if subject.unit_cm:
+        return norm.scale / subject.unit_cm
+    return float(np.ptp(mesh.vertices[:, 1])) / 180.0  # PIFu's: every scan a 180 cm body
+
+
 def _sigma(subject: Subject, config: RenderConfig, mesh, norm, level: str) -> float:
     """σ of one level in normalised units (module docstring)."""
-    if subject.unit_cm:
-        units_per_cm = norm.scale / subject.unit_cm
-    else:  # PIFu's assumption: every scan is a 180 cm body
-        units_per_cm = float(np.ptp(mesh.vertices[:, 1])) / 180.0
-    return getattr(config, f"sigma_{level}_cm") * units_per_cm
+    return getattr(config, f"sigma_{level}_cm") * _units_per_cm(subject, mesh, norm)
+
+
+# How much of what covers a point still lets it be seen: clothes over a body joint (a loose
+# trouser leg over a knee, a coat over a dress over a hip: 7 cm); for the points of a hand,
+# its skin must show (not a hand inside a skirt). A point less deep than SURFACE_CM in the
+# skin is a landmark of the surface (nose, eyes, toes, fingers), seen only from its side.
+BODY_COVER_CM = 10.0
+HAND_COVER_CM = 2.0
+SURFACE_CM = 1.5
+_STEPS = 64  # samples along the ray, between its first hit and the point
+
+
+def keypoint_hidden(
+    mesh, skin, camera, points: np.ndarray, cover: np.ndarray, surface: float
+) -> np.ndarray:
+    """(N,) bool: the keypoints (N, 3, normalised frame; NaN rows are never hidden) that the
+    camera cannot see.
+
+    A point is seen when the first surface on its camera ray (`render.surface_in_front`)
+    is within ``cover`` (N,) of it. Farther, a point less than ``surface`` deep in the body
+    (``skin``, closed, without clothes; ``mesh`` itself for a scan) is hidden (a nose seen
+    from behind, a hand inside a skirt); a joint deeper inside is seen when the ray, from
+    that first surface on, enters the body within ``cover`` and stays inside it up to the
+    joint: an elbow under a sleeve is seen, one behind the torso (the ray leaves the body
+    and enters again) or under a thicker cover is not. Lengths in normalised units.
+    """
+    hidden = np.zeros(len(points), bool)
+    known = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    p = np.asarray(points, np.float64)[known]
+    gap = render_lib.surface_in_front(mesh, camera, p) if len(p) else np.zeros(0)
+    far = gap > np.asarray(cover, np.float64)[known]
+    if not far.any():
+        return hidden
+    body = mesh if skin is None else skin
+    p, gap, cover, idx = p[far], gap[far], np.asarray(cover, np.float64)[known][far], known[far]
+    shallow = np.abs(point_sampling.signed_distance(body.vertices, body.faces, p)) < surface
+    # s: distance in front of the point along the ray, from the first hit (s = gap) down.
+    s = gap[:, None] * (1.0 - (np.arange(_STEPS) + 0.5) / _STEPS)
+    samples = p[:, None] + s[..., None] * _camera_direction(camera, p)[:, None]
+    inside = point_sampling.label_points(body, samples.reshape(-1, 3)).reshape(s.shape)
+    first = np.argmax(inside, axis=1)
+    covered = gap - np.where(inside.any(1), s[np.arange(len(s)), first], 0.0)
+    leaves = ((np.cumsum(inside, axis=1) > 0) & ~inside).any(1)  # out again after entering
+    hidden[idx] = shallow | (covered > cover) | leaves
+    return hidden
+
+
+def _camera_direction(camera, points: np.ndarray) -> np.ndarray:
+    """(N, 3) unit vectors from each point towards the camera, normalised frame."""
+    if isinstance(camera, cam.OrthoCamera):
+        d = cam.direction_from_view(np.array([[0.0, 0.0, 1.0]]), camera)
+        d = np.broadcast_to(d, points.shape)
+    else:
+        d = cam.from_view(np.array([[0.0, 0.0, camera.distance]]), camera) - points
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
 def point_pools(
@@ -238,7 +299,14 @@ def render_record(
     if joints is not None:
         known = np.all(np.isfinite(out["keypoints"]), axis=1)
         points2d[known, :2] = out["keypoints"][known]
-        points2d[:, 2] = out["keypoints_visible"] & known
+        seen = out["keypoints_visible"] & known
+        skin = None if subject.skin is None else cam.normalize_mesh(subject.skin, norm)
+        per_cm = _units_per_cm(subject, mesh, norm)
+        cover = np.full(len(joints), HAND_COVER_CM * per_cm)
+        cover[:_BODY_JOINTS] = BODY_COVER_CM * per_cm  # then knuckles and hand points
+        hidden = keypoint_hidden(mesh, skin, camera, np.where(seen[:, None], joints, np.nan),
+                                 cover, SURFACE_CM * per_cm)  # fmt: skip
+        points2d[:, 2] = np.where(seen, np.where(hidden, 1.0, 2.0), 0.0)
     keypoints, hands2d = points2d[:NUM_KEYPOINTS], points2d[NUM_KEYPOINTS:]
     if config.camera == "ortho":  # the cube is the query frame's: undo the pose's s and t
         box = (point_sampling.RECONSTRUCTION_CUBE - camera.translation) / camera.scale

@@ -16,7 +16,8 @@ key                shape / dtype          meaning
 ``depth_back``     (H, W) float32         farthest hit; see below; background 0
 ``calib``          (4, 4) float32         ``camera.calib`` (normalised point -> uv or pixels)
 ``keypoints``      (J, 2) float32         only with ``joints``: projected (u, v) pixels
-``keypoints_visible`` (J,) bool           only with ``joints``: inside the image
+``keypoints_visible`` (J,) bool           only with ``joints``: inside the image (the
+                                          records add an occlusion test: `records`)
 =================  =====================  ==================================================
 
 Normals are in the view frame (x right, y up, z toward the camera), so front normals mostly
@@ -43,7 +44,8 @@ cosine-weighted hemisphere rays (embree occlusion queries) that hit the mesh wit
 its largest extent, interpolated at the hits and weighted by a ∈ U(0.7, 1)
 (`ambient_occlusion`). A Blinn–Phong highlight of the strongest light, strength U(0, 0.12),
 shininess U(8, 40). Ranges: the module's ``SH_*``, ``AO_*``, ``SPECULAR`` constants.
-The keypoint ``visible`` flag only means "inside the image" (no occlusion test).
+The keypoint ``visible`` flag only means "inside the image"; `surface_in_front` measures what
+hides a point (the records' occlusion test).
 """
 
 from __future__ import annotations
@@ -108,6 +110,33 @@ def cast_rays(
       ``hit = Σ_k b_k · V[F[face, k]]``, and the ray parameter t (N,) float64.
     """
     return _cast(_scene(mesh), origins, directions)
+
+
+def surface_in_front(mesh: trimesh.Trimesh, camera: Camera, points: np.ndarray) -> np.ndarray:
+    """How far in front of each point the first surface on the camera's ray through it is.
+
+    Args:
+      mesh: the triangles, in the normalised frame as `render` takes them.
+      camera: the camera; points: (N, 3) finite points in the normalised frame.
+
+    Returns:
+      (N,) float64, normalised units along the ray: the distance from the ray's first hit
+      to the point, ≤ 0 when the first hit is the point or lies behind it, −inf on a miss.
+    """
+    p = np.asarray(points, np.float64).reshape(-1, 3)
+    view = to_view(p, camera)
+    if isinstance(camera, OrthoCamera):
+        # Beyond the mesh, as `render` starts its rays.
+        radius = camera.scale * float(np.linalg.norm(mesh.vertices, axis=1).max())
+        radius += float(np.linalg.norm(camera.translation)) + 1.0
+        origins = np.concatenate([view[:, :2], np.full((len(p), 1), radius)], axis=1)
+    else:
+        origins = np.tile([0.0, 0.0, camera.distance], (len(p), 1))
+    o = from_view(origins, camera)
+    d = p - o
+    face, _, t = _cast(_scene(mesh), o, d)  # the point itself is at t = 1
+    length = np.linalg.norm(d, axis=1)
+    return np.where(face == _MISS, -np.inf, (1.0 - t) * length)
 
 
 def _interp(values: np.ndarray, faces: np.ndarray, face: np.ndarray, bary: np.ndarray):

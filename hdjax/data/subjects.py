@@ -37,6 +37,8 @@ class Subject:
     ``solid``: the closed mesh that ``mesh`` is the outer surface of, when it is only that
     (a generated body without the faces buried under its clothes; same vertices): occupancy
     labels come from it, renders and surface samples from ``mesh``. None: ``mesh`` is both.
+    ``skin``: the closed body alone, without its clothes and hair, when it has them (the
+    keypoints' visibility test tells a sleeve from a skirt over a hand by it).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Subject:
     hands: np.ndarray | None = None
     meta: dict[str, Any] | None = None
     solid: trimesh.Trimesh | None = None
+    skin: trimesh.Trimesh | None = None
 
 
 class ScanError(Exception):

@@ -43,7 +43,7 @@ class Config(tfds_base.RenderBuilderConfig):
 class Builder(tfds_base.RenderBuilder):
     """Scan renders: PIFuHD (ortho 1024²) and 2K2K (persp 2048²) configs."""
 
-    VERSION = tfds.core.Version("1.4.0")
+    VERSION = tfds.core.Version("1.5.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Initial release.",
         "1.1.0": "Keypoints (31, 3) in 2K2K's layout (all 0 for scans without joints).",
@@ -52,6 +52,7 @@ class Builder(tfds_base.RenderBuilder):
         "as raw bytes.",
         "1.4.0": "Orthographic renders turn each scan about the median of its surface, not of "
         "its vertices (`RenderConfig.center`).",
+        "1.5.0": "Keypoint visibility 2 seen / 1 hidden by the scan / 0 outside the image.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Put one folder per scan in manual_dir: THuman2.0 `<id>/<id>.obj` with its MTL and

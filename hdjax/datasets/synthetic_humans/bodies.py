@@ -277,8 +277,11 @@ class GeneratedBody:
         if not closed and not visible.all():
             solid = mesh
             mesh = trimesh.Trimesh(vertices, faces[visible], vertex_colors=colors, process=False)
+        skin = None
+        if self.garments:
+            skin = trimesh.Trimesh(vertices[: len(self.vertices)], self.faces, process=False)
         keypoints, hands = self.keypoints.astype(np.float64), self.hands.astype(np.float64)
-        return Subject(self.name, mesh, keypoints, 100.0, hands, self.meta(), solid)
+        return Subject(self.name, mesh, keypoints, 100.0, hands, self.meta(), solid, skin)
 
 
 def body_name(seed: int, index: int) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import point_cloud_utils as pcu
 import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from hdjax.data import point_sampling
 from hdjax.datasets.synthetic_humans.garments import (
     ARM_L,
     ARM_R,
@@ -530,7 +530,7 @@ def hide_buried_faces(
             if j == k or not near.any():
                 continue
             deep = np.zeros(len(probes), bool)  # outside j's box is outside j
-            deep[near] = pcu.signed_distance_to_mesh(probes[near], vj, fj)[0] < -BURIED_M
+            deep[near] = point_sampling.signed_distance(vj, fj, probes[near]) < -BURIED_M
             buried |= deep[: len(v)][f].all(1) & deep[len(v) :]
         visible.append(~buried)
     for g, vis in zip(garments, visible[1:], strict=True):

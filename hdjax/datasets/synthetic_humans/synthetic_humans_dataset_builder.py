@@ -72,7 +72,8 @@ class Builder(tfds_base.RenderBuilder):
         "1.4.0": "Orthographic renders turn each body about the median of its surface, not of "
         "its vertices (`RenderConfig.center`).",
         "1.5.0": "Labels from the closed pieces of a clothed body; no face of its outer surface "
-        "hidden (no see-through holes); no garment fragments.",
+        "hidden (no see-through holes); no garment fragments; keypoint visibility 2 seen / 1 "
+        "hidden / 0 outside the image.",
     }
     BUILDER_CONFIGS: ClassVar[list[Config]] = tfds_base.camera_configs(Config)
 

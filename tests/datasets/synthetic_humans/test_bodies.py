@@ -186,12 +186,12 @@ def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
     names = {bytes(r["subject"]).decode() for r in (train[0], test[0])}
     assert names == {"anny_s5_000000", "anny_s5_000001"}
     rec = train[0]
-    assert np.all(rec["keypoints"][23:, 2] == 1)  # finger slots visible
+    assert np.all(rec["keypoints"][23:, 2] > 0)  # finger slots in the image
     # All 42 hand points are stored and lie on the hands. Fingertips are surface points of
     # sub-pixel fingers at 64²: measured up to 2.2 px from the mask; a hand point off its
     # hand lands tens of pixels away.
     hands = rec["hands"]
-    assert hands.shape == (42, 3) and np.all(hands[:, 2] == 1)
+    assert hands.shape == (42, 3) and np.all(hands[:, 2] > 0)  # in the image, seen or not
     off_mask = ndimage.distance_transform_edt(rec["mask"][..., 0] == 0)
     u, v = np.rint(hands[:, :2]).astype(int).T
     assert off_mask[v, u].max() <= 4.0, off_mask[v, u]

@@ -254,6 +254,19 @@ def test_drop_fragments_keeps_pairs_and_drops_slivers():
     assert len(kept.vertices) == len(pair.vertices)  # no vertex left without a face
 
 
+def test_keypoints_facing_away_or_under_a_skirt_are_marked_hidden(dressed):
+    config = dataclasses.replace(CONFIG, yaws=(0.0, 180.0))
+    for body in dressed:
+        front, back = (records.render_record(body.subject(), config, v, seed=3) for v in (0, 1))
+        face = slice(0, 3)  # nose and eyes: seen from the front, hidden from behind
+        assert np.all(front["keypoints"][face, 2] == 2), body.name
+        assert np.all(back["keypoints"][face, 2] == 1), body.name
+        for rec in (front, back):  # hidden or not, every point is in the image
+            assert np.all(rec["keypoints"][:, 2] > 0) and np.all(rec["hands"][:, 2] > 0)
+        # the hips, seen through the trousers, skirt, dress or coat from the front
+        assert np.all(front["keypoints"][11:13, 2] == 2), body.name
+
+
 def test_skirt_fills_the_gap_between_the_knees(model, field):
     naked = bodies.generate_body(model, 21, 0, pose="a_pose", clothed=False)
     spec = _spec("skirt", length=0.7, flare=0.1)
