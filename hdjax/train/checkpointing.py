@@ -100,8 +100,9 @@ class Manager:
         return out["state"], base64.b64decode(out["meta"]["data"])
 
     def all_steps(self) -> list[int]:
-        """Every completely written step, ascending."""
-        return sorted(self._manager.all_steps())
+        """Every completely written step, ascending, as on disk now (the eval job's watch mode
+        polls for the steps another process writes; orbax's own list is a cached one)."""
+        return sorted(self._manager.all_steps(read=True))
 
     def restore_params(self, step: int) -> Any:
         """Only the parameters of checkpoint ``step`` (numpy arrays), for evaluation."""

@@ -61,3 +61,17 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
     assert data == b"one"
     expected = np.random.default_rng(0).random((300, 300), np.float32)
     np.testing.assert_array_equal(np.asarray(state["w"]), expected)
+
+
+def test_a_watching_manager_sees_the_steps_another_one_writes(tmp_path):
+    # The eval job's watch mode polls all_steps() while training writes: orbax caches the
+    # list it read at start, and watch mode never saw a checkpoint.
+    cfg = ml_collections.ConfigDict({"keep_checkpoints": 3})
+    directory = str(tmp_path / "checkpoints")
+    writer = checkpointing.Manager(directory, cfg)
+    watcher = checkpointing.Manager(directory, cfg)
+    assert watcher.all_steps() == []
+    writer.save(5, {"w": np.ones(3, np.float32)}, b"x", stage=0)
+    writer.close()  # waits for the save
+    assert watcher.all_steps() == [5]
+    watcher.close()
