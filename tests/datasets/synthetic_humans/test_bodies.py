@@ -8,6 +8,7 @@ are skipped without it; the bad-input tests run everywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -209,6 +210,17 @@ def test_build_generates_bodies_with_hand_keypoints(model, tmp_path):
     # The render cache was keyed by the generator's code and removed after the build.
     assert bodies.generator_digest() in builder.render_cache_dir
     assert not os.path.exists(os.path.dirname(builder.render_cache_dir))
+    # Two worker processes (one BLAS thread each) write the same bytes as this process (its
+    # default thread pool); the thread-count test above is the sharper check of that.
+    two = dataclasses.replace(config, num_workers=2)
+    again = synthetic_humans.Builder(config=two, data_dir=str(tmp_path / "two"))
+    again.download_and_prepare()
+    shards = sorted(n for n in os.listdir(builder.data_dir) if ".array_record-" in n)
+    assert shards == sorted(n for n in os.listdir(again.data_dir) if ".array_record-" in n)
+    for name in shards:
+        with open(os.path.join(builder.data_dir, name), "rb") as a:
+            with open(os.path.join(again.data_dir, name), "rb") as b:
+                assert a.read() == b.read(), name
 
 
 # ---------------------------------------------------------------- bad input (no extra needed)
