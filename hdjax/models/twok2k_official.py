@@ -235,9 +235,17 @@ def load_converted(directory: str | os.PathLike) -> Variables:
     return ocp.StandardCheckpointer().restore(os.path.join(directory, "variables"), target)
 
 
-def load(path: str | os.PathLike) -> Variables:
-    """`TwoK2K` variables from an official checkpoint file or a `save_converted` directory."""
+def load(path: str | os.PathLike, width: int | None = None) -> Variables:
+    """`TwoK2K` variables from an official checkpoint file, a `save_converted` directory or
+    weights shipped with hdjax (``.npz``, `hdjax.models.shipped`; ``width``: the base width
+    they must have, default the file's own)."""
     path = os.fspath(path)
+    if path.endswith(".npz"):
+        from hdjax.models import shipped
+
+        if width is None:
+            width = int(shipped.read_meta(path).get("arch", {}).get("width", 64))
+        return shipped.load(path, "twok2k", {"width": width}, variable_shapes(width))
     if os.path.isdir(path):
         return load_converted(path)
     return convert_state_dict(open_official(path), path)

@@ -215,7 +215,7 @@ def load_variables(cfg: ml_collections.ConfigDict):
 
     checkpoint = shipped.resolve_checkpoint(cfg.checkpoint, cfg.weights, "twok2k")
     if checkpoint != shipped.RANDOM:
-        return twok2k_official.load(checkpoint), checkpoint
+        return twok2k_official.load(checkpoint, cfg.model.width), checkpoint
     log.warning(
         "--config.checkpoint=random: random weights (seed %d), the mesh means nothing", cfg.seed
     )

@@ -1,6 +1,7 @@
 """Turns a training run's kept best checkpoint into the weights the package ships.
 
     python -m hdjax.tools.ship_weights --config=pifuhd:small --workdir=W [--out=PATH]
+    python -m hdjax.tools.ship_weights --config=twok2k:tiny --workdir=W --out=PATH.npz
 
 Reads ``W/best`` (the converted weights the eval job keeps) and its held-out summary
 (``W/eval/step_<S>/metrics.json``), and writes ``hdjax/models/weights/<config.weights>.npz``
@@ -27,6 +28,11 @@ def _load_best(model_name: str, best: str):
 
         arch, params = pifuhd_official.load_converted(best)
         return configlib.to_dict(arch), params
+    if model_name == "twok2k":
+        from hdjax.models import twok2k_official
+
+        variables = twok2k_official.load_converted(best)
+        return {"width": twok2k_official.width_of(variables)}, variables
     raise HdjaxError(f"no shipped-weights format for model {model_name!r}")
 
 
