@@ -198,6 +198,8 @@ def keep_best(
     value = summary.get(name)
     if value is None or not math.isfinite(value) or summary.get("failed"):
         return False  # a checkpoint that failed on a subject is never the best
+    if summary.get("level", "fine") != "fine":
+        return False  # scored on its coarse level alone: not what the model outputs
     best = os.path.join(workdir, "best")
     try:
         with open(os.path.join(best, "best.json")) as f:
@@ -275,7 +277,14 @@ def plot_eval_curve(history: dict[int, dict[str, Any]], png_path: str) -> bool:
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), dpi=100, squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         pts = [(s, h[key]) for s, h in history.items() if isinstance(h.get(key), float)]
-        ax.plot(*zip(*pts, strict=True), marker="o")
+        ax.plot(*zip(*pts, strict=True), color="C0", zorder=1)
+        for level, face in (("fine", "C0"), ("coarse", "white")):
+            mine = [(s, v) for s, v in pts if history[s].get("level", "fine") == level]
+            if mine:  # open markers: a checkpoint scored on its coarse level alone
+                ax.scatter(*zip(*mine, strict=True), facecolors=face, edgecolors="C0",
+                           label=f"{level} level", zorder=2)  # fmt: skip
+        if any(h.get("level") == "coarse" for h in history.values()):
+            ax.legend(fontsize=7)
         ax.set_title(f"{key} ({'higher' if key in HIGHER_IS_BETTER else 'lower'} is better)")
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
@@ -292,7 +301,7 @@ def score_checkpoints(
     ``eval.watch`` each new one until training's last step) into ``WORKDIR/eval/step_<S>/`` and
     keeps the best; after each, ``WORKDIR/eval/curve.png`` is redrawn and a metric that keeps
     getting worse is logged (`warn_if_worsening`). ``check(params, where)`` validates a
-    restored checkpoint's params, ``score(params, out_dir)`` returns its summary,
+    restored checkpoint's params, ``score(params, out_dir, step)`` returns its summary,
     ``save(params, directory)`` writes them as converted weights."""
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
@@ -311,7 +320,7 @@ def score_checkpoints(
         for step in todo:
             params = manager.restore_params(step)
             check(params, os.path.join(directory, str(step)))
-            done[step] = score(params, os.path.join(workdir, "eval", f"step_{step}"))
+            done[step] = score(params, os.path.join(workdir, "eval", f"step_{step}"), step)
             keep_best(cfg, workdir, step, done[step], lambda d, p=params: save(p, d))
             history = eval_history(workdir)
             plot_eval_curve(history, os.path.join(workdir, "eval", "curve.png"))

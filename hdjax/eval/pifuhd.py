@@ -23,17 +23,21 @@ from hdjax.models.pifuhd import PIFuHD, PIFuHDArch, numerics_from_config, param_
 from hdjax.reconstruction import pifuhd as recon
 from hdjax.reconstruction import preprocess
 from hdjax.reconstruction.weights import Weights
+from hdjax.train import loop
 
 
-def reconstruct_view(weights: Weights, view: job.View, cfg: ml_collections.ConfigDict):
-    """The network's mesh of one view, in its query (= view) frame; None without surface."""
+def reconstruct_view(
+    weights: Weights, view: job.View, cfg: ml_collections.ConfigDict, level: str = "fine"
+):
+    """The network's mesh of one view, in its query (= view) frame; None without surface.
+    ``level``: "coarse" meshes the coarse level alone (`recon.occupancy_fn`)."""
     arch = weights.arch
     h, w = view.image.shape[:2]
     fine, coarse = preprocess.prepare_pifuhd_inputs(
         view.image, preprocess.whole_image_rect(h, w), arch.fine_size, arch.coarse_size
     )
     feats, _ = recon.image_features(weights, fine, coarse)
-    evaluate = recon.occupancy_fn(weights, feats, cfg.reconstruct.chunk)
+    evaluate = recon.occupancy_fn(weights, feats, cfg.reconstruct.chunk, level=level)
     r = cfg.eval.resolution
     init = min(cfg.reconstruct.init_resolution, r // 4)
     grid, _ = recon.occupancy_grid(evaluate, r, "fast", init, cfg.reconstruct.threshold)
@@ -45,9 +49,14 @@ def reconstruct_view(weights: Weights, view: job.View, cfg: ml_collections.Confi
 
 
 def evaluate_params(
-    cfg: ml_collections.ConfigDict, params: Any, out_dir: str, views: list[job.View]
+    cfg: ml_collections.ConfigDict,
+    params: Any,
+    out_dir: str,
+    views: list[job.View],
+    level: str = "fine",
 ) -> dict[str, Any]:
-    """Scores ``params`` on ``views``; writes metrics.json, metrics.md, meshes and PNGs."""
+    """Scores ``params`` on ``views``; writes metrics.json, metrics.md, meshes and PNGs.
+    ``level``: the level whose meshes are scored (`scored_level`)."""
     arch = PIFuHDArch.from_config(cfg.model.arch)
     model = PIFuHD(arch, numerics_from_config(cfg.model.numerics))
 
@@ -63,7 +72,7 @@ def evaluate_params(
     rows, size = [], cfg.eval.normal_size
     for i, view in enumerate(views):
         t = time.perf_counter()
-        pred = reconstruct_view(weights, view, cfg)
+        pred = reconstruct_view(weights, view, cfg, level)
         if pred is None:
             scored = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), process=False)
         else:
@@ -93,8 +102,20 @@ def evaluate_params(
         )
     summary = metrics.summarize(rows)
     summary["failed"] = sum(not math.isfinite(r["p2s_cm"]) for r in rows)
+    summary["level"] = level
     job.write_summary(out_dir, summary)
     return summary
+
+
+def scored_level(cfg: ml_collections.ConfigDict, step: int) -> str:
+    """ "fine" once the schedule of ``cfg`` has trained the fine level by ``step`` (or it
+    starts from trained weights, ``train.init_weights``), else "coarse": the untrained fine
+    level of a checkpoint from the normals or coarse stage fills the cube, and its held-out
+    curve would say nothing until the fine stage."""
+    if cfg.train.get("init_weights"):
+        return "fine"
+    started = [s.start for s in loop.schedule(cfg, tuple(cfg.train.stages)) if s.name == "fine"]
+    return "fine" if any(start < step for start in started) or not started else "coarse"
 
 
 def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, Any]]:
@@ -104,8 +125,11 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str
     arch = PIFuHDArch.from_config(cfg.model.arch)
     views = [v for s in job.eval_subjects(cfg, workdir) for v in job.render_views(cfg, s)]
 
-    def score(params, out_dir):
-        summary = evaluate_params(cfg, params, out_dir, views)
+    def score(params, out_dir, step):
+        level = scored_level(cfg, step)
+        if level == "coarse":
+            logging.info("step %d: the fine level is not trained yet; scoring the coarse", step)
+        summary = evaluate_params(cfg, params, out_dir, views, level)
         logging.info("eval:\n%s", metrics.markdown_table(summary))
         return summary
 

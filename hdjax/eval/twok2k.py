@@ -169,7 +169,8 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str
 
     views = [v for s in job.eval_subjects(cfg, workdir) for v in job.render_views(cfg, s)]
 
-    def score(variables, out_dir):
+    def score(variables, out_dir, step):
+        del step
         summary = evaluate_variables(cfg, variables, out_dir, views)
         log.info("eval:\n%s", metrics.markdown_table(summary, COLUMNS))
         return summary

@@ -326,6 +326,12 @@ class PIFuHD(nn.Module):
         logits, in_bb = self._fine_logits([fine_feat], points, calib_local, phi)
         return jax.nn.sigmoid(logits[-1].astype(jnp.float32)) * in_bb
 
+    def coarse_occupancy(self, coarse_feat, points, *, calib_global):
+        """The coarse level alone: last-stack features (B, h, w, C) -> occupancy (B, N) of
+        points (B, N, 3) (a checkpoint whose fine level is not trained yet)."""
+        logits, _, in_bb = self.coarse_query([coarse_feat], points, calib_global=calib_global)
+        return jax.nn.sigmoid(logits[-1].astype(jnp.float32)) * in_bb
+
     def _fine_logits(self, fine_feats, points, calib_local, phi):
         xyz = orthogonal(points, calib_local)
         in_bb = jnp.all((xyz[..., :2] >= -1) & (xyz[..., :2] <= 1), axis=-1)

@@ -65,6 +65,15 @@ def _stage_fns(model: PIFuHD):
                 {"params": p}, c, f, pts, **calib, method=PIFuHD.occupancy
             )
         ),
+        coarse_occupancy=jax.jit(
+            lambda p, c, pts: model.apply(
+                {"params": p},
+                c,
+                pts,
+                calib_global=calib["calib_global"],
+                method=PIFuHD.coarse_occupancy,
+            )
+        ),
     )
 
 
@@ -109,14 +118,32 @@ def image_features(
 
 
 def occupancy_fn(
-    weights: Weights, feats: ImageFeatures, chunk: int, progress: tqdm | None = None
+    weights: Weights,
+    feats: ImageFeatures,
+    chunk: int,
+    progress: tqdm | None = None,
+    level: str = "fine",
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """(N, 3) float points in the query frame -> (N,) float32 occupancy, `chunk` at a time.
+    """(N, 3) float points in the query frame -> (N,) float32 occupancy, `chunk` at a time,
+    of the fine level (PIFuHD's output) or of the coarse level alone (``level="coarse"``).
 
     Every call uses the same padded (1, chunk, 3) shape, so it compiles once.
     """
-    fn = _stage_fns(weights.model)["occupancy"]
-    params = {"netG": {"mlp": weights.get(("netG", "mlp"))}, "mlp": weights.get(("mlp",))}
+    if level not in ("fine", "coarse"):
+        raise ValueError(f"level must be 'fine' or 'coarse', got {level!r}")
+    fns = _stage_fns(weights.model)
+    coarse_mlp = {"netG": {"mlp": weights.get(("netG", "mlp"))}}
+    if level == "fine":
+        params = {**coarse_mlp, "mlp": weights.get(("mlp",))}
+
+        def fn(p, c, f, pts):
+            return fns["occupancy"](p, c, f, pts)
+    else:
+        params = coarse_mlp
+
+        def fn(p, c, f, pts):
+            del f
+            return fns["coarse_occupancy"](p, c, pts)
 
     def evaluate(points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, np.float32).reshape(-1, 3)

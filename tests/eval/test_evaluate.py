@@ -102,6 +102,7 @@ def test_the_best_checkpoint_is_kept_apart(tmp_path):
     assert not keep(20, second, chamfer_cm=6.0)
     assert not keep(25, second, chamfer_cm=1.0, failed=1)
     assert not keep(26, second, chamfer_cm=float("nan"))
+    assert not keep(27, second, chamfer_cm=1.0, level="coarse")  # not the model's output
     assert keep(30, second, chamfer_cm=4.0)
     assert json.loads((tmp_path / "best" / "best.json").read_text()) == {
         "step": 30,
@@ -145,3 +146,45 @@ def test_eval_curve_and_worsening_warning(tmp_path, caplog):
     # IoU: lower is worse.
     falling = {s: {"iou": v} for s, v in zip((1, 2, 3), (0.6, 0.5, 0.4), strict=True)}
     assert job.warn_if_worsening(falling, "iou", 2)
+
+
+def test_checkpoints_before_the_fine_stage_are_scored_on_their_coarse_level():
+    cfg = _cfg()
+    cfg.train.stages, cfg.train.steps = ("normals", "coarse", "fine"), (10, 20, 30)
+    # A checkpoint at step S has run steps [0, S): the fine stage starts after step 30.
+    assert [pifuhd_eval.scored_level(cfg, s) for s in (5, 10, 30, 31, 60)] == [
+        "coarse", "coarse", "coarse", "fine", "fine"
+    ]  # fmt: skip
+    cfg.train.init_weights = "pifuhd_small"  # fine-tuned: its fine level is trained
+    assert pifuhd_eval.scored_level(cfg, 5) == "fine"
+    cfg.train.init_weights, cfg.train.stages, cfg.train.steps = "", ("coarse",), (10,)
+    assert pifuhd_eval.scored_level(cfg, 10) == "fine"  # no fine stage: nothing better
+
+
+def test_coarse_level_occupancy_is_the_coarse_mlp_alone():
+    import jax.numpy as jnp
+
+    from hdjax.geometry.projection import EVAL_CALIB
+    from hdjax.models.pifuhd import PIFuHD
+    from hdjax.reconstruction import pifuhd as recon
+    from hdjax.reconstruction.weights import open_weights
+
+    cfg = _cfg()
+    arch = PIFuHDArch.from_config(cfg.model.arch)
+    weights = open_weights(shipped.RANDOM, arch, seed=2)
+    rng = np.random.default_rng(0)
+    fine = rng.uniform(-1, 1, (arch.fine_size, arch.fine_size, 3)).astype(np.float32)
+    coarse = rng.uniform(-1, 1, (arch.coarse_size, arch.coarse_size, 3)).astype(np.float32)
+    feats, _ = recon.image_features(weights, fine, coarse)
+    points = rng.uniform(-1, 1, (50, 3)).astype(np.float32)
+    got = recon.occupancy_fn(weights, feats, 64, level="coarse")(points)
+    logits, _, _ = PIFuHD(arch).apply(
+        {"params": weights.get(())},
+        [feats.coarse],
+        jnp.asarray(points)[None],
+        calib_global=jnp.asarray(EVAL_CALIB)[None],
+        method=PIFuHD.coarse_query,
+    )
+    want = np.asarray(jax.nn.sigmoid(logits[-1][0]))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)  # measured 0 (same XLA program)
+    assert not np.allclose(got, recon.occupancy_fn(weights, feats, 64)(points), atol=1e-3)
