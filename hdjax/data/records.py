@@ -243,17 +243,16 @@ def point_pools(
 
 def _normalized(subject: Subject, norm: cam.Normalization):
     """The subject's surface and solid (None when it has none) in the normalised frame."""
-    mesh = cam.normalize_mesh(subject.mesh, norm)
     if subject.solid is None:
-        return mesh, None
+        return cam.normalize_mesh(subject.mesh, norm), None
     solid = cam.normalize_mesh(subject.solid, norm)
-    # A vertex at the edge of the faces left out keeps its closed piece's normal, so the
-    # surface shades as the closed pieces do.
+    # The surface shares the solid's vertices; a vertex at the edge of the faces left out
+    # keeps its closed piece's normal, so the surface shades as the closed pieces do.
     surface = trimesh.Trimesh(
         solid.vertices,
-        mesh.faces,
+        subject.mesh.faces,
         vertex_normals=solid.vertex_normals,
-        visual=mesh.visual,
+        visual=subject.mesh.visual.copy(),
         process=False,
     )
     return surface, solid

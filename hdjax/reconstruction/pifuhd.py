@@ -65,8 +65,9 @@ def _stage_fns(model: PIFuHD):
                 {"params": p}, c, f, pts, **calib, method=PIFuHD.occupancy
             )
         ),
+        # The fine features are taken and ignored: the same call as `occupancy`.
         coarse_occupancy=jax.jit(
-            lambda p, c, pts: model.apply(
+            lambda p, c, _, pts: model.apply(
                 {"params": p},
                 c,
                 pts,
@@ -131,19 +132,10 @@ def occupancy_fn(
     """
     if level not in ("fine", "coarse"):
         raise ValueError(f"level must be 'fine' or 'coarse', got {level!r}")
-    fns = _stage_fns(weights.model)
-    coarse_mlp = {"netG": {"mlp": weights.get(("netG", "mlp"))}}
+    fn = _stage_fns(weights.model)["occupancy" if level == "fine" else "coarse_occupancy"]
+    params = {"netG": {"mlp": weights.get(("netG", "mlp"))}}
     if level == "fine":
-        params = {**coarse_mlp, "mlp": weights.get(("mlp",))}
-
-        def fn(p, c, f, pts):
-            return fns["occupancy"](p, c, f, pts)
-    else:
-        params = coarse_mlp
-
-        def fn(p, c, f, pts):
-            del f
-            return fns["coarse_occupancy"](p, c, pts)
+        params["mlp"] = weights.get(("mlp",))
 
     def evaluate(points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, np.float32).reshape(-1, 3)
