@@ -88,6 +88,7 @@ def stage_loss(
             total += loss
             terms.update({f"{side}/{k}": x for k, x in t.items()})
         return total, terms
+    gamma = cfg.train.occupancy_gamma or None  # 0: the official per-sample γ
     if stage == "coarse":
         normals = _normals_for(frozen, v, batch, cfg.train.coarse_normals)
         feats = model.apply(v, batch["image"], normals, method=PIFuHD.coarse_features)
@@ -98,9 +99,7 @@ def stage_loss(
             calib_global=batch["calib_global"],
             method=PIFuHD.coarse_query,
         )
-        loss, per_stack = losses.occupancy_bce(
-            logits, batch["labels"], in_bb, cfg.train.occupancy_gamma or None
-        )
+        loss, per_stack = losses.occupancy_bce(logits, batch["labels"], in_bb, gamma)
         return loss, {f"stack{i}": x for i, x in enumerate(per_stack)}
     # fine: the coarse level is frozen; its phi of the whole image feeds the fine MLP.
     glob = batch["image_global"]
@@ -124,7 +123,7 @@ def stage_loss(
         method=PIFuHD.query,
     )
     loss, per_stack = losses.occupancy_bce(
-        out["fine_logits"], batch["labels"], out["in_bb_fine"], cfg.train.occupancy_gamma or None
+        out["fine_logits"], batch["labels"], out["in_bb_fine"], gamma
     )
     return loss, {f"stack{i}": x for i, x in enumerate(per_stack)}
 
